@@ -1,0 +1,709 @@
+//! The spec file (`split-build.yml`): its YAML shape, and its validation into a [`Spec`]
+//! whose every value is checked, with errors that name file, line, column and key.
+//!
+//! Parsing is pure: the environment and the files the spec names are reached through
+//! [`SpecEnv`], which the binary backs with the real process and file system.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::{self, SeqAccess, Visitor};
+use serde_saphyr::Spanned;
+
+use crate::core::image_ref::{ImageRef, RegistryPrefix, Tag, check_repository};
+use crate::core::platform::Platform;
+use crate::core::template::{Field, Template, Vars, expand_env};
+
+/// Where a value sits in a file.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Site {
+    /// The file, as the user named it.
+    pub file: PathBuf,
+    /// 1-based line (0 when unknown).
+    pub line: u64,
+    /// 1-based column (0 when unknown).
+    pub column: u64,
+    /// The dotted key (`bases.instances[3]`), empty when unknown.
+    pub key: String,
+}
+
+/// A spec that cannot be used, with where and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{}:{}: {}{}", site.file.display(), site.line, site.column, if site.key.is_empty() { String::new() } else { format!("{}: ", site.key) }, message)]
+pub struct SpecError {
+    /// Where the problem is.
+    pub site: Site,
+    /// What is wrong and what would be valid.
+    pub message: String,
+}
+
+/// What the spec reads from outside itself: environment variables and files.
+pub trait SpecEnv {
+    /// An environment variable, if set.
+    fn var(&self, name: &str) -> Option<String>;
+    /// A file's text.
+    fn read_to_string(&self, path: &Path) -> io::Result<String>;
+    /// Whether `path` is an existing file.
+    fn is_file(&self, path: &Path) -> bool;
+    /// Whether `path` is an existing directory.
+    fn is_dir(&self, path: &Path) -> bool;
+}
+
+/// How agent images are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// At the registry: payload layers appended onto the base's manifest.
+    Append,
+    /// Through the daemon: a generated thin Dockerfile.
+    Dockerfile,
+}
+
+/// Which build cache is exported (`cache-to`); cache-from is always on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheMode {
+    /// No export.
+    Off,
+    /// The final image's layers only.
+    Min,
+    /// Every intermediate layer.
+    Max,
+}
+
+/// The builder: built once per version, its `payload` stage is the agent layer.
+#[derive(Debug, Clone)]
+pub struct BuilderSpec {
+    /// Full repository path below the registry host.
+    pub repository: String,
+    /// Build context directory.
+    pub context: PathBuf,
+    /// Dockerfile path.
+    pub dockerfile: PathBuf,
+    /// Stage whose filesystem is the payload.
+    pub target: String,
+    /// Fixed version, when the spec or the environment gives one.
+    pub version: Option<Tag>,
+    /// Globs (relative to the context) whose files make the version hash.
+    pub inputs: Vec<String>,
+    /// Build arguments.
+    pub build_args: BTreeMap<String, String>,
+}
+
+/// The bases: one per instance, tagged by content.
+#[derive(Debug, Clone)]
+pub struct BasesSpec {
+    /// Full repository path below the registry host.
+    pub repository: String,
+    /// Upstream image per instance.
+    pub from: Template,
+    /// Dockerfile path.
+    pub dockerfile: PathBuf,
+    /// Build context directory.
+    pub context: PathBuf,
+    /// Build target, if any.
+    pub target: Option<String>,
+    /// Build arguments; values may name `{instance}`.
+    pub build_args: BTreeMap<String, Template>,
+    /// Globs (relative to the context) whose files go into the base hash.
+    pub inputs: Vec<String>,
+    /// Instance ids, in spec order.
+    pub instances: Vec<String>,
+}
+
+/// One flavour of agent image.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Variant {
+    /// Name, used in tags.
+    pub name: String,
+    /// Entrypoint, when set.
+    pub entrypoint: Option<Vec<String>>,
+    /// Cmd, when set.
+    pub cmd: Option<Vec<String>>,
+    /// Environment added to the base's.
+    pub env: BTreeMap<String, String>,
+    /// Labels added to the base's.
+    pub labels: BTreeMap<String, String>,
+    /// Working directory, when set.
+    pub workdir: Option<String>,
+}
+
+/// The agent images: base + payload, one per instance and variant.
+#[derive(Debug, Clone)]
+pub struct AgentsSpec {
+    /// Full repository path below the registry host.
+    pub repository: String,
+    /// Tag template over `{builder}`, `{instance}`, `{variant}`.
+    pub tag: Template,
+    /// How they are made.
+    pub method: Method,
+    /// The variants.
+    pub variants: Vec<Variant>,
+}
+
+/// A validated spec.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// The spec file, as named.
+    pub file: PathBuf,
+    /// Registry host and namespace.
+    pub registry: RegistryPrefix,
+    /// Platforms every stage is planned for.
+    pub platforms: Vec<Platform>,
+    /// The builder.
+    pub builder: BuilderSpec,
+    /// The bases.
+    pub bases: BasesSpec,
+    /// The agents.
+    pub agents: AgentsSpec,
+    /// Cache export mode.
+    pub cache: CacheMode,
+    /// Most matrix entries per stage.
+    pub max_parallel: u16,
+    /// Extra tag patterns retention keeps.
+    pub keep: Vec<String>,
+}
+
+impl Spec {
+    /// The image reference of `repository:tag` in this spec's registry.
+    pub fn image(&self, repository: &str, tag: Tag) -> ImageRef {
+        ImageRef::new(&self.registry.host, repository, tag)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The YAML shape.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    registry: Spanned<String>,
+    #[serde(default)]
+    platforms: Option<Spanned<Vec<Spanned<String>>>>,
+    builder: Spanned<RawBuilder>,
+    bases: Spanned<RawBases>,
+    agents: Spanned<RawAgents>,
+    #[serde(default)]
+    cache: Option<RawCache>,
+    #[serde(default)]
+    jobs: Option<RawJobs>,
+    #[serde(default)]
+    keep: Vec<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBuilder {
+    repository: Spanned<String>,
+    #[serde(default)]
+    context: Option<Spanned<String>>,
+    #[serde(default)]
+    dockerfile: Option<Spanned<String>>,
+    #[serde(default)]
+    target: Option<Spanned<String>>,
+    #[serde(default)]
+    version: Option<Spanned<String>>,
+    #[serde(default)]
+    inputs: Vec<Spanned<String>>,
+    #[serde(default, rename = "build-args")]
+    build_args: BTreeMap<String, Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBases {
+    repository: Spanned<String>,
+    from: Spanned<String>,
+    #[serde(default)]
+    dockerfile: Option<Spanned<String>>,
+    #[serde(default)]
+    context: Option<Spanned<String>>,
+    #[serde(default)]
+    target: Option<Spanned<String>>,
+    #[serde(default, rename = "build-args")]
+    build_args: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    inputs: Option<Vec<Spanned<String>>>,
+    instances: Spanned<RawInstances>,
+}
+
+/// `instances:` is either a file name or a list of ids.
+enum RawInstances {
+    File(String),
+    List(Vec<Spanned<String>>),
+}
+
+impl<'de> Deserialize<'de> for RawInstances {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawInstances;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a file name (one instance id a line) or a list of instance ids")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawInstances, E> {
+                Ok(RawInstances::File(v.to_owned()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawInstances, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Spanned<String>>()? {
+                    items.push(item);
+                }
+                Ok(RawInstances::List(items))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgents {
+    repository: Spanned<String>,
+    #[serde(default)]
+    tag: Option<Spanned<String>>,
+    #[serde(default)]
+    method: Option<Spanned<String>>,
+    variants: Spanned<Vec<Spanned<RawVariant>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVariant {
+    name: Spanned<String>,
+    #[serde(default)]
+    entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    cmd: Option<Vec<String>>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    workdir: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    #[serde(default)]
+    mode: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJobs {
+    #[serde(default, rename = "max-parallel")]
+    max_parallel: Option<Spanned<i64>>,
+}
+
+/// The default agent tag template.
+pub const DEFAULT_AGENT_TAG: &str = "{builder}-{instance}-{variant}";
+/// The default most matrix entries per stage.
+pub const DEFAULT_MAX_PARALLEL: u16 = 64;
+/// GitHub's limit on one matrix.
+pub const MATRIX_LIMIT: i64 = 256;
+
+// ---------------------------------------------------------------------------------------
+// Validation.
+
+struct Checker<'a> {
+    file: &'a Path,
+    dir: &'a Path,
+    env: &'a dyn SpecEnv,
+}
+
+impl Checker<'_> {
+    fn site<T>(&self, s: &Spanned<T>, key: &str) -> Site {
+        Site {
+            file: self.file.to_path_buf(),
+            line: s.referenced.line(),
+            column: s.referenced.column(),
+            key: key.to_owned(),
+        }
+    }
+
+    fn err<T>(&self, s: &Spanned<T>, key: &str, message: impl Into<String>) -> SpecError {
+        SpecError { site: self.site(s, key), message: message.into() }
+    }
+
+    /// The string with `${VAR}` expanded.
+    fn text(&self, s: &Spanned<String>, key: &str) -> Result<String, SpecError> {
+        expand_env(&s.value, &|n| self.env.var(n)).map_err(|e| self.err(s, key, e.message))
+    }
+
+    fn nonempty(&self, s: &Spanned<String>, key: &str) -> Result<String, SpecError> {
+        let v = self.text(s, key)?;
+        if v.trim().is_empty() {
+            return Err(self.err(s, key, format!("is empty{}", unset_hint(&s.value))));
+        }
+        Ok(v)
+    }
+
+    fn repository(&self, prefix: &RegistryPrefix, s: &Spanned<String>, key: &str) -> Result<String, SpecError> {
+        let name = self.nonempty(s, key)?;
+        check_repository(&name).map_err(|e| self.err(s, key, e.0))?;
+        Ok(prefix.repository(&name))
+    }
+
+    fn path(&self, s: &Spanned<String>, key: &str) -> Result<PathBuf, SpecError> {
+        Ok(self.dir.join(self.nonempty(s, key)?))
+    }
+
+    fn existing_file(&self, s: &Spanned<String>, key: &str) -> Result<PathBuf, SpecError> {
+        let p = self.path(s, key)?;
+        if !self.env.is_file(&p) {
+            return Err(self.err(s, key, format!("file `{}` does not exist (paths are relative to the spec file's directory)", p.display())));
+        }
+        Ok(p)
+    }
+
+    fn existing_dir(&self, s: &Spanned<String>, key: &str) -> Result<PathBuf, SpecError> {
+        let p = self.path(s, key)?;
+        if !self.env.is_dir(&p) {
+            return Err(self.err(s, key, format!("directory `{}` does not exist (paths are relative to the spec file's directory)", p.display())));
+        }
+        Ok(p)
+    }
+
+    fn globs(&self, list: &[Spanned<String>], key: &str) -> Result<Vec<String>, SpecError> {
+        list.iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let k = format!("{key}[{i}]");
+                let v = self.nonempty(g, &k)?;
+                globset::Glob::new(&v).map_err(|e| self.err(g, &k, format!("`{v}` is not a valid glob: {e}")))?;
+                Ok(v)
+            })
+            .collect()
+    }
+}
+
+fn unset_hint(raw: &str) -> String {
+    if raw.contains("${") {
+        format!(" (`{raw}` expanded to nothing: is the variable set?)")
+    } else {
+        String::new()
+    }
+}
+
+fn check_tag(value: &str) -> Result<Tag, String> {
+    value.parse::<Tag>().map_err(|e| e.0)
+}
+
+fn check_build_arg_name(name: &str) -> bool {
+    name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Parses and validates a spec. `file` is how the user named the spec (used in errors);
+/// relative paths in it resolve against `file`'s directory.
+pub fn parse_spec(text: &str, file: &Path, env: &dyn SpecEnv) -> Result<Spec, SpecError> {
+    let raw: RawSpec = serde_saphyr::from_str(text).map_err(|e| yaml_error(&e, file))?;
+    let dir = file.parent().unwrap_or(Path::new(""));
+    let c = Checker { file, dir, env };
+
+    let registry_text = c.nonempty(&raw.registry, "registry")?;
+    let registry: RegistryPrefix = registry_text.parse().map_err(|e: crate::core::image_ref::RefError| c.err(&raw.registry, "registry", e.0))?;
+
+    let platforms = match &raw.platforms {
+        None => vec!["linux/amd64".parse().unwrap_or_else(|_| unreachable_platform())],
+        Some(list) => {
+            if list.value.is_empty() {
+                return Err(c.err(list, "platforms", "is empty: name at least one platform, for example [linux/amd64]"));
+            }
+            let mut seen = BTreeSet::new();
+            let mut out = Vec::new();
+            for (i, p) in list.value.iter().enumerate() {
+                let key = format!("platforms[{i}]");
+                let v = c.nonempty(p, &key)?;
+                let platform: Platform = v.parse().map_err(|e: crate::core::platform::PlatformError| c.err(p, &key, e.to_string()))?;
+                if !seen.insert(platform.clone()) {
+                    return Err(c.err(p, &key, format!("`{v}` is listed twice")));
+                }
+                out.push(platform);
+            }
+            out
+        }
+    };
+
+    let builder = builder_spec(&c, &registry, &raw.builder)?;
+    let bases = bases_spec(&c, &registry, &raw.bases)?;
+    let agents = agents_spec(&c, &registry, &raw.agents, &bases.instances)?;
+
+    let cache = match raw.cache.as_ref().and_then(|c| c.mode.as_ref()) {
+        None => CacheMode::Min,
+        Some(m) => match c.text(m, "cache.mode")?.as_str() {
+            "off" => CacheMode::Off,
+            "min" => CacheMode::Min,
+            "max" => CacheMode::Max,
+            other => return Err(c.err(m, "cache.mode", format!("`{other}` is not a cache mode: use off, min or max"))),
+        },
+    };
+
+    let max_parallel = match raw.jobs.as_ref().and_then(|j| j.max_parallel.as_ref()) {
+        None => DEFAULT_MAX_PARALLEL,
+        Some(n) if (1..=MATRIX_LIMIT).contains(&n.value) => n.value as u16,
+        Some(n) => {
+            return Err(c.err(n, "jobs.max-parallel", format!("{} is out of range: use a whole number from 1 to 256 (GitHub runs at most 256 jobs from one matrix)", n.value)));
+        }
+    };
+    if usize::from(max_parallel) < platforms.len() {
+        let n = raw.jobs.as_ref().and_then(|j| j.max_parallel.as_ref());
+        if let Some(n) = n {
+            return Err(c.err(n, "jobs.max-parallel", format!("{max_parallel} is less than the {} platforms: each platform needs at least one job", platforms.len())));
+        }
+    }
+
+    let keep = c.globs(&raw.keep, "keep")?;
+
+    Ok(Spec {
+        file: file.to_path_buf(),
+        registry,
+        platforms,
+        builder,
+        bases,
+        agents,
+        cache,
+        max_parallel,
+        keep,
+    })
+}
+
+/// `linux/amd64` always parses; this keeps `unwrap` out of the code path.
+fn unreachable_platform() -> Platform {
+    Platform { os: "linux".into(), architecture: "amd64".into(), variant: None }
+}
+
+fn builder_spec(c: &Checker<'_>, registry: &RegistryPrefix, raw: &Spanned<RawBuilder>) -> Result<BuilderSpec, SpecError> {
+    let b = &raw.value;
+    let repository = c.repository(registry, &b.repository, "builder.repository")?;
+    let context = match &b.context {
+        Some(s) => c.existing_dir(s, "builder.context")?,
+        None => c.dir.to_path_buf(),
+    };
+    let dockerfile = match &b.dockerfile {
+        Some(s) => c.existing_file(s, "builder.dockerfile")?,
+        None => {
+            let p = context.join("Dockerfile");
+            if !c.env.is_file(&p) {
+                return Err(c.err(raw, "builder.dockerfile", format!("no `dockerfile:` given and `{}` does not exist", p.display())));
+            }
+            p
+        }
+    };
+    let target = match &b.target {
+        Some(s) => c.nonempty(s, "builder.target")?,
+        None => "payload".to_owned(),
+    };
+    let version = match &b.version {
+        Some(s) => {
+            let v = c.text(s, "builder.version")?;
+            if v.is_empty() {
+                None
+            } else {
+                Some(check_tag(&v).map_err(|m| c.err(s, "builder.version", m))?)
+            }
+        }
+        None => None,
+    };
+    let inputs = c.globs(&b.inputs, "builder.inputs")?;
+    let mut build_args = BTreeMap::new();
+    for (k, v) in &b.build_args {
+        let key = format!("builder.build-args.{k}");
+        if !check_build_arg_name(k) {
+            return Err(c.err(v, &key, format!("`{k}` is not a valid build-arg name: use letters, digits and `_`")));
+        }
+        build_args.insert(k.clone(), c.text(v, &key)?);
+    }
+    Ok(BuilderSpec { repository, context, dockerfile, target, version, inputs, build_args })
+}
+
+fn bases_spec(c: &Checker<'_>, registry: &RegistryPrefix, raw: &Spanned<RawBases>) -> Result<BasesSpec, SpecError> {
+    let b = &raw.value;
+    let repository = c.repository(registry, &b.repository, "bases.repository")?;
+    let context = match &b.context {
+        Some(s) => c.existing_dir(s, "bases.context")?,
+        None => c.dir.to_path_buf(),
+    };
+    let dockerfile = match &b.dockerfile {
+        Some(s) => c.existing_file(s, "bases.dockerfile")?,
+        None => {
+            let p = context.join("Dockerfile");
+            if !c.env.is_file(&p) {
+                return Err(c.err(raw, "bases.dockerfile", format!("no `dockerfile:` given and `{}` does not exist", p.display())));
+            }
+            p
+        }
+    };
+    let target = b.target.as_ref().map(|s| c.nonempty(s, "bases.target")).transpose()?;
+    let from_text = c.nonempty(&b.from, "bases.from")?;
+    let from = Template::parse(&from_text, &[Field::Instance]).map_err(|e| c.err(&b.from, "bases.from", e.message))?;
+    if !from.uses(Field::Instance) && instances_len_hint(&b.instances) > 1 {
+        // One upstream for every instance is allowed (a shared base image), so no error.
+    }
+    let mut build_args = BTreeMap::new();
+    for (k, v) in &b.build_args {
+        let key = format!("bases.build-args.{k}");
+        if !check_build_arg_name(k) {
+            return Err(c.err(v, &key, format!("`{k}` is not a valid build-arg name: use letters, digits and `_`")));
+        }
+        if k == "BASE_IMAGE" {
+            return Err(c.err(v, &key, "BASE_IMAGE is set by split-build to the instance's `from` image: remove it here"));
+        }
+        let text = c.text(v, &key)?;
+        let t = Template::parse(&text, &[Field::Instance]).map_err(|e| c.err(v, &key, e.message))?;
+        build_args.insert(k.clone(), t);
+    }
+    let inputs = match &b.inputs {
+        Some(list) => c.globs(list, "bases.inputs")?,
+        None => vec!["**".to_owned()],
+    };
+    let instances = instances(c, &b.instances)?;
+    for (id, site) in &instances {
+        let rendered = from.render(&Vars { instance: Some(id), ..Vars::default() });
+        if let Err(e) = rendered.parse::<ImageRef>() {
+            return Err(SpecError {
+                site: Site { key: "bases.from".into(), ..c.site(&b.from, "bases.from") },
+                message: format!("for instance `{id}` (at line {}): {}", site.line, e.0),
+            });
+        }
+    }
+    Ok(BasesSpec {
+        repository,
+        from,
+        dockerfile,
+        context,
+        target,
+        build_args,
+        inputs,
+        instances: instances.into_iter().map(|(id, _)| id).collect(),
+    })
+}
+
+fn instances_len_hint(raw: &Spanned<RawInstances>) -> usize {
+    match &raw.value {
+        RawInstances::File(_) => usize::MAX,
+        RawInstances::List(l) => l.len(),
+    }
+}
+
+const INSTANCE_HELP: &str = "an instance id is 1 to 128 letters, digits, `_`, `.` and `-`, not starting with `.` or `-` (the OCI tag grammar), for example `django__django-11099`";
+
+/// Reads the instance list, from the spec or from a file, checking ids and duplicates.
+fn instances(c: &Checker<'_>, raw: &Spanned<RawInstances>) -> Result<Vec<(String, Site)>, SpecError> {
+    let mut out: Vec<(String, Site)> = Vec::new();
+    match &raw.value {
+        RawInstances::List(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let key = format!("bases.instances[{i}]");
+                out.push((c.text(item, &key)?, c.site(item, &key)));
+            }
+        }
+        RawInstances::File(name) => {
+            let spanned_name = Spanned::new(name.clone(), raw.referenced, raw.defined);
+            let path = c.existing_file(&spanned_name, "bases.instances")?;
+            let text = c.env.read_to_string(&path).map_err(|e| c.err(raw, "bases.instances", format!("reading `{}`: {e}", path.display())))?;
+            for (n, line) in text.lines().enumerate() {
+                let content = line.split('#').next().unwrap_or_default().trim();
+                if content.is_empty() {
+                    continue;
+                }
+                let column = line.find(content).map_or(1, |i| i as u64 + 1);
+                out.push((content.to_owned(), Site { file: path.clone(), line: n as u64 + 1, column, key: "instance".into() }));
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(c.err(raw, "bases.instances", "no instances: list at least one instance id, inline or one a line in a file"));
+    }
+    let mut first_seen: BTreeMap<&str, &Site> = BTreeMap::new();
+    for (id, site) in &out {
+        if id.parse::<Tag>().is_err() {
+            return Err(SpecError { site: site.clone(), message: format!("`{}` is not a valid instance id: {INSTANCE_HELP}", id.escape_debug()) });
+        }
+        if let Some(prev) = first_seen.insert(id, site) {
+            return Err(SpecError {
+                site: site.clone(),
+                message: format!("duplicate instance `{id}`: it is already listed at line {}; each instance must appear once", prev.line),
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn agents_spec(c: &Checker<'_>, registry: &RegistryPrefix, raw: &Spanned<RawAgents>, instances: &[String]) -> Result<AgentsSpec, SpecError> {
+    let a = &raw.value;
+    let repository = c.repository(registry, &a.repository, "agents.repository")?;
+    let method = match &a.method {
+        None => Method::Append,
+        Some(m) => match c.text(m, "agents.method")?.as_str() {
+            "append" => Method::Append,
+            "dockerfile" => Method::Dockerfile,
+            other => return Err(c.err(m, "agents.method", format!("`{other}` is not a method: use append (at the registry) or dockerfile (docker build)"))),
+        },
+    };
+    if a.variants.value.is_empty() {
+        return Err(c.err(&a.variants, "agents.variants", "is empty: list at least one variant with a `name`"));
+    }
+    let mut variants = Vec::new();
+    let mut names = BTreeSet::new();
+    for (i, v) in a.variants.value.iter().enumerate() {
+        let key = format!("agents.variants[{i}].name");
+        let name = c.nonempty(&v.value.name, &key)?;
+        check_tag(&name).map_err(|_| c.err(&v.value.name, &key, format!("`{name}` is not a valid variant name: use letters, digits, `_`, `.` and `-` (it becomes part of a tag)")))?;
+        if !names.insert(name.clone()) {
+            return Err(c.err(&v.value.name, &key, format!("variant `{name}` is listed twice")));
+        }
+        let rv = &v.value;
+        let expand = |s: &String| expand_env(s, &|n| c.env.var(n)).map_err(|e| c.err(v, &format!("agents.variants[{i}]"), e.message));
+        let expand_list = |l: &Option<Vec<String>>| l.as_ref().map(|l| l.iter().map(expand).collect::<Result<Vec<_>, _>>()).transpose();
+        let expand_map = |m: &BTreeMap<String, String>| m.iter().map(|(k, val)| Ok((k.clone(), expand(val)?))).collect::<Result<BTreeMap<_, _>, SpecError>>();
+        variants.push(Variant {
+            name,
+            entrypoint: expand_list(&rv.entrypoint)?,
+            cmd: expand_list(&rv.cmd)?,
+            env: expand_map(&rv.env)?,
+            labels: expand_map(&rv.labels)?,
+            workdir: rv.workdir.as_ref().map(expand).transpose()?,
+        });
+    }
+    let (tag_text, tag_site) = match &a.tag {
+        Some(t) => (c.nonempty(t, "agents.tag")?, c.site(t, "agents.tag")),
+        None => (DEFAULT_AGENT_TAG.to_owned(), c.site(raw, "agents.tag")),
+    };
+    let tag = Template::parse(&tag_text, &[Field::Builder, Field::Instance, Field::Variant])
+        .map_err(|e| SpecError { site: tag_site.clone(), message: e.message })?;
+    if !tag.uses(Field::Instance) || !tag.uses(Field::Variant) {
+        return Err(SpecError {
+            site: tag_site,
+            message: format!("`{tag_text}` must name {{instance}} and {{variant}}, or different images would share one tag (for example {DEFAULT_AGENT_TAG})"),
+        });
+    }
+    // A sample rendering shows a template whose literal parts break the tag grammar.
+    let sample_builder = "0".repeat(crate::core::content_hash::HASH_LEN);
+    for variant in &variants {
+        let rendered = tag.render(&Vars { instance: instances.first().map(String::as_str), variant: Some(&variant.name), builder: Some(&sample_builder) });
+        let fitted = crate::core::content_hash::fit_tag(&rendered);
+        if let Err(e) = check_tag(&fitted) {
+            return Err(SpecError { site: tag_site, message: format!("`{tag_text}` renders `{rendered}`, not a tag: {e}") });
+        }
+    }
+    Ok(AgentsSpec { repository, tag, method, variants })
+}
+
+/// Turns a YAML or shape error into a [`SpecError`] with its location.
+fn yaml_error(e: &serde_saphyr::Error, file: &Path) -> SpecError {
+    let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+    let mut opts = serde_saphyr::RenderOptions::default();
+    opts.snippets = serde_saphyr::SnippetMode::Off;
+    let mut message = e.without_snippet().render_with_options(opts);
+    // The plain rendering may end in its own " at line X column Y"; we print ours first.
+    if let Some(i) = message.find(" at line ") {
+        message.truncate(i);
+    }
+    SpecError { site: Site { file: file.to_path_buf(), line, column, key: String::new() }, message }
+}

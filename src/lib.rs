@@ -1,0 +1,8 @@
+//! split-build: builds hundreds of near-identical container images as a content-addressed
+//! base per instance plus a thin agent layer assembled at the registry.
+//!
+//! [`core`] holds the pure model (spec, tags, plan, matrices, summaries); [`adapters`]
+//! the thin I/O edges (GitHub Actions files, registry, Docker, GitHub API); [`app`]
+//! sequences them for each command.
+
+pub mod core;
