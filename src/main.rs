@@ -1,1 +1,5 @@
-fn main() {}
+//! The `split-build` binary: everything happens in [`split_build::app::main`].
+
+fn main() -> std::process::ExitCode {
+    split_build::app::main()
+}

@@ -30,9 +30,7 @@ impl FromStr for Tag {
     type Err = RefError;
     fn from_str(s: &str) -> Result<Self, RefError> {
         let mut chars = s.chars();
-        let first_ok = chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+        let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
         let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
         if !first_ok || !rest_ok || s.len() > MAX_TAG_LEN {
             return Err(RefError(format!(
@@ -69,18 +67,9 @@ impl Digest {
 impl FromStr for Digest {
     type Err = RefError;
     fn from_str(s: &str) -> Result<Self, RefError> {
-        let bad = || {
-            RefError(format!(
-                "`{s}` is not a valid digest: expected `sha256:` followed by 64 lower-case hex digits"
-            ))
-        };
+        let bad = || RefError(format!("`{s}` is not a valid digest: expected `sha256:` followed by 64 lower-case hex digits"));
         let (algo, hex) = s.split_once(':').ok_or_else(bad)?;
-        let hex_ok = |n: usize| {
-            hex.len() == n
-                && hex
-                    .chars()
-                    .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
-        };
+        let hex_ok = |n: usize| hex.len() == n && hex.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c));
         match algo {
             "sha256" if hex_ok(64) => Ok(Digest(s.to_owned())),
             "sha512" if hex_ok(128) => Ok(Digest(s.to_owned())),
@@ -156,10 +145,7 @@ fn valid_host(host: &str) -> bool {
     let name_ok = if name.starts_with('[') {
         name.ends_with(']') && name.len() > 2
     } else {
-        !name.is_empty()
-            && name
-                .split('.')
-                .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        !name.is_empty() && name.split('.').all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
     };
     port_ok && name_ok
 }
@@ -177,11 +163,7 @@ pub struct RegistryPrefix {
 impl RegistryPrefix {
     /// The full repository path for `name` below this prefix.
     pub fn repository(&self, name: &str) -> String {
-        if self.namespace.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{}/{name}", self.namespace)
-        }
+        if self.namespace.is_empty() { name.to_owned() } else { format!("{}/{name}", self.namespace) }
     }
 }
 
@@ -189,11 +171,8 @@ impl FromStr for RegistryPrefix {
     type Err = RefError;
     fn from_str(s: &str) -> Result<Self, RefError> {
         let trimmed = s.trim_end_matches('/');
-        let bad = |why: &str| {
-            RefError(format!(
-                "`{s}` is not a valid registry: {why} (for example `ghcr.io/openhands` or `127.0.0.1:5000`)"
-            ))
-        };
+        let bad =
+            |why: &str| RefError(format!("`{s}` is not a valid registry: {why} (for example `ghcr.io/openhands` or `127.0.0.1:5000`)"));
         if trimmed.is_empty() {
             return Err(bad("it is empty"));
         }
@@ -214,11 +193,7 @@ impl FromStr for RegistryPrefix {
 
 impl fmt::Display for RegistryPrefix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.namespace.is_empty() {
-            f.write_str(&self.host)
-        } else {
-            write!(f, "{}/{}", self.host, self.namespace)
-        }
+        if self.namespace.is_empty() { f.write_str(&self.host) } else { write!(f, "{}/{}", self.host, self.namespace) }
     }
 }
 
@@ -238,12 +213,7 @@ pub struct ImageRef {
 impl ImageRef {
     /// A reference to `repository:tag` in `registry`.
     pub fn new(registry: &str, repository: &str, tag: Tag) -> ImageRef {
-        ImageRef {
-            registry: registry.to_owned(),
-            repository: repository.to_owned(),
-            tag: Some(tag),
-            digest: None,
-        }
+        ImageRef { registry: registry.to_owned(), repository: repository.to_owned(), tag: Some(tag), digest: None }
     }
 
     /// The same repository with another tag and no digest.
@@ -267,9 +237,10 @@ impl ImageRef {
 
     /// Whether the registry is on a loopback address, which is spoken to over plain HTTP.
     pub fn is_loopback(&self) -> bool {
-        let host = self.registry.rsplit_once(':').map_or(self.registry.as_str(), |(h, p)| {
-            if p.chars().all(|c| c.is_ascii_digit()) { h } else { &self.registry }
-        });
+        let host = self
+            .registry
+            .rsplit_once(':')
+            .map_or(self.registry.as_str(), |(h, p)| if p.chars().all(|c| c.is_ascii_digit()) { h } else { &self.registry });
         host == "localhost" || host.starts_with("127.") || host == "[::1]"
     }
 }
@@ -299,16 +270,8 @@ impl FromStr for ImageRef {
         if !valid_host(&registry) {
             return Err(bad(format!("`{registry}` is not a valid registry host")));
         }
-        let registry = if registry == "index.docker.io" || registry == "registry-1.docker.io" {
-            DOCKER_HUB.to_owned()
-        } else {
-            registry
-        };
-        let repository = if registry == DOCKER_HUB && !repository.contains('/') {
-            format!("library/{repository}")
-        } else {
-            repository
-        };
+        let registry = if registry == "index.docker.io" || registry == "registry-1.docker.io" { DOCKER_HUB.to_owned() } else { registry };
+        let repository = if registry == DOCKER_HUB && !repository.contains('/') { format!("library/{repository}") } else { repository };
         check_repository(&repository).map_err(|e| bad(e.0))?;
         Ok(ImageRef { registry, repository, tag, digest })
     }
@@ -327,18 +290,9 @@ impl fmt::Display for ImageRef {
     }
 }
 
-impl serde::Serialize for ImageRef {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for ImageRef {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+crate::core::serde_via_str!(ImageRef);
+crate::core::serde_via_str!(Tag);
+crate::core::serde_via_str!(Digest);
 
 #[cfg(test)]
 mod tests {
@@ -402,10 +356,7 @@ mod tests {
         assert_eq!(D.parse::<Digest>().unwrap().to_string(), D);
         assert!("sha256:ABC".parse::<Digest>().is_err());
         assert!("md5:0123".parse::<Digest>().is_err());
-        assert_eq!(
-            Digest::sha256_of(b"").as_str(),
-            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
+        assert_eq!(Digest::sha256_of(b"").as_str(), "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     }
 
     #[test]

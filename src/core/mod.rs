@@ -1,8 +1,31 @@
 //! The pure heart of split-build: no async, no environment, no clock, no network and no
 //! file system. Everything here is a function over plain data.
 
+/// Serializes a type as its `Display` text and deserializes it through `FromStr`, so value
+/// types appear in JSON exactly as users write them.
+macro_rules! serde_via_str {
+    ($t:ty) => {
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                text.parse().map_err(|e| serde::de::Error::custom(format!("`{text}`: {e}")))
+            }
+        }
+    };
+}
+pub(crate) use serde_via_str;
+
 pub mod content_hash;
 pub mod image_ref;
+pub mod matrix;
+pub mod plan;
 pub mod platform;
+pub mod report;
 pub mod spec;
+pub mod summary;
 pub mod template;

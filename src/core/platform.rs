@@ -37,11 +37,7 @@ impl FromStr for Platform {
         if !OSES.contains(&os) || !ARCHES.contains(&arch) || !variant_ok {
             return Err(err());
         }
-        Ok(Platform {
-            os: os.to_owned(),
-            architecture: arch.to_owned(),
-            variant: variant.map(str::to_owned),
-        })
+        Ok(Platform { os: os.to_owned(), architecture: arch.to_owned(), variant: variant.map(str::to_owned) })
     }
 }
 
@@ -55,11 +51,7 @@ impl fmt::Display for Platform {
     }
 }
 
-impl serde::Serialize for Platform {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
+crate::core::serde_via_str!(Platform);
 
 #[cfg(test)]
 mod tests {

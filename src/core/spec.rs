@@ -318,12 +318,7 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn site<T>(&self, s: &Spanned<T>, key: &str) -> Site {
-        Site {
-            file: self.file.to_path_buf(),
-            line: s.referenced.line(),
-            column: s.referenced.column(),
-            key: key.to_owned(),
-        }
+        Site { file: self.file.to_path_buf(), line: s.referenced.line(), column: s.referenced.column(), key: key.to_owned() }
     }
 
     fn err<T>(&self, s: &Spanned<T>, key: &str, message: impl Into<String>) -> SpecError {
@@ -356,7 +351,11 @@ impl Checker<'_> {
     fn existing_file(&self, s: &Spanned<String>, key: &str) -> Result<PathBuf, SpecError> {
         let p = self.path(s, key)?;
         if !self.env.is_file(&p) {
-            return Err(self.err(s, key, format!("file `{}` does not exist (paths are relative to the spec file's directory)", p.display())));
+            return Err(self.err(
+                s,
+                key,
+                format!("file `{}` does not exist (paths are relative to the spec file's directory)", p.display()),
+            ));
         }
         Ok(p)
     }
@@ -364,7 +363,11 @@ impl Checker<'_> {
     fn existing_dir(&self, s: &Spanned<String>, key: &str) -> Result<PathBuf, SpecError> {
         let p = self.path(s, key)?;
         if !self.env.is_dir(&p) {
-            return Err(self.err(s, key, format!("directory `{}` does not exist (paths are relative to the spec file's directory)", p.display())));
+            return Err(self.err(
+                s,
+                key,
+                format!("directory `{}` does not exist (paths are relative to the spec file's directory)", p.display()),
+            ));
         }
         Ok(p)
     }
@@ -383,11 +386,7 @@ impl Checker<'_> {
 }
 
 fn unset_hint(raw: &str) -> String {
-    if raw.contains("${") {
-        format!(" (`{raw}` expanded to nothing: is the variable set?)")
-    } else {
-        String::new()
-    }
+    if raw.contains("${") { format!(" (`{raw}` expanded to nothing: is the variable set?)") } else { String::new() }
 }
 
 fn check_tag(value: &str) -> Result<Tag, String> {
@@ -395,8 +394,7 @@ fn check_tag(value: &str) -> Result<Tag, String> {
 }
 
 fn check_build_arg_name(name: &str) -> bool {
-    name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Parses and validates a spec. `file` is how the user named the spec (used in errors);
@@ -407,7 +405,8 @@ pub fn parse_spec(text: &str, file: &Path, env: &dyn SpecEnv) -> Result<Spec, Sp
     let c = Checker { file, dir, env };
 
     let registry_text = c.nonempty(&raw.registry, "registry")?;
-    let registry: RegistryPrefix = registry_text.parse().map_err(|e: crate::core::image_ref::RefError| c.err(&raw.registry, "registry", e.0))?;
+    let registry: RegistryPrefix =
+        registry_text.parse().map_err(|e: crate::core::image_ref::RefError| c.err(&raw.registry, "registry", e.0))?;
 
     let platforms = match &raw.platforms {
         None => vec!["linux/amd64".parse().unwrap_or_else(|_| unreachable_platform())],
@@ -448,29 +447,27 @@ pub fn parse_spec(text: &str, file: &Path, env: &dyn SpecEnv) -> Result<Spec, Sp
         None => DEFAULT_MAX_PARALLEL,
         Some(n) if (1..=MATRIX_LIMIT).contains(&n.value) => n.value as u16,
         Some(n) => {
-            return Err(c.err(n, "jobs.max-parallel", format!("{} is out of range: use a whole number from 1 to 256 (GitHub runs at most 256 jobs from one matrix)", n.value)));
+            return Err(c.err(
+                n,
+                "jobs.max-parallel",
+                format!("{} is out of range: use a whole number from 1 to 256 (GitHub runs at most 256 jobs from one matrix)", n.value),
+            ));
         }
     };
     if usize::from(max_parallel) < platforms.len() {
         let n = raw.jobs.as_ref().and_then(|j| j.max_parallel.as_ref());
         if let Some(n) = n {
-            return Err(c.err(n, "jobs.max-parallel", format!("{max_parallel} is less than the {} platforms: each platform needs at least one job", platforms.len())));
+            return Err(c.err(
+                n,
+                "jobs.max-parallel",
+                format!("{max_parallel} is less than the {} platforms: each platform needs at least one job", platforms.len()),
+            ));
         }
     }
 
     let keep = c.globs(&raw.keep, "keep")?;
 
-    Ok(Spec {
-        file: file.to_path_buf(),
-        registry,
-        platforms,
-        builder,
-        bases,
-        agents,
-        cache,
-        max_parallel,
-        keep,
-    })
+    Ok(Spec { file: file.to_path_buf(), registry, platforms, builder, bases, agents, cache, max_parallel, keep })
 }
 
 /// `linux/amd64` always parses; this keeps `unwrap` out of the code path.
@@ -502,15 +499,14 @@ fn builder_spec(c: &Checker<'_>, registry: &RegistryPrefix, raw: &Spanned<RawBui
     let version = match &b.version {
         Some(s) => {
             let v = c.text(s, "builder.version")?;
-            if v.is_empty() {
-                None
-            } else {
-                Some(check_tag(&v).map_err(|m| c.err(s, "builder.version", m))?)
-            }
+            if v.is_empty() { None } else { Some(check_tag(&v).map_err(|m| c.err(s, "builder.version", m))?) }
         }
         None => None,
     };
-    let inputs = c.globs(&b.inputs, "builder.inputs")?;
+    let mut inputs = c.globs(&b.inputs, "builder.inputs")?;
+    if inputs.is_empty() {
+        inputs.push("**".to_owned());
+    }
     let mut build_args = BTreeMap::new();
     for (k, v) in &b.build_args {
         let key = format!("builder.build-args.{k}");
@@ -606,7 +602,8 @@ fn instances(c: &Checker<'_>, raw: &Spanned<RawInstances>) -> Result<Vec<(String
         RawInstances::File(name) => {
             let spanned_name = Spanned::new(name.clone(), raw.referenced, raw.defined);
             let path = c.existing_file(&spanned_name, "bases.instances")?;
-            let text = c.env.read_to_string(&path).map_err(|e| c.err(raw, "bases.instances", format!("reading `{}`: {e}", path.display())))?;
+            let text =
+                c.env.read_to_string(&path).map_err(|e| c.err(raw, "bases.instances", format!("reading `{}`: {e}", path.display())))?;
             for (n, line) in text.lines().enumerate() {
                 let content = line.split('#').next().unwrap_or_default().trim();
                 if content.is_empty() {
@@ -623,7 +620,10 @@ fn instances(c: &Checker<'_>, raw: &Spanned<RawInstances>) -> Result<Vec<(String
     let mut first_seen: BTreeMap<&str, &Site> = BTreeMap::new();
     for (id, site) in &out {
         if id.parse::<Tag>().is_err() {
-            return Err(SpecError { site: site.clone(), message: format!("`{}` is not a valid instance id: {INSTANCE_HELP}", id.escape_debug()) });
+            return Err(SpecError {
+                site: site.clone(),
+                message: format!("`{}` is not a valid instance id: {INSTANCE_HELP}", id.escape_debug()),
+            });
         }
         if let Some(prev) = first_seen.insert(id, site) {
             return Err(SpecError {
@@ -635,7 +635,12 @@ fn instances(c: &Checker<'_>, raw: &Spanned<RawInstances>) -> Result<Vec<(String
     Ok(out)
 }
 
-fn agents_spec(c: &Checker<'_>, registry: &RegistryPrefix, raw: &Spanned<RawAgents>, instances: &[String]) -> Result<AgentsSpec, SpecError> {
+fn agents_spec(
+    c: &Checker<'_>,
+    registry: &RegistryPrefix,
+    raw: &Spanned<RawAgents>,
+    instances: &[String],
+) -> Result<AgentsSpec, SpecError> {
     let a = &raw.value;
     let repository = c.repository(registry, &a.repository, "agents.repository")?;
     let method = match &a.method {
@@ -643,7 +648,13 @@ fn agents_spec(c: &Checker<'_>, registry: &RegistryPrefix, raw: &Spanned<RawAgen
         Some(m) => match c.text(m, "agents.method")?.as_str() {
             "append" => Method::Append,
             "dockerfile" => Method::Dockerfile,
-            other => return Err(c.err(m, "agents.method", format!("`{other}` is not a method: use append (at the registry) or dockerfile (docker build)"))),
+            other => {
+                return Err(c.err(
+                    m,
+                    "agents.method",
+                    format!("`{other}` is not a method: use append (at the registry) or dockerfile (docker build)"),
+                ));
+            }
         },
     };
     if a.variants.value.is_empty() {
@@ -654,14 +665,22 @@ fn agents_spec(c: &Checker<'_>, registry: &RegistryPrefix, raw: &Spanned<RawAgen
     for (i, v) in a.variants.value.iter().enumerate() {
         let key = format!("agents.variants[{i}].name");
         let name = c.nonempty(&v.value.name, &key)?;
-        check_tag(&name).map_err(|_| c.err(&v.value.name, &key, format!("`{name}` is not a valid variant name: use letters, digits, `_`, `.` and `-` (it becomes part of a tag)")))?;
+        check_tag(&name).map_err(|_| {
+            c.err(
+                &v.value.name,
+                &key,
+                format!("`{name}` is not a valid variant name: use letters, digits, `_`, `.` and `-` (it becomes part of a tag)"),
+            )
+        })?;
         if !names.insert(name.clone()) {
             return Err(c.err(&v.value.name, &key, format!("variant `{name}` is listed twice")));
         }
         let rv = &v.value;
         let expand = |s: &String| expand_env(s, &|n| c.env.var(n)).map_err(|e| c.err(v, &format!("agents.variants[{i}]"), e.message));
         let expand_list = |l: &Option<Vec<String>>| l.as_ref().map(|l| l.iter().map(expand).collect::<Result<Vec<_>, _>>()).transpose();
-        let expand_map = |m: &BTreeMap<String, String>| m.iter().map(|(k, val)| Ok((k.clone(), expand(val)?))).collect::<Result<BTreeMap<_, _>, SpecError>>();
+        let expand_map = |m: &BTreeMap<String, String>| {
+            m.iter().map(|(k, val)| Ok((k.clone(), expand(val)?))).collect::<Result<BTreeMap<_, _>, SpecError>>()
+        };
         variants.push(Variant {
             name,
             entrypoint: expand_list(&rv.entrypoint)?,
@@ -680,13 +699,19 @@ fn agents_spec(c: &Checker<'_>, registry: &RegistryPrefix, raw: &Spanned<RawAgen
     if !tag.uses(Field::Instance) || !tag.uses(Field::Variant) {
         return Err(SpecError {
             site: tag_site,
-            message: format!("`{tag_text}` must name {{instance}} and {{variant}}, or different images would share one tag (for example {DEFAULT_AGENT_TAG})"),
+            message: format!(
+                "`{tag_text}` must name {{instance}} and {{variant}}, or different images would share one tag (for example {DEFAULT_AGENT_TAG})"
+            ),
         });
     }
     // A sample rendering shows a template whose literal parts break the tag grammar.
     let sample_builder = "0".repeat(crate::core::content_hash::HASH_LEN);
     for variant in &variants {
-        let rendered = tag.render(&Vars { instance: instances.first().map(String::as_str), variant: Some(&variant.name), builder: Some(&sample_builder) });
+        let rendered = tag.render(&Vars {
+            instance: instances.first().map(String::as_str),
+            variant: Some(&variant.name),
+            builder: Some(&sample_builder),
+        });
         let fitted = crate::core::content_hash::fit_tag(&rendered);
         if let Err(e) = check_tag(&fitted) {
             return Err(SpecError { site: tag_site, message: format!("`{tag_text}` renders `{rendered}`, not a tag: {e}") });
@@ -706,4 +731,96 @@ fn yaml_error(e: &serde_saphyr::Error, file: &Path) -> SpecError {
         message.truncate(i);
     }
     SpecError { site: Site { file: file.to_path_buf(), line, column, key: String::new() }, message }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// An in-memory [`SpecEnv`]: files by path, variables by name.
+    #[derive(Default)]
+    pub(crate) struct MemEnv {
+        pub files: BTreeMap<PathBuf, String>,
+        pub vars: BTreeMap<String, String>,
+    }
+
+    impl SpecEnv for MemEnv {
+        fn var(&self, name: &str) -> Option<String> {
+            self.vars.get(name).cloned()
+        }
+        fn read_to_string(&self, path: &Path) -> io::Result<String> {
+            self.files.get(path).cloned().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such file"))
+        }
+        fn is_file(&self, path: &Path) -> bool {
+            self.files.contains_key(path)
+        }
+        fn is_dir(&self, path: &Path) -> bool {
+            path.as_os_str().is_empty() || self.files.keys().any(|f| f.starts_with(path) && f != path)
+        }
+    }
+
+    fn env() -> MemEnv {
+        let mut e = MemEnv::default();
+        e.files.insert(PathBuf::from("Dockerfile"), "FROM scratch\n".into());
+        e.files.insert(PathBuf::from("docker/Dockerfile.base"), "ARG BASE_IMAGE\nFROM $BASE_IMAGE\n".into());
+        e
+    }
+
+    fn yaml(instances: &[&str], variants: &[&str]) -> String {
+        let variants: String = variants.iter().map(|v| format!("    - name: {v}\n")).collect();
+        format!(
+            "registry: reg.example/ns\nbuilder:\n  repository: builder\nbases:\n  repository: base\n  from: \"upstream.example/x.{{instance|replace(\\\"__\\\",\\\"_1776_\\\")|lower}}:latest\"\n  dockerfile: docker/Dockerfile.base\n  context: docker\n  instances: [{}]\nagents:\n  repository: agent\n  variants:\n{variants}",
+            instances.join(", ")
+        )
+    }
+
+    /// A valid spec with these instances and variants (test fixture for other modules).
+    pub(crate) fn spec_with(instances: &[&str], variants: &[&str]) -> Spec {
+        parse_spec(&yaml(instances, variants), Path::new("split-build.yml"), &env()).unwrap()
+    }
+
+    #[test]
+    fn defaults_and_resolved_paths() {
+        let s = spec_with(&["a", "b"], &["v"]);
+        assert_eq!(s.registry.to_string(), "reg.example/ns");
+        assert_eq!(s.platforms.len(), 1);
+        assert_eq!(s.builder.repository, "ns/builder");
+        assert_eq!(s.builder.target, "payload");
+        assert_eq!(s.builder.dockerfile, PathBuf::from("Dockerfile"));
+        assert_eq!(s.builder.inputs, ["**"]);
+        assert_eq!(s.bases.dockerfile, PathBuf::from("docker/Dockerfile.base"));
+        assert_eq!(s.bases.inputs, ["**"]);
+        assert_eq!(s.agents.method, Method::Append);
+        assert_eq!(s.cache, CacheMode::Min);
+        assert_eq!(s.max_parallel, DEFAULT_MAX_PARALLEL);
+    }
+
+    #[test]
+    fn instances_file_with_comments_and_env_version() {
+        let mut e = env();
+        e.files.insert(PathBuf::from("ids.txt"), "# header\nx__y-1\n\n  z-2  # trailing\n".into());
+        e.vars.insert("V".into(), "1.2.3".into());
+        let text = yaml(&["a"], &["v"])
+            .replace("instances: [a]", "instances: ids.txt")
+            .replace("repository: builder", "repository: builder\n  version: ${V}");
+        let s = parse_spec(&text, Path::new("split-build.yml"), &e).unwrap();
+        assert_eq!(s.bases.instances, ["x__y-1", "z-2"]);
+        assert_eq!(s.builder.version.as_ref().map(Tag::as_str), Some("1.2.3"));
+    }
+
+    #[test]
+    fn unset_version_falls_back_to_the_hash() {
+        let text = yaml(&["a"], &["v"]).replace("repository: builder", "repository: builder\n  version: ${UNSET_FOR_TEST}");
+        let s = parse_spec(&text, Path::new("split-build.yml"), &env()).unwrap();
+        assert_eq!(s.builder.version, None);
+    }
+
+    #[test]
+    fn errors_carry_line_and_column() {
+        let text = yaml(&["a", "a"], &["v"]);
+        let e = parse_spec(&text, Path::new("split-build.yml"), &env()).unwrap_err();
+        assert!(e.message.contains("twice") || e.message.contains("duplicate"), "{e}");
+        assert_eq!(e.site.line, 9, "{e}");
+        assert!(e.site.column > 0);
+    }
 }

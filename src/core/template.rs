@@ -99,21 +99,16 @@ impl Template {
                     i += 2;
                 }
                 b'}' => {
-                    return Err(TemplateError {
-                        offset: i,
-                        message: "unmatched `}` (write `}}` for a literal brace)".into(),
-                    });
+                    return Err(TemplateError { offset: i, message: "unmatched `}` (write `}}` for a literal brace)".into() });
                 }
                 b'{' => {
-                    let end = find_close(source, i + 1).ok_or_else(|| TemplateError {
-                        offset: i,
-                        message: "unclosed `{` (write `{{` for a literal brace)".into(),
-                    })?;
+                    let end = find_close(source, i + 1)
+                        .ok_or_else(|| TemplateError { offset: i, message: "unclosed `{` (write `{{` for a literal brace)".into() })?;
                     if !lit.is_empty() {
                         parts.push(Part::Literal(std::mem::take(&mut lit)));
                     }
-                    let (field, filters) = parse_placeholder(&source[i + 1..end], allowed)
-                        .map_err(|message| TemplateError { offset: i, message })?;
+                    let (field, filters) =
+                        parse_placeholder(&source[i + 1..end], allowed).map_err(|message| TemplateError { offset: i, message })?;
                     parts.push(Part::Field(field, filters));
                     i = end + 1;
                 }
@@ -236,10 +231,8 @@ fn parse_filter(s: &str) -> Result<Filter, String> {
 }
 
 fn unquote(s: &str) -> Result<String, String> {
-    let inner = s
-        .strip_prefix('"')
-        .and_then(|r| r.strip_suffix('"'))
-        .ok_or_else(|| format!("`{s}` must be a quoted string, as in \"__\""))?;
+    let inner =
+        s.strip_prefix('"').and_then(|r| r.strip_suffix('"')).ok_or_else(|| format!("`{s}` must be a quoted string, as in \"__\""))?;
     let mut out = String::new();
     let mut chars = inner.chars();
     while let Some(c) = chars.next() {
@@ -290,7 +283,9 @@ pub fn expand_env(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<St
         if !name_ok {
             return Err(TemplateError {
                 offset: offset + pos,
-                message: format!("`${{{body}}}` is not a valid variable: names are letters, digits and `_`, as in ${{BUILDER_VERSION}} or ${{TAG:-latest}}"),
+                message: format!(
+                    "`${{{body}}}` is not a valid variable: names are letters, digits and `_`, as in ${{BUILDER_VERSION}} or ${{TAG:-latest}}"
+                ),
             });
         }
         match lookup(name) {

@@ -1,0 +1,4 @@
+//! Thin I/O at the edges: no decisions, only translation between the world and the core.
+
+pub mod actions_env;
+pub mod workspace;

@@ -1,0 +1,103 @@
+//! The local file system as the spec sees it: reading the spec and the files it names,
+//! and hashing the build-context inputs that go into content hashes.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use globset::{Glob, GlobSetBuilder};
+
+use crate::core::content_hash::{InputFile, Recipe, sha256_hex};
+use crate::core::spec::{Site, Spec, SpecEnv, SpecError, parse_spec};
+
+/// The real process environment and file system.
+pub struct FsEnv;
+
+impl SpecEnv for FsEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+    fn read_to_string(&self, path: &Path) -> io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+    fn is_file(&self, path: &Path) -> bool {
+        path.is_file()
+    }
+    fn is_dir(&self, path: &Path) -> bool {
+        // The spec's own directory may be named as "" when the spec is a bare file name.
+        path.as_os_str().is_empty() || path.is_dir()
+    }
+}
+
+/// Reads and validates the spec at `path`. A missing or unreadable spec is a spec error
+/// too (exit code 2), located at the file itself.
+pub fn load_spec(path: &Path) -> Result<Spec, SpecError> {
+    let text = std::fs::read_to_string(path).map_err(|e| SpecError {
+        site: Site { file: path.to_path_buf(), line: 0, column: 0, key: String::new() },
+        message: format!("cannot read the spec: {e} (give its path with --spec; the default is split-build.yml)"),
+    })?;
+    parse_spec(&text, path, &FsEnv)
+}
+
+/// The files below `context` that match any of `globs` (paths relative to the context,
+/// `/`-separated), in path order. `.git` is never an input.
+pub fn input_files(context: &Path, globs: &[String]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut set = GlobSetBuilder::new();
+    for g in globs {
+        set.add(Glob::new(g).with_context(|| format!("reading input pattern `{g}`"))?);
+    }
+    let set = set.build().context("compiling input patterns")?;
+    let root = if context.as_os_str().is_empty() { Path::new(".") } else { context };
+    let mut out = Vec::new();
+    let walker = walkdir::WalkDir::new(root).sort_by_file_name().into_iter().filter_entry(|e| e.file_name() != ".git");
+    for entry in walker {
+        let entry = entry.with_context(|| format!("listing `{}`", root.display()))?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
+        if set.is_match(rel) {
+            out.push(rel.to_path_buf());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Reads a Dockerfile and the context inputs into the [`Recipe`] a hash is computed from.
+pub fn recipe(context: &Path, dockerfile: &Path, target: Option<&str>, globs: &[String]) -> anyhow::Result<Recipe> {
+    let bytes = std::fs::read(dockerfile).with_context(|| format!("reading `{}`", dockerfile.display()))?;
+    let root = if context.as_os_str().is_empty() { Path::new(".") } else { context };
+    let mut inputs = Vec::new();
+    for rel in input_files(context, globs)? {
+        let data = std::fs::read(root.join(&rel)).with_context(|| format!("reading input `{}`", rel.display()))?;
+        let path = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+        inputs.push(InputFile { path, sha256: sha256_hex(&data) });
+    }
+    Ok(Recipe { dockerfile_sha256: sha256_hex(&bytes), target: target.map(str::to_owned), inputs })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_are_matched_relative_to_the_context_and_sorted() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for f in ["b.txt", "a/x.py", "a/y.txt", ".git/HEAD", "Dockerfile"] {
+            let p = root.join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, f).unwrap();
+        }
+        let all = input_files(root, &["**".into()]).unwrap();
+        assert_eq!(all, ["Dockerfile", "a/x.py", "a/y.txt", "b.txt"].map(PathBuf::from));
+        let some = input_files(root, &["a/*.py".into(), "b.txt".into()]).unwrap();
+        assert_eq!(some, ["a/x.py", "b.txt"].map(PathBuf::from));
+        let r1 = recipe(root, &root.join("Dockerfile"), None, &["**".into()]).unwrap();
+        std::fs::write(root.join("a/y.txt"), "changed").unwrap();
+        let r2 = recipe(root, &root.join("Dockerfile"), None, &["**".into()]).unwrap();
+        assert_ne!(r1, r2);
+        assert_eq!(r1.inputs[1].path, "a/x.py");
+    }
+}

@@ -1,0 +1,211 @@
+//! The command line: every flag parsed into a domain type before any I/O. In Actions the
+//! same definitions read the `INPUT_*` variables (see `adapters::actions_env`).
+
+use std::fmt;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::core::image_ref::Tag;
+
+/// A credential. It has no `Debug` or `Display`, so it cannot reach a log line by accident.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret text, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+fn secret(s: &str) -> Result<Secret, String> {
+    Ok(Secret(s.to_owned()))
+}
+
+fn tag(s: &str) -> Result<Tag, String> {
+    s.parse().map_err(|e: crate::core::image_ref::RefError| e.0)
+}
+
+/// split-build: content-addressed bases, agent images assembled at the registry.
+#[derive(Debug, Parser)]
+#[command(name = "split-build", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Hash the spec, ask the registry what exists, write the plan and its matrices.
+    Plan(PlanArgs),
+    /// Build and push the builder or a shard of bases through the Docker daemon.
+    Build(BuildArgs),
+    /// Make agent images: at the registry (append) or through the daemon (dockerfile).
+    Assemble(AssembleArgs),
+    /// Plan, then every stage in order, in one process.
+    Run(RunArgs),
+    /// Merge the JSON reports of many jobs into one step summary (markdown on stdout).
+    Report(ReportArgs),
+    /// Retention: delete what neither the plan nor the newest builder versions use.
+    Prune(PruneArgs),
+}
+
+/// Options every command that reads the spec takes.
+#[derive(Debug, Args, Clone)]
+pub struct Common {
+    /// The spec file.
+    #[arg(long, default_value = "split-build.yml")]
+    pub spec: PathBuf,
+    /// The builder version (overrides `builder.version` and the hash of its inputs).
+    #[arg(long = "builder-version", value_parser = tag)]
+    pub builder_version: Option<Tag>,
+    /// Write a JSON record of what this command did, per image.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Write the step summary (markdown) to this file; in Actions it goes to
+    /// `$GITHUB_STEP_SUMMARY` as well.
+    #[arg(long)]
+    pub summary: Option<PathBuf>,
+}
+
+/// How to reach registries.
+#[derive(Debug, Args, Clone)]
+pub struct RegistryOpts {
+    /// Registry user name (else docker config, else GITHUB_TOKEN for ghcr.io).
+    #[arg(long = "registry-username")]
+    pub registry_username: Option<String>,
+    /// Registry password or token.
+    #[arg(long = "registry-password", value_parser = secret)]
+    pub registry_password: Option<Secret>,
+    /// Speak plain HTTP to this registry host (loopback hosts always are). Repeatable.
+    #[arg(long = "insecure-registry", action = clap::ArgAction::Append)]
+    pub insecure_registry: Vec<String>,
+    /// Most registry requests in flight at once.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
+}
+
+/// `plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub registry: RegistryOpts,
+    /// Do not ask the registry: every image is `cold`.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+/// Which stage `build` builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Stage {
+    /// The builder's payload image, once per version and platform.
+    Builder,
+    /// A shard of base images.
+    Bases,
+}
+
+/// `build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub registry: RegistryOpts,
+    /// The stage to build.
+    #[arg(long, value_enum)]
+    pub stage: Stage,
+    /// Space-separated instance ids (bases); default: every missing one.
+    #[arg(long)]
+    pub items: Option<String>,
+    /// Only this platform (a matrix entry's `platform`); default: every platform.
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Images built at once.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallel: u16,
+}
+
+/// How agent images are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MethodArg {
+    /// At the registry, no base pulled.
+    Append,
+    /// Through the Docker daemon, from a generated Dockerfile.
+    Dockerfile,
+}
+
+/// `assemble`.
+#[derive(Debug, Args)]
+pub struct AssembleArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub registry: RegistryOpts,
+    /// Space-separated instance ids; default: every instance with a missing agent.
+    #[arg(long)]
+    pub items: Option<String>,
+    /// Only this platform; default: every platform.
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Override the spec's `agents.method`.
+    #[arg(long, value_enum)]
+    pub method: Option<MethodArg>,
+}
+
+/// `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub registry: RegistryOpts,
+    /// Images built at once through the daemon.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallel: u16,
+}
+
+/// `report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Report files written by `--report` (a directory is searched for `*.json`).
+    #[arg(required = true)]
+    pub reports: Vec<PathBuf>,
+    /// Write the merged summary here as well as to stdout.
+    #[arg(long)]
+    pub summary: Option<PathBuf>,
+}
+
+/// `prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub registry: RegistryOpts,
+    /// Keep the agent and builder images of the newest N builder versions.
+    #[arg(long = "keep-versions", default_value_t = 1)]
+    pub keep_versions: usize,
+    /// Delete for real (default: dry run).
+    #[arg(long)]
+    pub apply: bool,
+    /// Refuse to delete more than this many in one run.
+    #[arg(long = "max-delete")]
+    pub max_delete: Option<usize>,
+    /// Never delete anything younger than this (humantime, e.g. `1d`, `12h`).
+    #[arg(long, default_value = "1d")]
+    pub grace: humantime::Duration,
+    /// Builder versions in order from this repository's commits (`owner/repo@branch`).
+    #[arg(long = "versions-from")]
+    pub versions_from: Option<String>,
+}

@@ -1,0 +1,4 @@
+//! One module per command: the steps of that command, in order, calling the pure core and
+//! the adapters. No decisions of their own beyond sequencing.
+
+pub mod plan;

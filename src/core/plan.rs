@@ -1,0 +1,509 @@
+//! The plan: every image the spec asks for, its content-addressed reference, and whether
+//! it must be made (`cold`), can be made with a cache (`warm`) or already exists (`hit`).
+//!
+//! Planning is two pure steps around one I/O step: [`layout`] names every image from the
+//! spec and the hashed inputs; the caller asks the registry about those names (or not, when
+//! offline); [`decide`] turns the answers into a [`Plan`] with its matrices.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::content_hash::{Recipe, base_hash, fit_tag};
+use crate::core::image_ref::{Digest, ImageRef, Tag};
+use crate::core::matrix::{GithubMatrix, shard};
+use crate::core::platform::Platform;
+use crate::core::spec::Spec;
+use crate::core::template::Vars;
+
+/// How much of an image already exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// The exact image exists: reuse it as is.
+    Hit,
+    /// An older build of the same instance exists and serves as cache-from.
+    Warm,
+    /// Nothing to reuse: build from scratch.
+    Cold,
+}
+
+impl Status {
+    /// Whether the image must be made.
+    pub fn is_missing(self) -> bool {
+        self != Status::Hit
+    }
+
+    /// The lower-case name used in JSON and summaries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Hit => "hit",
+            Status::Warm => "warm",
+            Status::Cold => "cold",
+        }
+    }
+}
+
+/// The names of every image the spec asks for, before the registry is asked anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The builder image (one tag; an index when there are several platforms).
+    pub builder: ImageRef,
+    /// The platforms every stage is planned for.
+    pub platforms: Vec<Platform>,
+    /// One entry per instance, in spec order.
+    pub bases: Vec<BaseLayout>,
+    /// One entry per instance and variant, instance-major in spec order.
+    pub agents: Vec<AgentLayout>,
+}
+
+/// The names around one base image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseLayout {
+    /// The instance id.
+    pub instance: String,
+    /// The rendered upstream reference.
+    pub from: String,
+    /// The upstream digest that went into the hash, when the registry gave one.
+    pub from_digest: Option<Digest>,
+    /// The content-addressed base image `{instance}-{hash}`.
+    pub image: ImageRef,
+    /// The floating `{instance}-latest` tag, the warm cache candidate.
+    pub latest: ImageRef,
+    /// The rendered build args (without `BASE_IMAGE`).
+    pub build_args: BTreeMap<String, String>,
+}
+
+/// The names around one agent image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentLayout {
+    /// The instance id.
+    pub instance: String,
+    /// The variant name.
+    pub variant: String,
+    /// The agent image.
+    pub image: ImageRef,
+    /// The base image it is made on.
+    pub base: ImageRef,
+}
+
+/// What goes into the names that is not in the spec itself.
+#[derive(Debug, Clone, Copy)]
+pub struct LayoutInputs<'a> {
+    /// The builder version (flag, spec or hash of the builder's inputs).
+    pub builder_version: &'a Tag,
+    /// The base Dockerfile, target and hashed context inputs.
+    pub base_recipe: &'a Recipe,
+    /// Upstream digests by rendered `from` reference, where the registry gave them.
+    pub upstream_digests: &'a BTreeMap<String, Digest>,
+}
+
+/// The tag `{instance}-latest` of an instance.
+pub fn latest_tag(instance: &str) -> Tag {
+    tag_of(&format!("{instance}-latest"))
+}
+
+/// A tag from text built of grammar-checked parts, shortened when over 128 characters.
+fn tag_of(text: &str) -> Tag {
+    // Instance ids and hashes are checked against the tag grammar when the spec is parsed
+    // and templates only add characters of that grammar, so this cannot fail; should it,
+    // the hashed fallback is still a valid tag.
+    fit_tag(text).parse().unwrap_or_else(|_| {
+        crate::core::content_hash::hash_bytes("split-build/bad-tag/v1", text.as_bytes()).parse().unwrap_or_else(|_| unreachable!())
+    })
+}
+
+/// Names every image of the spec.
+pub fn layout(spec: &Spec, inputs: LayoutInputs<'_>) -> Layout {
+    let builder = spec.image(&spec.builder.repository, inputs.builder_version.clone());
+    let mut bases = Vec::with_capacity(spec.bases.instances.len());
+    let mut agents = Vec::with_capacity(spec.bases.instances.len() * spec.agents.variants.len());
+    for instance in &spec.bases.instances {
+        let vars = Vars { instance: Some(instance), ..Vars::default() };
+        let from = spec.bases.from.render(&vars);
+        let build_args: BTreeMap<String, String> = spec.bases.build_args.iter().map(|(k, t)| (k.clone(), t.render(&vars))).collect();
+        let from_digest = inputs.upstream_digests.get(&from).cloned();
+        let hash = base_hash(inputs.base_recipe, &build_args, &spec.platforms, &from, from_digest.as_ref());
+        let image = spec.image(&spec.bases.repository, tag_of(&format!("{instance}-{hash}")));
+        let latest = spec.image(&spec.bases.repository, latest_tag(instance));
+        for variant in &spec.agents.variants {
+            let vars = Vars { instance: Some(instance), variant: Some(&variant.name), builder: Some(inputs.builder_version.as_str()) };
+            let tag = tag_of(&spec.agents.tag.render(&vars));
+            agents.push(AgentLayout {
+                instance: instance.clone(),
+                variant: variant.name.clone(),
+                image: spec.image(&spec.agents.repository, tag),
+                base: image.clone(),
+            });
+        }
+        bases.push(BaseLayout { instance: instance.clone(), from, from_digest, image, latest, build_args });
+    }
+    Layout { builder, platforms: spec.platforms.clone(), bases, agents }
+}
+
+/// What the registry said about one image that exists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Presence {
+    /// Its `org.opencontainers.image.base.name` annotation, if any.
+    pub base_name: Option<String>,
+    /// Its `dev.split-build.builder` annotation (the builder image it took its payload
+    /// from), if any.
+    pub builder: Option<String>,
+}
+
+/// Which of the layout's images exist, by full reference (`ImageRef` display form).
+/// Offline planning passes an empty set: every image is then `cold`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Every image found, with what it says about itself.
+    pub present: BTreeMap<String, Presence>,
+    /// Upstream references whose digest could not be resolved, with the reason.
+    pub unresolved_upstreams: BTreeMap<String, String>,
+}
+
+impl Observed {
+    fn has(&self, image: &ImageRef) -> Option<&Presence> {
+        self.present.get(&image.to_string())
+    }
+}
+
+/// The builder stage of the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuilderPlan {
+    /// The builder image the agents take their payload from.
+    pub image: ImageRef,
+    /// `hit` or `cold`.
+    pub status: Status,
+    /// The platforms it is built for.
+    pub platforms: Vec<Platform>,
+}
+
+/// One base image on one platform.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BasePlan {
+    /// The instance id.
+    pub instance: String,
+    /// The platform.
+    pub platform: Platform,
+    /// The content-addressed base image.
+    pub image: ImageRef,
+    /// The rendered upstream reference (`BASE_IMAGE`).
+    pub from: String,
+    /// The upstream digest in the hash, or null when it was not resolved.
+    pub from_digest: Option<Digest>,
+    /// `hit`, `warm` or `cold`.
+    pub status: Status,
+    /// The warm image to use as cache-from.
+    pub cache_from: Option<ImageRef>,
+}
+
+/// One agent image on one platform.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentPlan {
+    /// The instance id.
+    pub instance: String,
+    /// The variant name.
+    pub variant: String,
+    /// The platform.
+    pub platform: Platform,
+    /// The agent image.
+    pub image: ImageRef,
+    /// The base image it is made on.
+    pub base: ImageRef,
+    /// `hit` or `cold`.
+    pub status: Status,
+}
+
+/// The three stage matrices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Matrices {
+    /// One entry per platform when the builder is missing.
+    pub builder: GithubMatrix,
+    /// Shards of the instances whose base is missing.
+    pub bases: GithubMatrix,
+    /// Shards of the instances with a missing agent image.
+    pub agents: GithubMatrix,
+}
+
+/// Everything the stages need: what exists, what to make, and how to split the work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The builder.
+    pub builder: BuilderPlan,
+    /// One entry per instance and platform.
+    pub bases: Vec<BasePlan>,
+    /// One entry per instance, variant and platform.
+    pub agents: Vec<AgentPlan>,
+    /// The stage matrices (only warm and cold items).
+    pub matrices: Matrices,
+    /// Things the user should know about this plan (unresolved upstream digests, ...).
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+/// Counts of a plan, as the `plan` outputs and the summary give them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Whether the builder must be built.
+    pub builder_needed: bool,
+    /// Base entries (instance × platform) to build.
+    pub bases_missing: usize,
+    /// Of those, how many have a warm cache.
+    pub bases_warm: usize,
+    /// Agent entries (instance × variant × platform) to make.
+    pub agents_missing: usize,
+    /// Images that exist already: builder platforms, bases and agents.
+    pub cache_hits: usize,
+    /// Every image entry of the plan.
+    pub planned: usize,
+}
+
+impl Plan {
+    /// The counts behind the outputs and the summary.
+    pub fn counts(&self) -> Counts {
+        let builder_hits = if self.builder.status == Status::Hit { self.builder.platforms.len() } else { 0 };
+        let base_hits = self.bases.iter().filter(|b| b.status == Status::Hit).count();
+        let agent_hits = self.agents.iter().filter(|a| a.status == Status::Hit).count();
+        Counts {
+            builder_needed: self.builder.status.is_missing(),
+            bases_missing: self.bases.len() - base_hits,
+            bases_warm: self.bases.iter().filter(|b| b.status == Status::Warm).count(),
+            agents_missing: self.agents.len() - agent_hits,
+            cache_hits: builder_hits + base_hits + agent_hits,
+            planned: self.builder.platforms.len() + self.bases.len() + self.agents.len(),
+        }
+    }
+}
+
+/// Decides each image's status from what the registry said, and shards the missing work
+/// into at most `max_parallel` matrix entries per stage.
+pub fn decide(layout: &Layout, observed: &Observed, max_parallel: usize) -> Plan {
+    let builder_status = if observed.has(&layout.builder).is_some() { Status::Hit } else { Status::Cold };
+    let builder_name = layout.builder.to_string();
+
+    let mut bases = Vec::with_capacity(layout.bases.len() * layout.platforms.len());
+    let mut base_status = BTreeMap::new();
+    for b in &layout.bases {
+        let (status, cache_from) = if observed.has(&b.image).is_some() {
+            (Status::Hit, None)
+        } else if observed.has(&b.latest).is_some() {
+            (Status::Warm, Some(b.latest.clone()))
+        } else {
+            (Status::Cold, None)
+        };
+        base_status.insert(b.instance.as_str(), status);
+        for p in &layout.platforms {
+            bases.push(BasePlan {
+                instance: b.instance.clone(),
+                platform: p.clone(),
+                image: b.image.clone(),
+                from: b.from.clone(),
+                from_digest: b.from_digest.clone(),
+                status,
+                cache_from: cache_from.clone(),
+            });
+        }
+    }
+
+    let mut agents = Vec::with_capacity(layout.agents.len() * layout.platforms.len());
+    for a in &layout.agents {
+        let base_name = a.base.to_string();
+        // An agent is current only when it was made on this plan's base (and, where it
+        // says so, from this plan's builder): a rebuilt base makes every agent on it stale.
+        let current = observed
+            .has(&a.image)
+            .is_some_and(|p| p.base_name.as_deref() == Some(base_name.as_str()) && p.builder.as_deref().is_none_or(|b| b == builder_name));
+        let status = if current { Status::Hit } else { Status::Cold };
+        for p in &layout.platforms {
+            agents.push(AgentPlan {
+                instance: a.instance.clone(),
+                variant: a.variant.clone(),
+                platform: p.clone(),
+                image: a.image.clone(),
+                base: a.base.clone(),
+                status,
+            });
+        }
+    }
+
+    let matrices = Matrices {
+        builder: builder_matrix(layout, builder_status),
+        bases: shard(
+            &missing_by_platform(&layout.platforms, bases.iter().map(|b| (&b.platform, b.instance.as_str(), b.status))),
+            max_parallel,
+        ),
+        agents: shard(
+            &missing_by_platform(&layout.platforms, agents.iter().map(|a| (&a.platform, a.instance.as_str(), a.status))),
+            max_parallel,
+        ),
+    };
+
+    let notes = observed
+        .unresolved_upstreams
+        .iter()
+        .map(|(r, why)| format!("upstream `{r}`: digest not resolved ({why}); its base hash uses the reference alone"))
+        .collect();
+
+    Plan {
+        builder: BuilderPlan { image: layout.builder.clone(), status: builder_status, platforms: layout.platforms.clone() },
+        bases,
+        agents,
+        matrices,
+        notes,
+    }
+}
+
+fn builder_matrix(layout: &Layout, status: Status) -> GithubMatrix {
+    if !status.is_missing() {
+        return GithubMatrix::default();
+    }
+    let tag = layout.builder.tag.as_ref().map(Tag::to_string).unwrap_or_default();
+    let work: Vec<(Platform, Vec<String>)> = layout.platforms.iter().map(|p| (p.clone(), vec![tag.clone()])).collect();
+    shard(&work, layout.platforms.len())
+}
+
+/// Per platform, in platform order, the distinct instances (in spec order) with a missing
+/// entry.
+fn missing_by_platform<'a>(
+    platforms: &[Platform],
+    entries: impl Iterator<Item = (&'a Platform, &'a str, Status)>,
+) -> Vec<(Platform, Vec<String>)> {
+    let mut per: Vec<(Platform, Vec<String>, BTreeSet<&'a str>)> =
+        platforms.iter().map(|p| (p.clone(), Vec::new(), BTreeSet::new())).collect();
+    for (platform, instance, status) in entries {
+        if !status.is_missing() {
+            continue;
+        }
+        if let Some((_, items, seen)) = per.iter_mut().find(|(p, _, _)| p == platform)
+            && seen.insert(instance)
+        {
+            items.push(instance.to_owned());
+        }
+    }
+    per.into_iter().map(|(p, items, _)| (p, items)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::content_hash::{InputFile, sha256_hex};
+
+    fn tag(s: &str) -> Tag {
+        s.parse().unwrap()
+    }
+
+    fn img(s: &str) -> ImageRef {
+        s.parse().unwrap()
+    }
+
+    fn recipe(dockerfile: &[u8]) -> Recipe {
+        Recipe {
+            dockerfile_sha256: sha256_hex(dockerfile),
+            target: None,
+            inputs: vec![InputFile { path: "x".into(), sha256: sha256_hex(b"x") }],
+        }
+    }
+
+    fn small_layout(instances: &[&str], variants: &[&str], version: &str, dockerfile: &[u8]) -> Layout {
+        let spec = crate::core::spec::tests::spec_with(instances, variants);
+        layout(&spec, LayoutInputs { builder_version: &tag(version), base_recipe: &recipe(dockerfile), upstream_digests: &BTreeMap::new() })
+    }
+
+    #[test]
+    fn names_follow_the_tag_rules() {
+        let l = small_layout(&["a__b-1"], &["v1"], "1.0", b"FROM x");
+        assert_eq!(l.builder.to_string(), "reg.example/ns/builder:1.0");
+        let b = &l.bases[0];
+        assert!(b.image.to_string().starts_with("reg.example/ns/base:a__b-1-"), "{}", b.image);
+        assert_eq!(b.image.tag.as_ref().unwrap().as_str().len(), "a__b-1-".len() + 16);
+        assert_eq!(b.latest.to_string(), "reg.example/ns/base:a__b-1-latest");
+        assert_eq!(b.from, "upstream.example/x.a_1776_b-1:latest");
+        assert_eq!(l.agents[0].image.to_string(), "reg.example/ns/agent:1.0-a__b-1-v1");
+        assert_eq!(l.agents[0].base, b.image);
+    }
+
+    #[test]
+    fn builder_version_changes_no_base_tag_and_dockerfile_changes_every_one() {
+        let a = small_layout(&["i1", "i2"], &["v"], "1", b"FROM x");
+        let b = small_layout(&["i1", "i2"], &["v"], "2", b"FROM x");
+        let c = small_layout(&["i1", "i2"], &["v"], "1", b"FROM x\nRUN y");
+        for i in 0..2 {
+            assert_eq!(a.bases[i].image, b.bases[i].image);
+            assert_ne!(a.agents[i].image, b.agents[i].image);
+            assert_ne!(a.bases[i].image, c.bases[i].image);
+        }
+    }
+
+    #[test]
+    fn upstream_digest_moves_the_base_tag() {
+        let spec = crate::core::spec::tests::spec_with(&["i"], &["v"]);
+        let r = recipe(b"FROM x");
+        let none = BTreeMap::new();
+        let with = BTreeMap::from([("upstream.example/x.i:latest".to_owned(), Digest::sha256_of(b"1"))]);
+        let v = tag("1");
+        let a = layout(&spec, LayoutInputs { builder_version: &v, base_recipe: &r, upstream_digests: &none });
+        let b = layout(&spec, LayoutInputs { builder_version: &v, base_recipe: &r, upstream_digests: &with });
+        assert_ne!(a.bases[0].image, b.bases[0].image);
+        assert_eq!(b.bases[0].from_digest, Some(Digest::sha256_of(b"1")));
+    }
+
+    fn present(refs: &[(&ImageRef, Presence)]) -> Observed {
+        Observed { present: refs.iter().map(|(r, p)| (r.to_string(), p.clone())).collect(), ..Observed::default() }
+    }
+
+    #[test]
+    fn statuses_table() {
+        let l = small_layout(&["hit", "warm", "cold"], &["v"], "1", b"FROM x");
+        let base = |i: usize| &l.bases[i];
+        let good = |i: usize| Presence { base_name: Some(l.agents[i].base.to_string()), builder: Some(l.builder.to_string()) };
+        let observed = present(&[
+            (&l.builder, Presence::default()),
+            (&base(0).image, Presence::default()),
+            (&base(1).latest, Presence::default()),
+            (&l.agents[0].image, good(0)),
+            // An agent made on another base is stale.
+            (&l.agents[1].image, Presence { base_name: Some("reg.example/ns/base:old".into()), builder: None }),
+            // An agent made from another builder is stale.
+            (
+                &l.agents[2].image,
+                Presence { base_name: Some(l.agents[2].base.to_string()), builder: Some("reg.example/ns/builder:0".into()) },
+            ),
+        ]);
+        let plan = decide(&l, &observed, 1);
+        assert_eq!(plan.builder.status, Status::Hit);
+        let statuses: Vec<_> = plan.bases.iter().map(|b| b.status).collect();
+        assert_eq!(statuses, [Status::Hit, Status::Warm, Status::Cold]);
+        assert_eq!(plan.bases[1].cache_from, Some(img("reg.example/ns/base:warm-latest")));
+        assert_eq!(plan.bases[0].cache_from, None);
+        let statuses: Vec<_> = plan.agents.iter().map(|a| a.status).collect();
+        assert_eq!(statuses, [Status::Hit, Status::Cold, Status::Cold]);
+        assert!(plan.matrices.builder.include.is_empty());
+        assert_eq!(plan.matrices.bases.include.len(), 1);
+        assert_eq!(plan.matrices.bases.include[0].items, "warm cold");
+        assert_eq!(plan.matrices.agents.include[0].items, "warm cold");
+        let c = plan.counts();
+        assert_eq!((c.builder_needed, c.bases_missing, c.bases_warm, c.agents_missing, c.cache_hits, c.planned), (false, 2, 1, 2, 3, 7));
+    }
+
+    #[test]
+    fn offline_plan_is_all_cold() {
+        let l = small_layout(&["a", "b"], &["v1", "v2"], "1", b"FROM x");
+        let plan = decide(&l, &Observed::default(), 1);
+        assert_eq!(plan.builder.status, Status::Cold);
+        assert!(plan.bases.iter().chain(plan.bases.iter()).all(|b| b.status == Status::Cold));
+        assert!(plan.agents.iter().all(|a| a.status == Status::Cold));
+        assert_eq!(plan.matrices.builder.include.len(), 1);
+        assert_eq!(plan.matrices.builder.include[0].items, "1");
+        assert_eq!(plan.matrices.agents.include[0].items, "a b", "an agents item is an instance, once for all its variants");
+    }
+
+    #[test]
+    fn unresolved_upstreams_are_noted() {
+        let l = small_layout(&["a"], &["v"], "1", b"FROM x");
+        let observed =
+            Observed { unresolved_upstreams: BTreeMap::from([("u:1".into(), "401 Unauthorized".into())]), ..Observed::default() };
+        let plan = decide(&l, &observed, 64);
+        assert_eq!(plan.notes.len(), 1);
+        assert!(plan.notes[0].contains("u:1") && plan.notes[0].contains("reference alone"));
+    }
+}
