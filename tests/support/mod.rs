@@ -1,0 +1,226 @@
+//! Real local services for integration tests: Debian's `docker-registry` on a free
+//! loopback port with a temp storage dir, the Docker daemon, and skopeo as an independent
+//! checker. Each test starts what it needs; a missing program fails the test with a message
+//! naming it (CI installs them in `.ci/run`; tests never skip).
+#![allow(dead_code)]
+
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The path of `program`, or a panic that says which Debian package provides it.
+pub fn require(program: &str, package: &str) -> PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/sbin", "/sbin"]) {
+        let p = Path::new(dir).join(program);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("missing program `{program}`: install Debian's `{package}` (bash .ci/run installs everything the tests need)");
+}
+
+/// A free loopback port (bound, read, released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A plain-HTTP GET on loopback: (status, headers+body text).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, text))
+}
+
+/// A running `docker-registry` with filesystem storage in a temp dir and deletes enabled;
+/// stopped and removed on drop.
+pub struct Registry {
+    /// `127.0.0.1:PORT`.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+    /// User and password when started with [`Registry::start_with_auth`].
+    pub auth: Option<(String, String)>,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// An open registry.
+    pub fn start() -> Registry {
+        Registry::launch(None)
+    }
+
+    /// A registry that wants HTTP Basic auth (htpasswd) for every request.
+    pub fn start_with_auth(user: &str, password: &str) -> Registry {
+        Registry::launch(Some((user.to_owned(), password.to_owned())))
+    }
+
+    fn launch(auth: Option<(String, String)>) -> Registry {
+        let program = require("docker-registry", "docker-registry");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, password)) = &auth {
+            let hash = bcrypt::hash(password, 5).unwrap();
+            let htpasswd = dir.path().join("htpasswd");
+            std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
+            config.push_str(&format!("auth:\n  htpasswd:\n    realm: test\n    path: {}\n", htpasswd.display()));
+        }
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let child = Command::new(program)
+            .arg("serve")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting docker-registry");
+        let r = Registry { host: format!("127.0.0.1:{port}"), port, auth, child, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some((status, _)) = http_get(port, "/v2/")
+                && (status == 200 || status == 401)
+            {
+                return r;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("docker-registry did not answer on 127.0.0.1:{port} within 20 s");
+    }
+
+    /// `skopeo` credentials flag for this registry.
+    pub fn skopeo_creds(&self) -> Vec<String> {
+        match &self.auth {
+            Some((u, p)) => vec![format!("--creds={u}:{p}")],
+            None => vec![],
+        }
+    }
+
+    /// `skopeo inspect` (or `--raw`, or `--config`) of `repo:tag` in this registry, as JSON.
+    pub fn inspect(&self, reference: &str, mode: &str) -> Option<serde_json::Value> {
+        let mut cmd = Command::new(require("skopeo", "skopeo"));
+        cmd.arg("inspect").arg("--tls-verify=false").args(self.skopeo_creds());
+        if !mode.is_empty() {
+            cmd.arg(mode);
+        }
+        let out = cmd.arg(format!("docker://{}/{reference}", self.host)).output().unwrap();
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Copies an OCI layout or docker archive into this registry with skopeo.
+    pub fn skopeo_copy(&self, source: &str, reference: &str, extra: &[&str]) {
+        let out = Command::new(require("skopeo", "skopeo"))
+            .arg("copy")
+            .arg("--dest-tls-verify=false")
+            .args(self.auth.as_ref().map(|(u, p)| format!("--dest-creds={u}:{p}")))
+            .args(extra)
+            .arg(source)
+            .arg(format!("docker://{}/{reference}", self.host))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "skopeo copy {source}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Makes sure a Docker daemon answers (`docker info`), starting Debian's `dockerd` in the
+/// background when none runs. Panics with the reason when it cannot.
+pub fn docker() -> &'static Path {
+    static READY: OnceLock<PathBuf> = OnceLock::new();
+    READY.get_or_init(|| {
+        let cli = require("docker", "docker.io");
+        let ok = || Command::new(&cli).arg("info").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+        if !ok() {
+            let dockerd = require("dockerd", "docker.io");
+            Command::new("setsid").arg(dockerd).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("starting dockerd");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !ok() {
+                assert!(Instant::now() < deadline, "dockerd did not come up within 60 s (is this process root?)");
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        }
+        cli
+    })
+}
+
+/// Runs `docker ARGS`, returning stdout; panics with stderr on failure.
+pub fn docker_cmd(args: &[&str]) -> String {
+    let out = Command::new(docker()).args(args).output().unwrap();
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A tar of a minimal runnable root file system: Debian's static busybox as `/bin/busybox`
+/// with `sh`, `cat`, `ls`, `echo`, `env` and `test` links, plus `extra` files.
+pub fn busybox_rootfs_tar(extra: &[(&str, &[u8])]) -> Vec<u8> {
+    let busybox = std::fs::read(require("busybox", "busybox-static")).unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut dir = |b: &mut tar::Builder<Vec<u8>>, path: &str| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        h.set_mtime(0);
+        b.append_data(&mut h, path, std::io::empty()).unwrap();
+    };
+    for d in ["bin", "tmp", "etc"] {
+        dir(&mut b, d);
+    }
+    append_file(&mut b, "bin/busybox", &busybox, 0o755);
+    for link in ["sh", "cat", "ls", "echo", "env", "test", "pwd"] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_size(0);
+        h.set_mtime(0);
+        b.append_link(&mut h, format!("bin/{link}"), "busybox").unwrap();
+    }
+    for (path, data) in extra {
+        append_file(&mut b, path, data, 0o755);
+    }
+    b.into_inner().unwrap()
+}
+
+/// Appends a regular file to a tar with fixed metadata.
+pub fn append_file(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8], mode: u32) {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(mode);
+    h.set_size(data.len() as u64);
+    h.set_mtime(0);
+    b.append_data(&mut h, path, data).unwrap();
+}
+
+/// `docker import`s a root file system tar as `tag` and pushes it (the registry must be on
+/// loopback, which the daemon treats as insecure).
+pub fn import_and_push(rootfs: &[u8], tag: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let tar = dir.path().join("rootfs.tar");
+    std::fs::write(&tar, rootfs).unwrap();
+    docker_cmd(&["import", tar.to_str().unwrap(), tag]);
+    docker_cmd(&["push", tag]);
+}
+
+/// The `split-build` binary under test.
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_split-build"))
+}
