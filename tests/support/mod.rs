@@ -174,7 +174,7 @@ pub fn docker_cmd(args: &[&str]) -> String {
 pub fn busybox_rootfs_tar(extra: &[(&str, &[u8])]) -> Vec<u8> {
     let busybox = std::fs::read(require("busybox", "busybox-static")).unwrap();
     let mut b = tar::Builder::new(Vec::new());
-    let mut dir = |b: &mut tar::Builder<Vec<u8>>, path: &str| {
+    let dir = |b: &mut tar::Builder<Vec<u8>>, path: &str| {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Directory);
         h.set_mode(0o755);
