@@ -151,7 +151,11 @@ pub fn docker() -> &'static Path {
         let ok = || Command::new(&cli).arg("info").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
         if !ok() {
             let dockerd = require("dockerd", "docker.io");
-            Command::new("setsid").arg(dockerd).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("starting dockerd");
+            // dockerd outlives the test process on purpose (setsid detaches it); the
+            // spawned `setsid` itself is reaped on a thread.
+            let mut setsid =
+                Command::new("setsid").arg(dockerd).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("starting dockerd");
+            std::thread::spawn(move || setsid.wait());
             let deadline = Instant::now() + Duration::from_secs(60);
             while !ok() {
                 assert!(Instant::now() < deadline, "dockerd did not come up within 60 s (is this process root?)");
