@@ -55,12 +55,10 @@ impl ActionsEnv {
         }
     }
 
-    /// Opens a collapsible log group (Actions) or prints a heading line (terminal).
+    /// Opens a collapsible log group (Actions only; a terminal gets the log lines as they are).
     pub fn group(&self, title: &str) {
         if self.enabled {
             println!("::group::{}", escape_data(title));
-        } else {
-            eprintln!("== {title}");
         }
     }
 

@@ -400,7 +400,7 @@ fn check_build_arg_name(name: &str) -> bool {
 /// Parses and validates a spec. `file` is how the user named the spec (used in errors);
 /// relative paths in it resolve against `file`'s directory.
 pub fn parse_spec(text: &str, file: &Path, env: &dyn SpecEnv) -> Result<Spec, SpecError> {
-    let raw: RawSpec = serde_saphyr::from_str(text).map_err(|e| yaml_error(&e, file))?;
+    let raw: RawSpec = serde_saphyr::from_str(text).map_err(|e| yaml_error(&e, text, file))?;
     let dir = file.parent().unwrap_or(Path::new(""));
     let c = Checker { file, dir, env };
 
@@ -721,7 +721,7 @@ fn agents_spec(
 }
 
 /// Turns a YAML or shape error into a [`SpecError`] with its location.
-fn yaml_error(e: &serde_saphyr::Error, file: &Path) -> SpecError {
+fn yaml_error(e: &serde_saphyr::Error, text: &str, file: &Path) -> SpecError {
     let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
     let mut opts = serde_saphyr::RenderOptions::default();
     opts.snippets = serde_saphyr::SnippetMode::Off;
@@ -730,7 +730,27 @@ fn yaml_error(e: &serde_saphyr::Error, file: &Path) -> SpecError {
     if let Some(i) = message.find(" at line ") {
         message.truncate(i);
     }
-    SpecError { site: Site { file: file.to_path_buf(), line, column, key: String::new() }, message }
+    // The parser names YAML events; say what the spec wants instead.
+    for (event, wanted) in [
+        ("expected sequence start", "expected a list (`[a, b]` or one `- item` a line)"),
+        ("expected string scalar", "expected a string"),
+        ("expected mapping start", "expected a mapping (`key: value` lines)"),
+        ("expected struct", "expected a mapping (`key: value` lines)"),
+    ] {
+        if message.starts_with(event) {
+            message = format!("{wanted}{}", &message[event.len()..]);
+        }
+    }
+    // The key on the error's line, when there is one, is the key the user should look at.
+    let key = usize::try_from(line)
+        .ok()
+        .and_then(|l| text.lines().nth(l.checked_sub(1)?))
+        .and_then(|l| l.trim_start().trim_start_matches("- ").split_once(':'))
+        .map(|(k, _)| k.trim())
+        .filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    SpecError { site: Site { file: file.to_path_buf(), line, column, key }, message }
 }
 
 #[cfg(test)]

@@ -98,7 +98,7 @@ pub fn plan_summary(plan: &Plan, offline: bool, budget: usize) -> String {
     out.push_str(&pie("Images by status", &[("hit", total[0]), ("warm", total[1]), ("cold", total[2])]));
     out.push_str("\n</details>\n\n");
 
-    let missing = counts.bases_missing + counts.agents_missing + usize::from(counts.builder_needed);
+    let missing = counts.planned - counts.cache_hits;
     let _ = writeln!(out, "<details><summary>Images to make ({missing})</summary>\n");
     out.push_str("| stage | image | platform | status |\n|---|---|---|---|\n");
     let builder_rows = plan

@@ -1,0 +1,163 @@
+//! The binary as a container action sees it: no arguments, `GITHUB_ACTIONS=true`, every
+//! input of action.yml as `INPUT_*` (defaults included, hyphens kept), and the outputs read
+//! back from `$GITHUB_OUTPUT` exactly as the runner parses them.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The runner's parser for `$GITHUB_OUTPUT`: `name=value` lines and `name<<DELIM` blocks.
+fn runner_outputs(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut lines = text.split('\n');
+    while let Some(line) = lines.next() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some((name, delim)) = line.split_once("<<") {
+            assert!(delim.len() >= 16, "delimiter `{delim}` is not random enough");
+            let mut value = Vec::new();
+            loop {
+                let l = lines.next().unwrap_or_else(|| panic!("output {name}: delimiter never closes"));
+                if l == delim {
+                    break;
+                }
+                value.push(l);
+            }
+            out.insert(name.to_owned(), value.join("\n"));
+        } else {
+            let (name, value) = line.split_once('=').unwrap_or_else(|| panic!("bad output line `{line}`"));
+            out.insert(name.to_owned(), value.to_owned());
+        }
+    }
+    out
+}
+
+/// Every input of action.yml with its default, as the runner sets them.
+fn action_defaults() -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("action.yml")).unwrap();
+    let doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    doc["inputs"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(name, spec)| (format!("INPUT_{}", name.to_ascii_uppercase()), spec["default"].as_str().unwrap_or("").to_owned()))
+        .collect()
+}
+
+struct ActionRun {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    outputs: BTreeMap<String, String>,
+    summary: String,
+}
+
+fn run_action(inputs: &[(&str, &str)]) -> ActionRun {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("output");
+    let summary = dir.path().join("summary");
+    std::fs::write(&output, "earlier=kept\n").unwrap();
+    let mut cmd = support::bin();
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_OUTPUT", &output)
+        .env("GITHUB_STEP_SUMMARY", &summary)
+        .env_remove("BUILDER_VERSION");
+    for (k, v) in action_defaults() {
+        cmd.env(k, v);
+    }
+    for (k, v) in inputs {
+        cmd.env(format!("INPUT_{}", k.to_ascii_uppercase()), v);
+    }
+    let out = cmd.output().unwrap();
+    ActionRun {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        outputs: runner_outputs(&std::fs::read_to_string(&output).unwrap()),
+        summary: std::fs::read_to_string(&summary).unwrap_or_default(),
+    }
+}
+
+#[test]
+fn plan_outputs_arrive_through_the_output_file() {
+    let run = run_action(&[
+        ("command", "plan"),
+        ("spec", "examples/swebench-verified/split-build.yml"),
+        ("offline", "true"),
+        ("builder-version", "v1.2.3"),
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let o = &run.outputs;
+    assert_eq!(o["earlier"], "kept", "outputs are appended, never overwritten");
+    for name in [
+        "builder-matrix",
+        "bases-matrix",
+        "agents-matrix",
+        "builder-needed",
+        "bases-missing",
+        "agents-missing",
+        "cache-hits",
+        "builder-image",
+        "plan",
+    ] {
+        assert!(o.contains_key(name), "missing output {name}");
+    }
+    assert_eq!(o["builder-needed"], "true");
+    assert_eq!(o["bases-missing"], "500");
+    assert_eq!(o["agents-missing"], "1000");
+    assert_eq!(o["cache-hits"], "0");
+    assert_eq!(o["builder-image"], "ghcr.io/openhands/agent-server-builder:v1.2.3");
+
+    let matrix = |name: &str| -> serde_json::Value { serde_json::from_str(&o[name]).unwrap() };
+    let builder = matrix("builder-matrix");
+    assert_eq!(builder["include"][0]["items"], "v1.2.3");
+    assert_eq!(builder["include"][0]["platform"], "linux/amd64");
+    for name in ["bases-matrix", "agents-matrix"] {
+        let m = matrix(name);
+        let include = m["include"].as_array().unwrap();
+        assert_eq!(include.len(), 64, "{name}: jobs.max-parallel is 64");
+        let mut seen = Vec::new();
+        for (k, e) in include.iter().enumerate() {
+            assert_eq!(e["shard"], k + 1);
+            assert_eq!(e["shards"], 64);
+            seen.extend(e["items"].as_str().unwrap().split(' ').map(str::to_owned));
+        }
+        assert_eq!(seen.len(), 500, "{name}: every instance in exactly one shard");
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 500);
+    }
+    let plan: serde_json::Value = serde_json::from_str(&o["plan"]).unwrap();
+    assert!(!o["plan"].contains('\n'), "the plan output is compact JSON");
+    assert_eq!(plan["agents"].as_array().unwrap().len(), 1000);
+
+    assert!(run.summary.contains("## split-build plan"));
+    assert!(run.summary.contains("```mermaid"));
+    assert!(run.stdout.contains("::group::"), "long phases are grouped");
+}
+
+#[test]
+fn spec_errors_become_annotations_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("bad.yml");
+    std::fs::write(&spec, "registry: ghcr.io/acme\nbuilder:\n  repository: b\n  colour: red\n").unwrap();
+    let run = run_action(&[("spec", spec.to_str().unwrap()), ("offline", "true")]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    let annotation = run.stdout.lines().find(|l| l.starts_with("::error ")).unwrap_or_else(|| panic!("no annotation in {}", run.stdout));
+    assert!(annotation.contains("bad.yml,line=4,col=3::"), "{annotation}");
+    assert!(annotation.contains("colour"), "{annotation}");
+    assert!(!run.outputs.contains_key("plan"), "no outputs from a failed plan");
+}
+
+#[test]
+fn a_bad_input_is_an_error_not_a_guess() {
+    let run = run_action(&[("command", "deploy")]);
+    assert_eq!(run.code, Some(2));
+    assert!(run.stdout.contains("::error") && run.stderr.contains("use one of plan"), "{}\n{}", run.stdout, run.stderr);
+    let run = run_action(&[("offline", "yes"), ("spec", "examples/swebench-verified/split-build.yml")]);
+    assert_eq!(run.code, Some(2));
+    assert!(run.stderr.contains("use true or false"), "{}", run.stderr);
+}
