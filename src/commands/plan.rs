@@ -11,7 +11,7 @@ use crate::app::Done;
 use crate::cli::{Common, PlanArgs, RegistryOpts};
 use crate::core::content_hash::{Recipe, builder_hash};
 use crate::core::image_ref::Tag;
-use crate::core::plan::{Layout, LayoutInputs, Observed, Plan, Status, decide, layout};
+use crate::core::plan::{LayoutInputs, Observed, Plan, Status, decide, layout};
 use crate::core::report::{ImageRecord, Outcome, Report};
 use crate::core::spec::Spec;
 use crate::core::summary::{SUMMARY_BUDGET, plan_summary};
@@ -44,7 +44,7 @@ pub fn prepare(common: &Common) -> anyhow::Result<Prepared> {
 }
 
 /// Names every image and, unless `offline`, asks the registry what exists.
-pub async fn make_plan(prepared: &Prepared, _registry: &RegistryOpts, offline: bool) -> anyhow::Result<(Layout, Plan)> {
+pub async fn make_plan(prepared: &Prepared, _registry: &RegistryOpts, offline: bool) -> anyhow::Result<Plan> {
     let spec = &prepared.spec;
     let upstream_digests = BTreeMap::new();
     let observed = if offline {
@@ -60,8 +60,7 @@ pub async fn make_plan(prepared: &Prepared, _registry: &RegistryOpts, offline: b
             upstream_digests: &upstream_digests,
         },
     );
-    let plan = decide(&layout, &observed, usize::from(spec.max_parallel));
-    Ok((layout, plan))
+    Ok(decide(layout, &observed, usize::from(spec.max_parallel)))
 }
 
 /// The `plan` outputs, in the order action.yml lists them.
@@ -113,6 +112,16 @@ pub fn plan_report(plan: &Plan) -> Report {
     Report { command: "plan".into(), seconds: 0.0, images }
 }
 
+/// Streams `value` to stdout as pretty JSON (a plan of 100,000 instances is ~90 MB of text:
+/// never held as one string).
+pub fn write_json_stdout(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let stdout = std::io::stdout();
+    let mut w = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    serde_json::to_writer_pretty(&mut w, value).context("writing the plan to stdout")?;
+    w.write_all(b"\n").and_then(|()| w.flush()).context("writing the plan to stdout")
+}
+
 /// Writes a report file as pretty JSON.
 pub fn write_report(path: &Path, report: &Report) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(report)?;
@@ -138,11 +147,12 @@ pub async fn run(args: PlanArgs, actions: &ActionsEnv) -> anyhow::Result<Done> {
     let prepared = prepare(&args.common);
     actions.end_group();
     let prepared = prepared?;
-    let (_layout, plan) = make_plan(&prepared, &args.registry, args.offline).await?;
+    let plan = make_plan(&prepared, &args.registry, args.offline).await?;
 
-    let json = serde_json::to_string_pretty(&plan)?;
-    println!("{json}");
-    actions.set_outputs(&outputs(&plan)?)?;
+    write_json_stdout(&plan)?;
+    if actions.output.is_some() {
+        actions.set_outputs(&outputs(&plan)?)?;
+    }
     emit_summary(&plan_summary(&plan, args.offline, SUMMARY_BUDGET), args.common.summary.as_deref(), actions)?;
     if let Some(path) = &args.common.report {
         write_report(path, &plan_report(&plan))?;

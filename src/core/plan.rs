@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::content_hash::{Recipe, base_hash, fit_tag};
 use crate::core::image_ref::{Digest, ImageRef, Tag};
-use crate::core::matrix::{GithubMatrix, shard};
+use crate::core::matrix::{GithubMatrix, Work, shard};
 use crate::core::platform::Platform;
 use crate::core::spec::Spec;
 use crate::core::template::Vars;
@@ -191,6 +191,9 @@ pub struct BasePlan {
     pub from: String,
     /// The upstream digest in the hash, or null when it was not resolved.
     pub from_digest: Option<Digest>,
+    /// The rendered build args (`BASE_IMAGE` is added at build time).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub build_args: BTreeMap<String, String>,
     /// `hit`, `warm` or `cold`.
     pub status: Status,
     /// The warm image to use as cache-from.
@@ -277,36 +280,40 @@ impl Plan {
 
 /// Decides each image's status from what the registry said, and shards the missing work
 /// into at most `max_parallel` matrix entries per stage.
-pub fn decide(layout: &Layout, observed: &Observed, max_parallel: usize) -> Plan {
-    let builder_status = if observed.has(&layout.builder).is_some() { Status::Hit } else { Status::Cold };
-    let builder_name = layout.builder.to_string();
+pub fn decide(layout: Layout, observed: &Observed, max_parallel: usize) -> Plan {
+    // Takes the layout by value and moves its strings into the plan: at 100,000 instances
+    // a copy of every name would double the peak memory.
+    let Layout { builder, platforms, bases: base_layouts, agents: agent_layouts } = layout;
+    let builder_status = if observed.has(&builder).is_some() { Status::Hit } else { Status::Cold };
+    let builder_name = builder.to_string();
 
-    let mut bases = Vec::with_capacity(layout.bases.len() * layout.platforms.len());
-    let mut base_status = BTreeMap::new();
-    for b in &layout.bases {
+    let mut bases = Vec::with_capacity(base_layouts.len() * platforms.len());
+    for b in base_layouts {
         let (status, cache_from) = if observed.has(&b.image).is_some() {
             (Status::Hit, None)
         } else if observed.has(&b.latest).is_some() {
-            (Status::Warm, Some(b.latest.clone()))
+            (Status::Warm, Some(b.latest))
         } else {
             (Status::Cold, None)
         };
-        base_status.insert(b.instance.as_str(), status);
-        for p in &layout.platforms {
-            bases.push(BasePlan {
-                instance: b.instance.clone(),
-                platform: p.clone(),
-                image: b.image.clone(),
-                from: b.from.clone(),
-                from_digest: b.from_digest.clone(),
-                status,
-                cache_from: cache_from.clone(),
-            });
+        let entry = BasePlan {
+            instance: b.instance,
+            platform: platforms[0].clone(),
+            image: b.image,
+            from: b.from,
+            from_digest: b.from_digest,
+            build_args: b.build_args,
+            status,
+            cache_from,
+        };
+        for p in &platforms[1..] {
+            bases.push(BasePlan { platform: p.clone(), ..entry.clone() });
         }
+        bases.push(entry);
     }
 
-    let mut agents = Vec::with_capacity(layout.agents.len() * layout.platforms.len());
-    for a in &layout.agents {
+    let mut agents = Vec::with_capacity(agent_layouts.len() * platforms.len());
+    for a in agent_layouts {
         let base_name = a.base.to_string();
         // An agent is current only when it was made on this plan's base (and, where it
         // says so, from this plan's builder): a rebuilt base makes every agent on it stale.
@@ -314,28 +321,25 @@ pub fn decide(layout: &Layout, observed: &Observed, max_parallel: usize) -> Plan
             .has(&a.image)
             .is_some_and(|p| p.base_name.as_deref() == Some(base_name.as_str()) && p.builder.as_deref().is_none_or(|b| b == builder_name));
         let status = if current { Status::Hit } else { Status::Cold };
-        for p in &layout.platforms {
-            agents.push(AgentPlan {
-                instance: a.instance.clone(),
-                variant: a.variant.clone(),
-                platform: p.clone(),
-                image: a.image.clone(),
-                base: a.base.clone(),
-                status,
-            });
+        let entry =
+            AgentPlan { instance: a.instance, variant: a.variant, platform: platforms[0].clone(), image: a.image, base: a.base, status };
+        for p in &platforms[1..] {
+            agents.push(AgentPlan { platform: p.clone(), ..entry.clone() });
         }
+        agents.push(entry);
+    }
+    // Entries of one image are pushed other platforms first, the moved one last; put them
+    // back in platform order.
+    if platforms.len() > 1 {
+        let rank = |p: &Platform| platforms.iter().position(|q| q == p).unwrap_or(0);
+        bases.sort_by_key(|b| rank(&b.platform));
+        agents.sort_by_key(|a| rank(&a.platform));
     }
 
     let matrices = Matrices {
-        builder: builder_matrix(layout, builder_status),
-        bases: shard(
-            &missing_by_platform(&layout.platforms, bases.iter().map(|b| (&b.platform, b.instance.as_str(), b.status))),
-            max_parallel,
-        ),
-        agents: shard(
-            &missing_by_platform(&layout.platforms, agents.iter().map(|a| (&a.platform, a.instance.as_str(), a.status))),
-            max_parallel,
-        ),
+        builder: builder_matrix(&builder, &platforms, builder_status),
+        bases: shard(&missing_by_platform(&platforms, bases.iter().map(|b| (&b.platform, b.instance.as_str(), b.status))), max_parallel),
+        agents: shard(&missing_by_platform(&platforms, agents.iter().map(|a| (&a.platform, a.instance.as_str(), a.status))), max_parallel),
     };
 
     let notes = observed
@@ -344,22 +348,16 @@ pub fn decide(layout: &Layout, observed: &Observed, max_parallel: usize) -> Plan
         .map(|(r, why)| format!("upstream `{r}`: digest not resolved ({why}); its base hash uses the reference alone"))
         .collect();
 
-    Plan {
-        builder: BuilderPlan { image: layout.builder.clone(), status: builder_status, platforms: layout.platforms.clone() },
-        bases,
-        agents,
-        matrices,
-        notes,
-    }
+    Plan { builder: BuilderPlan { image: builder, status: builder_status, platforms }, bases, agents, matrices, notes }
 }
 
-fn builder_matrix(layout: &Layout, status: Status) -> GithubMatrix {
+fn builder_matrix(builder: &ImageRef, platforms: &[Platform], status: Status) -> GithubMatrix {
     if !status.is_missing() {
         return GithubMatrix::default();
     }
-    let tag = layout.builder.tag.as_ref().map(Tag::to_string).unwrap_or_default();
-    let work: Vec<(Platform, Vec<String>)> = layout.platforms.iter().map(|p| (p.clone(), vec![tag.clone()])).collect();
-    shard(&work, layout.platforms.len())
+    let tag = builder.tag.as_ref().map(Tag::to_string).unwrap_or_default();
+    let work: Vec<Work> = platforms.iter().map(|p| (p.clone(), vec![tag.clone()])).collect();
+    shard(&work, platforms.len())
 }
 
 /// Per platform, in platform order, the distinct instances (in spec order) with a missing
@@ -469,7 +467,7 @@ mod tests {
                 Presence { base_name: Some(l.agents[2].base.to_string()), builder: Some("reg.example/ns/builder:0".into()) },
             ),
         ]);
-        let plan = decide(&l, &observed, 1);
+        let plan = decide(l.clone(), &observed, 1);
         assert_eq!(plan.builder.status, Status::Hit);
         let statuses: Vec<_> = plan.bases.iter().map(|b| b.status).collect();
         assert_eq!(statuses, [Status::Hit, Status::Warm, Status::Cold]);
@@ -488,7 +486,7 @@ mod tests {
     #[test]
     fn offline_plan_is_all_cold() {
         let l = small_layout(&["a", "b"], &["v1", "v2"], "1", b"FROM x");
-        let plan = decide(&l, &Observed::default(), 1);
+        let plan = decide(l, &Observed::default(), 1);
         assert_eq!(plan.builder.status, Status::Cold);
         assert!(plan.bases.iter().chain(plan.bases.iter()).all(|b| b.status == Status::Cold));
         assert!(plan.agents.iter().all(|a| a.status == Status::Cold));
@@ -502,7 +500,7 @@ mod tests {
         let l = small_layout(&["a"], &["v"], "1", b"FROM x");
         let observed =
             Observed { unresolved_upstreams: BTreeMap::from([("u:1".into(), "401 Unauthorized".into())]), ..Observed::default() };
-        let plan = decide(&l, &observed, 64);
+        let plan = decide(l, &observed, 64);
         assert_eq!(plan.notes.len(), 1);
         assert!(plan.notes[0].contains("u:1") && plan.notes[0].contains("reference alone"));
     }

@@ -20,11 +20,10 @@ pub fn pie(title: &str, slices: &[(&str, usize)]) -> String {
     out
 }
 
-/// Appends table `rows` to `out` while `out` stays under `budget` bytes (leaving room for
-/// the closing note); returns how many rows were left out.
-pub fn push_rows_within(out: &mut String, rows: impl ExactSizeIterator<Item = String>, budget: usize) -> usize {
+/// Appends table `rows` (`total` of them, made lazily) to `out` while `out` stays under
+/// `budget` bytes, leaving room for the closing note; returns how many rows were left out.
+pub fn push_rows_within(out: &mut String, rows: impl Iterator<Item = String>, total: usize, budget: usize) -> usize {
     const NOTE_ROOM: usize = 256;
-    let total = rows.len();
     let mut written = 0;
     for row in rows {
         if out.len() + row.len() + NOTE_ROOM > budget {
@@ -117,8 +116,7 @@ pub fn plan_summary(plan: &Plan, offline: bool, budget: usize) -> String {
         .iter()
         .filter(|a| a.status.is_missing())
         .map(|a| format!("| agents | `{}` | {} | {} |\n", a.image, a.platform, a.status.as_str()));
-    let rows: Vec<String> = builder_rows.chain(base_rows).chain(agent_rows).collect();
-    let left_out = push_rows_within(&mut out, rows.into_iter(), budget.saturating_sub(32));
+    let left_out = push_rows_within(&mut out, builder_rows.chain(base_rows).chain(agent_rows), missing, budget.saturating_sub(32));
     out.push_str(&cut_note(left_out, "the `plan` output has every image"));
     out.push_str("\n</details>\n");
     out
@@ -140,7 +138,7 @@ mod tests {
     fn rows_stop_at_the_budget_and_say_how_many_were_cut() {
         let mut out = String::from("head\n");
         let rows = (0..10_000).map(|i| format!("| row {i} |\n"));
-        let cut = push_rows_within(&mut out, rows, 4096);
+        let cut = push_rows_within(&mut out, rows, 10_000, 4096);
         assert!(out.len() <= 4096);
         assert!(cut > 0);
         assert!(cut_note(cut, "see x").contains(&cut.to_string()));
