@@ -218,7 +218,7 @@ pub struct AgentPlan {
 }
 
 /// The three stage matrices.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Matrices {
     /// One entry per platform when the builder is missing.
     pub builder: GithubMatrix,
@@ -286,6 +286,13 @@ pub fn decide(layout: Layout, observed: &Observed, max_parallel: usize) -> Plan 
     let Layout { builder, platforms, bases: base_layouts, agents: agent_layouts } = layout;
     let builder_status = if observed.has(&builder).is_some() { Status::Hit } else { Status::Cold };
     let builder_name = builder.to_string();
+    // Each image gets one entry per platform, in platform order: copies for the others,
+    // the moved original for the last. A spec always has at least one platform.
+    let Some((last, others)) = platforms.split_last() else {
+        // The spec parser never yields an empty platform list; nothing to plan without one.
+        let builder = BuilderPlan { image: builder, status: builder_status, platforms };
+        return Plan { builder, bases: vec![], agents: vec![], matrices: Matrices::default(), notes: vec![] };
+    };
 
     let mut bases = Vec::with_capacity(base_layouts.len() * platforms.len());
     for b in base_layouts {
@@ -298,7 +305,7 @@ pub fn decide(layout: Layout, observed: &Observed, max_parallel: usize) -> Plan 
         };
         let entry = BasePlan {
             instance: b.instance,
-            platform: platforms[0].clone(),
+            platform: last.clone(),
             image: b.image,
             from: b.from,
             from_digest: b.from_digest,
@@ -306,7 +313,7 @@ pub fn decide(layout: Layout, observed: &Observed, max_parallel: usize) -> Plan 
             status,
             cache_from,
         };
-        for p in &platforms[1..] {
+        for p in others {
             bases.push(BasePlan { platform: p.clone(), ..entry.clone() });
         }
         bases.push(entry);
@@ -321,21 +328,12 @@ pub fn decide(layout: Layout, observed: &Observed, max_parallel: usize) -> Plan 
             .has(&a.image)
             .is_some_and(|p| p.base_name.as_deref() == Some(base_name.as_str()) && p.builder.as_deref().is_none_or(|b| b == builder_name));
         let status = if current { Status::Hit } else { Status::Cold };
-        let entry =
-            AgentPlan { instance: a.instance, variant: a.variant, platform: platforms[0].clone(), image: a.image, base: a.base, status };
-        for p in &platforms[1..] {
+        let entry = AgentPlan { instance: a.instance, variant: a.variant, platform: last.clone(), image: a.image, base: a.base, status };
+        for p in others {
             agents.push(AgentPlan { platform: p.clone(), ..entry.clone() });
         }
         agents.push(entry);
     }
-    // Entries of one image are pushed other platforms first, the moved one last; put them
-    // back in platform order.
-    if platforms.len() > 1 {
-        let rank = |p: &Platform| platforms.iter().position(|q| q == p).unwrap_or(0);
-        bases.sort_by_key(|b| rank(&b.platform));
-        agents.sort_by_key(|a| rank(&a.platform));
-    }
-
     let matrices = Matrices {
         builder: builder_matrix(&builder, &platforms, builder_status),
         bases: shard(&missing_by_platform(&platforms, bases.iter().map(|b| (&b.platform, b.instance.as_str(), b.status))), max_parallel),
