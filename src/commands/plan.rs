@@ -125,6 +125,9 @@ pub fn write_json_stdout(value: &impl serde::Serialize) -> anyhow::Result<()> {
 /// Writes a report file as pretty JSON.
 pub fn write_report(path: &Path, report: &Report) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(report)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating `{}` for the report", dir.display()))?;
+    }
     std::fs::write(path, text + "\n").with_context(|| format!("writing the report `{}`", path.display()))
 }
 
