@@ -13,6 +13,11 @@ use crate::core::image_ref::Tag;
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: &str) -> Secret {
+        Secret(s.to_owned())
+    }
+
     /// The secret text, for the one place that sends it.
     pub fn expose(&self) -> &str {
         &self.0

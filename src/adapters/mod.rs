@@ -1,4 +1,5 @@
 //! Thin I/O at the edges: no decisions, only translation between the world and the core.
 
 pub mod actions_env;
+pub mod credentials;
 pub mod workspace;

@@ -1,0 +1,143 @@
+//! Registry credentials, from where users keep them: `--registry-username` /
+//! `--registry-password`, the docker config (`$DOCKER_CONFIG/config.json` or
+//! `~/.docker/config.json`, `auths` as `docker login` and `docker/login-action` write
+//! them), and `GITHUB_TOKEN` for ghcr.io. Credential helpers (`credsStore`) are not run.
+
+use std::path::PathBuf;
+
+use base64::Engine as _;
+
+use crate::cli::{RegistryOpts, Secret};
+
+/// A user name and password (or token) for one registry.
+#[derive(Clone, Debug)]
+pub struct Credential {
+    /// User name.
+    pub username: String,
+    /// Password or token.
+    pub password: Secret,
+}
+
+/// Where credentials come from, read once per process.
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    flag: Option<Credential>,
+    docker_config: Option<String>,
+    github_token: Option<Secret>,
+}
+
+impl Credentials {
+    /// Reads the flags, the docker config file and `GITHUB_TOKEN`.
+    pub fn load(opts: &RegistryOpts) -> Credentials {
+        let flag = opts.registry_password.as_ref().map(|p| Credential {
+            username: opts.registry_username.clone().unwrap_or_else(|| "token".into()),
+            password: p.clone(),
+        });
+        let dir = std::env::var_os("DOCKER_CONFIG")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")));
+        let docker_config = dir.and_then(|d| std::fs::read_to_string(d.join("config.json")).ok());
+        let github_token = std::env::var("GITHUB_TOKEN").ok().filter(|t| !t.is_empty()).map(|t| Secret::new(&t));
+        Credentials { flag, docker_config, github_token }
+    }
+
+    /// Credentials from these sources only (tests, and callers that already hold them).
+    pub fn new(flag: Option<Credential>, docker_config: Option<String>, github_token: Option<Secret>) -> Credentials {
+        Credentials { flag, docker_config, github_token }
+    }
+
+    /// Every secret, for masking in Actions logs.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.flag.iter().map(|c| c.password.expose().to_owned()).collect();
+        out.extend(self.github_token.iter().map(|t| t.expose().to_owned()));
+        out
+    }
+
+    /// The credential for `host` (`ghcr.io`, `127.0.0.1:5000`, `docker.io`), in order:
+    /// the flags, the docker config, `GITHUB_TOKEN` (ghcr.io only).
+    pub fn for_host(&self, host: &str) -> Option<Credential> {
+        if let Some(c) = &self.flag {
+            return Some(c.clone());
+        }
+        if let Some(c) = self.docker_config.as_deref().and_then(|text| from_docker_config(text, host)) {
+            return Some(c);
+        }
+        if host == "ghcr.io" {
+            return self.github_token.as_ref().map(|t| Credential { username: "x-access-token".into(), password: t.clone() });
+        }
+        None
+    }
+}
+
+/// The docker config's entry for `host`: keys may carry a scheme and a path
+/// (`https://index.docker.io/v1/` is Docker Hub); values hold `auth` (base64 of
+/// `user:password`) or `username` and `password`.
+pub fn from_docker_config(text: &str, host: &str) -> Option<Credential> {
+    let doc: serde_json::Value = serde_json::from_str(text).ok()?;
+    let auths = doc.get("auths")?.as_object()?;
+    let want = normalise_host(host);
+    let (_, entry) = auths.iter().find(|(k, _)| normalise_host(k) == want)?;
+    if let Some(auth) = entry.get("auth").and_then(|a| a.as_str()).filter(|a| !a.is_empty()) {
+        let decoded = base64::engine::general_purpose::STANDARD.decode(auth.trim()).ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        let (user, password) = text.split_once(':')?;
+        return Some(Credential { username: user.to_owned(), password: Secret::new(password) });
+    }
+    let user = entry.get("username")?.as_str()?;
+    let password = entry.get("password")?.as_str()?;
+    Some(Credential { username: user.to_owned(), password: Secret::new(password) })
+}
+
+fn normalise_host(key: &str) -> String {
+    let k = key.trim();
+    let k = k.strip_prefix("https://").or_else(|| k.strip_prefix("http://")).unwrap_or(k);
+    let host = k.split('/').next().unwrap_or(k);
+    match host {
+        "index.docker.io" | "registry-1.docker.io" | "docker.io" => "docker.io".to_owned(),
+        other => other.to_ascii_lowercase(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b64(s: &str) -> String {
+        base64::engine::general_purpose::STANDARD.encode(s)
+    }
+
+    #[test]
+    fn docker_config_entries_as_login_action_writes_them() {
+        let text = format!(
+            r#"{{"auths": {{"ghcr.io": {{"auth": "{}"}}, "https://index.docker.io/v1/": {{"auth": "{}"}}, "127.0.0.1:5000": {{"username": "u", "password": "p"}}}}}}"#,
+            b64("octo:ghp_secret"),
+            b64("hub:pw:with:colons")
+        );
+        let c = from_docker_config(&text, "ghcr.io").unwrap();
+        assert_eq!((c.username.as_str(), c.password.expose()), ("octo", "ghp_secret"));
+        let c = from_docker_config(&text, "docker.io").unwrap();
+        assert_eq!((c.username.as_str(), c.password.expose()), ("hub", "pw:with:colons"));
+        let c = from_docker_config(&text, "127.0.0.1:5000").unwrap();
+        assert_eq!(c.username, "u");
+        assert!(from_docker_config(&text, "quay.io").is_none());
+        assert!(from_docker_config("not json", "ghcr.io").is_none());
+    }
+
+    #[test]
+    fn flags_then_config_then_github_token() {
+        let config = format!(r#"{{"auths": {{"ghcr.io": {{"auth": "{}"}}}}}}"#, b64("cfg:cfgpw"));
+        let token = Some(Secret::new("gh-token"));
+        let flag = Some(Credential { username: "flag".into(), password: Secret::new("flagpw") });
+        assert_eq!(Credentials::new(flag, Some(config.clone()), token.clone()).for_host("ghcr.io").unwrap().username, "flag");
+        assert_eq!(Credentials::new(None, Some(config), token.clone()).for_host("ghcr.io").unwrap().username, "cfg");
+        let c = Credentials::new(None, None, token.clone()).for_host("ghcr.io").unwrap();
+        assert_eq!(c.password.expose(), "gh-token");
+        assert!(Credentials::new(None, None, token).for_host("quay.io").is_none());
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let c = Credential { username: "u".into(), password: Secret::new("hunter2") };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}
