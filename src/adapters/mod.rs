@@ -2,4 +2,5 @@
 
 pub mod actions_env;
 pub mod credentials;
+pub mod registry;
 pub mod workspace;

@@ -1,0 +1,653 @@
+//! A thin OCI distribution client over reqwest: manifests, blobs, cross-repository mounts,
+//! uploads, tag lists and deletes, with Bearer/Basic auth, retries and bounded concurrency.
+//!
+//! Why not `oci-client`: it scopes its token to the target repository only (a cross-repo
+//! mount then answers 202), treats a 202 mount as an error and swallows token errors; here
+//! one token covers every repository an operation touches.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use base64::Engine as _;
+use bytes::Bytes;
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::{Method, StatusCode};
+use tokio::sync::{Mutex, Semaphore};
+
+use crate::adapters::credentials::Credentials;
+use crate::core::image_ref::{Digest, ImageRef};
+
+/// The four manifest media types, in the order a registry should prefer them.
+pub const MANIFEST_TYPES: [&str; 4] = [
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+];
+
+/// Counters for one unit of work (an image), shared by its requests.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Requests sent (each attempt counts).
+    pub requests: AtomicU64,
+    /// Attempts repeated after 429, 5xx or a connection error.
+    pub retries: AtomicU64,
+    /// Bytes sent in request bodies.
+    pub bytes_pushed: AtomicU64,
+}
+
+/// A manifest as the registry has it.
+#[derive(Debug, Clone)]
+pub struct FetchedManifest {
+    /// Its digest (from `Docker-Content-Digest`, else computed).
+    pub digest: Digest,
+    /// Its media type (`Content-Type`, else the document's `mediaType`).
+    pub media_type: String,
+    /// The bytes, exactly as stored.
+    pub bytes: Bytes,
+}
+
+/// What a HEAD of a manifest says.
+#[derive(Debug, Clone)]
+pub struct ManifestHead {
+    /// The digest.
+    pub digest: Option<Digest>,
+    /// The media type.
+    pub media_type: String,
+}
+
+/// Which permissions a request needs on which repository.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Scope {
+    /// The repository path.
+    pub repository: String,
+    /// `pull` or `pull,push` (or `*` for delete on some registries).
+    pub actions: &'static str,
+}
+
+impl Scope {
+    /// Read access to `repository`.
+    pub fn pull(repository: &str) -> Scope {
+        Scope { repository: repository.to_owned(), actions: "pull" }
+    }
+    /// Read and write access to `repository`.
+    pub fn push(repository: &str) -> Scope {
+        Scope { repository: repository.to_owned(), actions: "pull,push" }
+    }
+    /// Delete access (Docker's token servers call it `delete`; the distribution
+    /// registry's htpasswd mode has no scopes at all).
+    pub fn delete(repository: &str) -> Scope {
+        Scope { repository: repository.to_owned(), actions: "pull,push,delete" }
+    }
+    fn as_param(&self) -> String {
+        format!("repository:{}:{}", self.repository, self.actions)
+    }
+}
+
+#[derive(Debug, Clone)]
+enum HostAuth {
+    /// No challenge seen yet.
+    Unknown,
+    /// The registry asked for Basic.
+    Basic,
+    /// The registry asked for a Bearer token from this realm.
+    Bearer { realm: String, service: Option<String> },
+}
+
+/// How the client retries.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Most attempts per request.
+    pub attempts: u32,
+    /// First backoff; doubled per attempt, with jitter.
+    pub base_delay: Duration,
+    /// Longest single wait (also caps `Retry-After`).
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { attempts: 6, base_delay: Duration::from_millis(200), max_delay: Duration::from_secs(30) }
+    }
+}
+
+/// The registry client. Cheap to clone; clones share tokens and the concurrency bound.
+#[derive(Clone)]
+pub struct Registry {
+    http: reqwest::Client,
+    credentials: Arc<Credentials>,
+    insecure: Arc<BTreeSet<String>>,
+    hosts: Arc<Mutex<HashMap<String, HostAuth>>>,
+    tokens: Arc<Mutex<HashMap<(String, String), String>>>,
+    permits: Arc<Semaphore>,
+    retry: RetryPolicy,
+}
+
+/// A request body that can be sent again on a retry.
+#[derive(Clone)]
+struct Body {
+    bytes: Bytes,
+    content_type: &'static str,
+}
+
+impl Registry {
+    /// A client with these credentials, plain-HTTP hosts and at most `concurrency`
+    /// requests in flight.
+    pub fn new(credentials: Credentials, insecure: &[String], concurrency: usize) -> anyhow::Result<Registry> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("split-build/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(15))
+            .timeout(Duration::from_secs(600))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Registry {
+            http,
+            credentials: Arc::new(credentials),
+            insecure: Arc::new(insecure.iter().cloned().collect()),
+            hosts: Arc::default(),
+            tokens: Arc::default(),
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            retry: RetryPolicy::default(),
+        })
+    }
+
+    /// The same client with another retry policy.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Registry {
+        self.retry = retry;
+        self
+    }
+
+    fn base_url(&self, host: &str) -> String {
+        let plain = self.insecure.contains(host) || is_loopback_host(host);
+        let api_host = if host == "docker.io" { "registry-1.docker.io" } else { host };
+        format!("{}://{api_host}", if plain { "http" } else { "https" })
+    }
+
+    /// HEAD of a manifest by tag or digest; `None` when it does not exist. Falls back to
+    /// GET when the registry refuses HEAD.
+    pub async fn head_manifest(&self, image: &ImageRef, stats: &Stats) -> anyhow::Result<Option<ManifestHead>> {
+        let url = format!("{}/v2/{}/manifests/{}", self.base_url(&image.registry), image.repository, reference(image));
+        let scopes = [Scope::pull(&image.repository)];
+        let resp = self.send(&image.registry, Method::HEAD, &url, accept_manifests(), None, &scopes, stats).await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => Ok(Some(ManifestHead {
+                digest: header(resp.headers(), "docker-content-digest").and_then(|d| d.parse().ok()),
+                media_type: header(resp.headers(), "content-type").unwrap_or_default(),
+            })),
+            StatusCode::METHOD_NOT_ALLOWED => Ok(self
+                .get_manifest(image, stats)
+                .await?
+                .map(|m| ManifestHead { digest: Some(m.digest), media_type: m.media_type })),
+            s => Err(status_error(s, &format!("checking `{image}`"), resp).await),
+        }
+    }
+
+    /// GET of a manifest; `None` when it does not exist.
+    pub async fn get_manifest(&self, image: &ImageRef, stats: &Stats) -> anyhow::Result<Option<FetchedManifest>> {
+        let url = format!("{}/v2/{}/manifests/{}", self.base_url(&image.registry), image.repository, reference(image));
+        let scopes = [Scope::pull(&image.repository)];
+        let resp = self.send(&image.registry, Method::GET, &url, accept_manifests(), None, &scopes, stats).await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => {
+                let digest_header = header(resp.headers(), "docker-content-digest").and_then(|d| d.parse::<Digest>().ok());
+                let content_type = header(resp.headers(), "content-type");
+                let bytes = resp.bytes().await.with_context(|| format!("reading the manifest of `{image}`"))?;
+                let media_type = content_type
+                    .filter(|t| MANIFEST_TYPES.contains(&t.as_str()))
+                    .or_else(|| serde_json::from_slice::<serde_json::Value>(&bytes).ok()?.get("mediaType")?.as_str().map(str::to_owned))
+                    .unwrap_or_else(|| MANIFEST_TYPES[1].to_owned());
+                let digest = digest_header.unwrap_or_else(|| Digest::sha256_of(&bytes));
+                Ok(Some(FetchedManifest { digest, media_type, bytes }))
+            }
+            s => Err(status_error(s, &format!("reading the manifest of `{image}`"), resp).await),
+        }
+    }
+
+    /// GET of a blob (following redirects to blob storage).
+    pub async fn get_blob(&self, registry: &str, repository: &str, digest: &Digest, stats: &Stats) -> anyhow::Result<Bytes> {
+        let url = format!("{}/v2/{repository}/blobs/{digest}", self.base_url(registry));
+        let resp = self.send(registry, Method::GET, &url, HeaderMap::new(), None, &[Scope::pull(repository)], stats).await?;
+        if !resp.status().is_success() {
+            return Err(status_error(resp.status(), &format!("reading blob {digest} of `{repository}`"), resp).await);
+        }
+        let bytes = resp.bytes().await.with_context(|| format!("reading blob {digest} of `{repository}`"))?;
+        if Digest::sha256_of(&bytes) != *digest {
+            bail!("blob {digest} of `{repository}` arrived with other content (digest mismatch)");
+        }
+        Ok(bytes)
+    }
+
+    /// Whether `repository` has the blob.
+    pub async fn blob_exists(&self, registry: &str, repository: &str, digest: &Digest, stats: &Stats) -> anyhow::Result<bool> {
+        let url = format!("{}/v2/{repository}/blobs/{digest}", self.base_url(registry));
+        let resp = self.send(registry, Method::HEAD, &url, HeaderMap::new(), None, &[Scope::pull(repository)], stats).await?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            s => Err(status_error(s, &format!("checking blob {digest} in `{repository}`"), resp).await),
+        }
+    }
+
+    /// Makes `digest` present in `to` by mounting it from `from` (same registry); when the
+    /// registry opens an upload instead (202), copies the bytes. Returns the bytes uploaded.
+    pub async fn mount_blob(&self, registry: &str, from: &str, to: &str, digest: &Digest, stats: &Stats) -> anyhow::Result<u64> {
+        let url = format!("{}/v2/{to}/blobs/uploads/?mount={digest}&from={from}", self.base_url(registry));
+        let scopes = [Scope::push(to), Scope::pull(from)];
+        let resp = self.send(registry, Method::POST, &url, HeaderMap::new(), Some(empty_body()), &scopes, stats).await?;
+        match resp.status() {
+            StatusCode::CREATED => Ok(0),
+            StatusCode::ACCEPTED => {
+                tracing::debug!("registry refused to mount {digest} from `{from}` into `{to}`: uploading it");
+                let location = upload_location(registry, &self.base_url(registry), resp.headers())?;
+                let bytes = self.get_blob(registry, from, digest, stats).await?;
+                let n = bytes.len() as u64;
+                self.finish_upload(registry, to, &location, digest, bytes, stats).await?;
+                Ok(n)
+            }
+            s => Err(status_error(s, &format!("mounting blob {digest} from `{from}` into `{to}`"), resp).await),
+        }
+    }
+
+    /// Uploads `bytes` as a blob of `repository` (monolithic: POST, then PUT with the digest).
+    pub async fn upload_blob(&self, registry: &str, repository: &str, bytes: Bytes, stats: &Stats) -> anyhow::Result<Digest> {
+        let digest = Digest::sha256_of(&bytes);
+        let url = format!("{}/v2/{repository}/blobs/uploads/", self.base_url(registry));
+        let resp = self.send(registry, Method::POST, &url, HeaderMap::new(), Some(empty_body()), &[Scope::push(repository)], stats).await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(status_error(resp.status(), &format!("starting an upload to `{repository}`"), resp).await);
+        }
+        let location = upload_location(registry, &self.base_url(registry), resp.headers())?;
+        self.finish_upload(registry, repository, &location, &digest, bytes, stats).await?;
+        Ok(digest)
+    }
+
+    async fn finish_upload(&self, registry: &str, repository: &str, location: &str, digest: &Digest, bytes: Bytes, stats: &Stats) -> anyhow::Result<()> {
+        let sep = if location.contains('?') { '&' } else { '?' };
+        let url = format!("{location}{sep}digest={digest}");
+        let body = Body { bytes, content_type: "application/octet-stream" };
+        let resp = self.send(registry, Method::PUT, &url, HeaderMap::new(), Some(body), &[Scope::push(repository)], stats).await?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(status_error(resp.status(), &format!("uploading blob {digest} to `{repository}`"), resp).await);
+        }
+        Ok(())
+    }
+
+    /// PUTs a manifest under `reference` (a tag or its digest). Returns its digest.
+    pub async fn put_manifest(&self, image: &ImageRef, reference: &str, media_type: &'static str, bytes: Bytes, stats: &Stats) -> anyhow::Result<Digest> {
+        let digest = Digest::sha256_of(&bytes);
+        let url = format!("{}/v2/{}/manifests/{reference}", self.base_url(&image.registry), image.repository);
+        let body = Body { bytes, content_type: media_type };
+        let resp = self.send(&image.registry, Method::PUT, &url, HeaderMap::new(), Some(body), &[Scope::push(&image.repository)], stats).await?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(status_error(resp.status(), &format!("writing the manifest of `{image}`"), resp).await);
+        }
+        Ok(digest)
+    }
+
+    /// Every tag of `repository`, following `Link` pagination (`n` per page).
+    pub async fn list_tags(&self, registry: &str, repository: &str, page: usize, stats: &Stats) -> anyhow::Result<Vec<String>> {
+        let base = self.base_url(registry);
+        let mut url = format!("{base}/v2/{repository}/tags/list?n={page}");
+        let mut tags = Vec::new();
+        loop {
+            let resp = self.send(registry, Method::GET, &url, HeaderMap::new(), None, &[Scope::pull(repository)], stats).await?;
+            if resp.status() == StatusCode::NOT_FOUND {
+                return Ok(tags);
+            }
+            if !resp.status().is_success() {
+                return Err(status_error(resp.status(), &format!("listing the tags of `{repository}`"), resp).await);
+            }
+            let next = header(resp.headers(), "link").and_then(|l| next_link(&l));
+            let body: serde_json::Value = resp.json().await.with_context(|| format!("reading the tags of `{repository}`"))?;
+            tags.extend(body["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str().map(str::to_owned)));
+            match next {
+                Some(n) if n.starts_with("http") => url = n,
+                Some(n) => url = format!("{base}{n}"),
+                None => return Ok(tags),
+            }
+        }
+    }
+
+    /// Deletes a manifest by digest (which removes every tag that points at it).
+    pub async fn delete_manifest(&self, registry: &str, repository: &str, digest: &Digest, stats: &Stats) -> anyhow::Result<()> {
+        let url = format!("{}/v2/{repository}/manifests/{digest}", self.base_url(registry));
+        let resp = self.send(registry, Method::DELETE, &url, HeaderMap::new(), None, &[Scope::delete(repository)], stats).await?;
+        match resp.status() {
+            s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(()),
+            StatusCode::METHOD_NOT_ALLOWED => bail!("the registry does not allow deletes (`storage.delete.enabled` is off) for `{repository}`"),
+            s => Err(status_error(s, &format!("deleting {digest} from `{repository}`"), resp).await),
+        }
+    }
+
+    /// Sends one request with auth, retries and the concurrency bound.
+    #[allow(clippy::too_many_arguments)]
+    async fn send(
+        &self,
+        host: &str,
+        method: Method,
+        url: &str,
+        headers: HeaderMap,
+        body: Option<Body>,
+        scopes: &[Scope],
+        stats: &Stats,
+    ) -> anyhow::Result<reqwest::Response> {
+        let _permit = self.permits.acquire().await.map_err(|_| anyhow!("the request pool is closed"))?;
+        let mut attempt = 0u32;
+        let mut challenged = false;
+        loop {
+            attempt += 1;
+            let mut req = self.http.request(method.clone(), url).headers(headers.clone());
+            if let Some(auth) = self.auth_header(host, scopes).await {
+                req = req.header(AUTHORIZATION, auth);
+            }
+            if let Some(b) = &body {
+                req = req.header(CONTENT_TYPE, b.content_type).body(b.bytes.clone());
+            }
+            stats.requests.fetch_add(1, Ordering::Relaxed);
+            let result = req.send().await;
+            let retry_after = match result {
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !challenged => {
+                    challenged = true;
+                    let challenge = header(resp.headers(), WWW_AUTHENTICATE.as_str()).unwrap_or_default();
+                    self.answer_challenge(host, &challenge, scopes).await?;
+                    continue;
+                }
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
+                    let who = if self.credentials.for_host(host).is_some() { "with the given credentials" } else { "anonymously" };
+                    bail!("{host} refused {} {} {who} (401 Unauthorized): log in with docker/login-action or pass --registry-username/--registry-password", method, strip_query(url));
+                }
+                Ok(resp) if resp.status() == StatusCode::TOO_MANY_REQUESTS || resp.status().is_server_error() => {
+                    if attempt >= self.retry.attempts {
+                        return Ok(resp);
+                    }
+                    tracing::debug!("{} {} answered {}: retrying", method, strip_query(url), resp.status());
+                    retry_after_of(resp.headers())
+                }
+                Ok(resp) => {
+                    if let Some(b) = &body {
+                        stats.bytes_pushed.fetch_add(b.bytes.len() as u64, Ordering::Relaxed);
+                    }
+                    return Ok(resp);
+                }
+                Err(e) => {
+                    if attempt >= self.retry.attempts || e.is_builder() {
+                        return Err(anyhow!("{} {}: {}", method, strip_query(url), error_chain(&e)));
+                    }
+                    tracing::debug!("{} {}: {}: retrying", method, strip_query(url), error_chain(&e));
+                    None
+                }
+            };
+            stats.retries.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(backoff(self.retry, attempt, retry_after)).await;
+        }
+    }
+
+    async fn auth_header(&self, host: &str, scopes: &[Scope]) -> Option<String> {
+        let mode = self.hosts.lock().await.get(host).cloned().unwrap_or(HostAuth::Unknown);
+        match mode {
+            HostAuth::Unknown => None,
+            HostAuth::Basic => self.credentials.for_host(host).map(|c| basic(&c.username, c.password.expose())),
+            HostAuth::Bearer { realm, service } => {
+                let key = (host.to_owned(), scope_key(scopes));
+                if let Some(t) = self.tokens.lock().await.get(&key) {
+                    return Some(format!("Bearer {t}"));
+                }
+                // A new set of scopes on a known Bearer host: ask for its token now rather
+                // than after a 401. A failure here resurfaces as that 401's error.
+                let token = self.fetch_token(host, &realm, service.as_deref(), scopes).await.ok()?;
+                self.tokens.lock().await.insert(key, token.clone());
+                Some(format!("Bearer {token}"))
+            }
+        }
+    }
+
+    async fn answer_challenge(&self, host: &str, challenge: &str, scopes: &[Scope]) -> anyhow::Result<()> {
+        match parse_challenge(challenge) {
+            Some(Challenge::Basic) => {
+                if self.credentials.for_host(host).is_none() {
+                    bail!("{host} wants a user name and password: log in with docker/login-action or pass --registry-username/--registry-password");
+                }
+                self.hosts.lock().await.insert(host.to_owned(), HostAuth::Basic);
+            }
+            Some(Challenge::Bearer { realm, service }) => {
+                self.hosts.lock().await.insert(host.to_owned(), HostAuth::Bearer { realm: realm.clone(), service: service.clone() });
+                let token = self.fetch_token(host, &realm, service.as_deref(), scopes).await?;
+                self.tokens.lock().await.insert((host.to_owned(), scope_key(scopes)), token);
+            }
+            None => bail!("{host} answered 401 without a usable WWW-Authenticate challenge (`{challenge}`)"),
+        }
+        Ok(())
+    }
+
+    /// Asks the token realm for one token covering every scope.
+    async fn fetch_token(&self, host: &str, realm: &str, service: Option<&str>, scopes: &[Scope]) -> anyhow::Result<String> {
+        let mut url = reqwest::Url::parse(realm).with_context(|| format!("{host}'s token realm `{realm}` is not a URL"))?;
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = service {
+                q.append_pair("service", s);
+            }
+            for s in scopes {
+                q.append_pair("scope", &s.as_param());
+            }
+        }
+        let mut req = self.http.get(url);
+        if let Some(c) = self.credentials.for_host(host) {
+            req = req.header(AUTHORIZATION, basic(&c.username, c.password.expose()));
+        }
+        let resp = req.send().await.map_err(|e| anyhow!("asking {host}'s token service: {}", error_chain(&e)))?;
+        if !resp.status().is_success() {
+            bail!("{host}'s token service refused ({}): check the credentials and that they may read/write these repositories", resp.status());
+        }
+        let body: serde_json::Value = resp.json().await.context("reading the token")?;
+        body.get("token")
+            .or_else(|| body.get("access_token"))
+            .and_then(|t| t.as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("{host}'s token service answered without a token"))
+    }
+}
+
+fn empty_body() -> Body {
+    Body { bytes: Bytes::new(), content_type: "application/octet-stream" }
+}
+
+fn accept_manifests() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    if let Ok(v) = MANIFEST_TYPES.join(", ").parse() {
+        h.insert(ACCEPT, v);
+    }
+    h
+}
+
+fn reference(image: &ImageRef) -> String {
+    match (&image.digest, &image.tag) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(t)) => t.to_string(),
+        (None, None) => "latest".to_owned(),
+    }
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+fn basic(user: &str, password: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+fn scope_key(scopes: &[Scope]) -> String {
+    let mut s: Vec<String> = scopes.iter().map(Scope::as_param).collect();
+    s.sort();
+    s.join(" ")
+}
+
+/// Whether a registry host is on a loopback address (spoken to over plain HTTP).
+pub fn is_loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') { rest.split(']').next().unwrap_or(rest) } else { host.split(':').next().unwrap_or(host) };
+    name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn upload_location(host: &str, base: &str, headers: &HeaderMap) -> anyhow::Result<String> {
+    let loc = header(headers, LOCATION.as_str()).ok_or_else(|| anyhow!("{host} opened an upload without a Location"))?;
+    Ok(if loc.starts_with("http://") || loc.starts_with("https://") { loc } else { format!("{base}{loc}") })
+}
+
+fn strip_query(url: &str) -> &str {
+    url.split('?').next().unwrap_or(url)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
+async fn status_error(status: StatusCode, doing: &str, resp: reqwest::Response) -> anyhow::Error {
+    let body = resp.text().await.unwrap_or_default();
+    let detail: String = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| {
+            let errors = v.get("errors")?.as_array()?;
+            Some(errors.iter().filter_map(|e| Some(format!("{} {}", e.get("code")?.as_str()?, e.get("message")?.as_str()?))).collect::<Vec<_>>().join("; "))
+        })
+        .unwrap_or_else(|| body.chars().take(200).collect());
+    anyhow!("{doing}: {status}{}", if detail.is_empty() { String::new() } else { format!(" ({detail})") })
+}
+
+fn retry_after_of(headers: &HeaderMap) -> Option<Duration> {
+    let v = header(headers, RETRY_AFTER.as_str())?;
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// Exponential backoff with full jitter, or the registry's `Retry-After` (capped).
+fn backoff(policy: RetryPolicy, attempt: u32, retry_after: Option<Duration>) -> Duration {
+    if let Some(d) = retry_after {
+        return d.min(policy.max_delay);
+    }
+    let exp = policy.base_delay.saturating_mul(1u32 << attempt.min(10).saturating_sub(1)).min(policy.max_delay);
+    let jitter = rand::random::<f64>();
+    exp.mul_f64(0.5 + jitter / 2.0)
+}
+
+/// A parsed `WWW-Authenticate` challenge.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Challenge {
+    /// `Basic realm=...`.
+    Basic,
+    /// `Bearer realm="...",service="..."`.
+    Bearer {
+        /// Where tokens come from.
+        realm: String,
+        /// The service parameter to pass back.
+        service: Option<String>,
+    },
+}
+
+/// Parses a `WWW-Authenticate` header.
+pub fn parse_challenge(value: &str) -> Option<Challenge> {
+    let (scheme, rest) = value.trim().split_once(' ').unwrap_or((value.trim(), ""));
+    match scheme.to_ascii_lowercase().as_str() {
+        "basic" => Some(Challenge::Basic),
+        "bearer" => {
+            let params = parse_params(rest);
+            Some(Challenge::Bearer { realm: params.get("realm")?.clone(), service: params.get("service").cloned() })
+        }
+        _ => None,
+    }
+}
+
+fn parse_params(s: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut rest = s.trim();
+    while !rest.is_empty() {
+        let Some((key, after)) = rest.split_once('=') else { break };
+        let key = key.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let after = after.trim_start();
+        let (value, remaining) = if let Some(q) = after.strip_prefix('"') {
+            let end = q.find('"').unwrap_or(q.len());
+            (q[..end].to_owned(), q.get(end + 1..).unwrap_or(""))
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].trim().to_owned(), &after[end..])
+        };
+        out.insert(key, value);
+        rest = remaining.trim_start().trim_start_matches(',').trim_start();
+    }
+    out
+}
+
+/// The `rel="next"` target of a `Link` header.
+pub fn next_link(link: &str) -> Option<String> {
+    link.split(',').find(|part| part.contains("rel=\"next\"") || part.contains("rel=next")).and_then(|part| {
+        let start = part.find('<')? + 1;
+        let end = part.find('>')?;
+        Some(part[start..end].to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_parse() {
+        assert_eq!(
+            parse_challenge(r#"Bearer realm="https://ghcr.io/token",service="ghcr.io",scope="repository:a/b:pull""#),
+            Some(Challenge::Bearer { realm: "https://ghcr.io/token".into(), service: Some("ghcr.io".into()) })
+        );
+        assert_eq!(
+            parse_challenge(r#"Bearer realm="https://auth.docker.io/token", service="registry.docker.io""#),
+            Some(Challenge::Bearer { realm: "https://auth.docker.io/token".into(), service: Some("registry.docker.io".into()) })
+        );
+        assert_eq!(parse_challenge(r#"Basic realm="test""#), Some(Challenge::Basic));
+        assert_eq!(parse_challenge("Negotiate"), None);
+        assert_eq!(parse_challenge("Bearer service=x"), None, "a Bearer challenge needs a realm");
+    }
+
+    #[test]
+    fn one_token_covers_every_scope_in_a_stable_order() {
+        let a = scope_key(&[Scope::push("dst"), Scope::pull("base"), Scope::pull("payload")]);
+        let b = scope_key(&[Scope::pull("payload"), Scope::push("dst"), Scope::pull("base")]);
+        assert_eq!(a, b);
+        assert_eq!(a, "repository:base:pull repository:dst:pull,push repository:payload:pull");
+    }
+
+    #[test]
+    fn link_pagination() {
+        assert_eq!(next_link(r#"</v2/a/tags/list?last=x&n=2>; rel="next""#), Some("/v2/a/tags/list?last=x&n=2".into()));
+        assert_eq!(next_link(r#"<https://api.github.com/x?page=2>; rel="next", <https://api.github.com/x?page=9>; rel="last""#), Some("https://api.github.com/x?page=2".into()));
+        assert_eq!(next_link(r#"<https://x?page=1>; rel="prev""#), None);
+    }
+
+    #[test]
+    fn loopback_hosts_use_plain_http() {
+        for h in ["127.0.0.1:5000", "localhost:5000", "localhost", "[::1]:5000", "127.0.0.1"] {
+            assert!(is_loopback_host(h), "{h}");
+        }
+        for h in ["ghcr.io", "10.0.0.1:5000", "registry.local"] {
+            assert!(!is_loopback_host(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn backoff_grows_and_honours_retry_after() {
+        let p = RetryPolicy { attempts: 5, base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(2) };
+        assert!(backoff(p, 1, None) <= Duration::from_millis(100));
+        assert!(backoff(p, 4, None) >= Duration::from_millis(400));
+        assert!(backoff(p, 10, None) <= Duration::from_secs(2));
+        assert_eq!(backoff(p, 1, Some(Duration::from_secs(1))), Duration::from_secs(1));
+        assert_eq!(backoff(p, 1, Some(Duration::from_secs(100))), Duration::from_secs(2));
+    }
+}
