@@ -1,11 +1,13 @@
 //! `plan`: spec → hashes → (registry) → plan JSON on stdout, outputs, summary, report.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use anyhow::Context as _;
 
 use crate::adapters::actions_env::ActionsEnv;
+use crate::adapters::registry::Registry;
+use crate::commands::observe;
 use crate::adapters::workspace::{load_spec, recipe};
 use crate::app::Done;
 use crate::cli::{Common, PlanArgs, RegistryOpts};
@@ -15,6 +17,7 @@ use crate::core::plan::{LayoutInputs, Observed, Plan, Status, decide, layout};
 use crate::core::report::{ImageRecord, Outcome, Report};
 use crate::core::spec::Spec;
 use crate::core::summary::{SUMMARY_BUDGET, plan_summary};
+use crate::core::template::Vars;
 
 /// The spec with everything hashed that does not need the registry.
 pub struct Prepared {
@@ -44,22 +47,32 @@ pub fn prepare(common: &Common) -> anyhow::Result<Prepared> {
 }
 
 /// Names every image and, unless `offline`, asks the registry what exists.
-pub async fn make_plan(prepared: &Prepared, _registry: &RegistryOpts, offline: bool) -> anyhow::Result<Plan> {
+pub async fn make_plan(prepared: &Prepared, registry: &RegistryOpts, offline: bool) -> anyhow::Result<Plan> {
+    let client = if offline { None } else { Some(observe::connect(registry, &ActionsEnv::from_env())?) };
+    make_plan_with(prepared, client.as_ref(), usize::from(registry.concurrency)).await
+}
+
+/// [`make_plan`] with a client already made (`None`: offline).
+pub async fn make_plan_with(prepared: &Prepared, client: Option<&Registry>, concurrency: usize) -> anyhow::Result<Plan> {
     let spec = &prepared.spec;
-    let upstream_digests = BTreeMap::new();
-    let observed = if offline {
-        Observed::default()
-    } else {
-        return Err(crate::app::UsageError("asking the registry is not available in this build yet: use --offline".into()).into());
-    };
+    let mut observed = Observed::default();
+    let mut upstream_digests = BTreeMap::new();
+    if let Some(client) = client {
+        let refs: BTreeSet<String> =
+            spec.bases.instances.iter().map(|i| spec.bases.from.render(&Vars { instance: Some(i), ..Vars::default() })).collect();
+        let (digests, unresolved) = observe::upstream_digests(client, &refs, concurrency).await;
+        upstream_digests = digests;
+        observed.unresolved_upstreams = unresolved;
+    }
     let layout = layout(
         spec,
-        LayoutInputs {
-            builder_version: &prepared.builder_version,
-            base_recipe: &prepared.base_recipe,
-            upstream_digests: &upstream_digests,
-        },
+        LayoutInputs { builder_version: &prepared.builder_version, base_recipe: &prepared.base_recipe, upstream_digests: &upstream_digests },
     );
+    if let Some(client) = client {
+        observed.present = observe::existing(client, &layout, concurrency)
+            .await
+            .with_context(|| format!("asking {} which images exist (use --offline to plan without it)", spec.registry.host))?;
+    }
     Ok(decide(layout, &observed, usize::from(spec.max_parallel)))
 }
 

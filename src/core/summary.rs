@@ -145,3 +145,143 @@ mod tests {
         assert_eq!(cut_note(0, "x"), "");
     }
 }
+
+/// The step summary of one or many command reports (matrix jobs merged): totals by
+/// status, time per stage, the ten slowest images, every failure with its reason, and a
+/// chart; within `budget` bytes.
+pub fn report_summary(title: &str, reports: &[crate::core::report::Report], budget: usize) -> String {
+    use crate::core::report::Outcome;
+    use std::collections::BTreeMap;
+
+    let images: Vec<&crate::core::report::ImageRecord> = reports.iter().flat_map(|r| r.images.iter()).collect();
+    let mut out = format!("## {title}\n\n");
+    if images.is_empty() {
+        out.push_str("No images in the reports.\n");
+        return out;
+    }
+    let statuses = [Outcome::Hit, Outcome::Warm, Outcome::Cold, Outcome::Built, Outcome::Assembled, Outcome::Failed];
+    let mut by_stage: BTreeMap<&str, ([usize; 6], f64)> = BTreeMap::new();
+    for i in &images {
+        let e = by_stage.entry(i.stage.as_str()).or_default();
+        if let Some(k) = statuses.iter().position(|s| *s == i.status) {
+            e.0[k] += 1;
+        }
+        e.1 += i.seconds;
+    }
+    out.push_str("| stage | images | hit | built | assembled | failed | time (sum) |\n|---|---:|---:|---:|---:|---:|---:|\n");
+    let mut totals = [0usize; 6];
+    for (stage, (c, secs)) in &by_stage {
+        for k in 0..6 {
+            totals[k] += c[k];
+        }
+        let _ = writeln!(out, "| {stage} | {} | {} | {} | {} | {} | {} |", c.iter().sum::<usize>(), c[0], c[3], c[4], c[5], human_secs(*secs));
+    }
+    let wall: f64 = reports.iter().map(|r| r.seconds).sum();
+    let _ = writeln!(
+        out,
+        "| **total** | **{}** | **{}** | **{}** | **{}** | **{}** | {} |\n",
+        images.len(),
+        totals[0],
+        totals[3],
+        totals[4],
+        totals[5],
+        human_secs(images.iter().map(|i| i.seconds).sum())
+    );
+    let pushed: u64 = images.iter().map(|i| i.bytes_pushed).sum();
+    let requests: u64 = images.iter().map(|i| i.requests).sum();
+    let retries: u64 = images.iter().map(|i| i.retries).sum();
+    let _ = writeln!(
+        out,
+        "{} report(s), {} of command time; {requests} registry requests ({retries} retried), {} pushed.\n",
+        reports.len(),
+        human_secs(wall),
+        human_bytes(pushed)
+    );
+
+    out.push_str("<details><summary>Chart</summary>\n\n");
+    let slices: Vec<(&str, usize)> = statuses.iter().zip(totals).map(|(s, n)| (s.as_str(), n)).collect();
+    out.push_str(&pie("Images by outcome", &slices));
+    out.push_str("\n</details>\n\n");
+
+    let mut slow: Vec<&&crate::core::report::ImageRecord> = images.iter().filter(|i| i.status != Outcome::Hit).collect();
+    slow.sort_by(|a, b| b.seconds.total_cmp(&a.seconds).then_with(|| a.image.cmp(&b.image)));
+    if !slow.is_empty() {
+        out.push_str("### Slowest\n\n| image | stage | outcome | time |\n|---|---|---|---:|\n");
+        for i in slow.iter().take(10) {
+            let _ = writeln!(out, "| `{}` | {} | {} | {} |", i.image, i.stage, i.status.as_str(), human_secs(i.seconds));
+        }
+        out.push('\n');
+    }
+
+    let failures: Vec<&&crate::core::report::ImageRecord> = images.iter().filter(|i| i.status == Outcome::Failed).collect();
+    if !failures.is_empty() {
+        let _ = writeln!(out, "### Failures ({})\n\n| image | platform | reason |\n|---|---|---|", failures.len());
+        let rows = failures.iter().map(|i| {
+            let reason = i.error.as_deref().unwrap_or("unknown").replace('|', "\\|").replace('\n', " ");
+            format!("| `{}` | {} | {} |\n", i.image, i.platform, reason)
+        });
+        let cut = push_rows_within(&mut out, rows, failures.len(), budget.saturating_sub(32));
+        out.push_str(&cut_note(cut, "every failure is in the JSON reports"));
+    }
+    out
+}
+
+/// Seconds as humantime (`1m 3s`, `250ms`).
+pub fn human_secs(secs: f64) -> String {
+    let d = std::time::Duration::from_millis((secs.max(0.0) * 1000.0).round() as u64);
+    let d = if d.as_secs() >= 1 { std::time::Duration::from_secs(d.as_secs()) } else { d };
+    humantime::format_duration(d).to_string()
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+#[cfg(test)]
+mod report_tests {
+    use super::*;
+    use crate::core::report::{ImageRecord, Outcome, Report};
+
+    fn rec(i: usize, status: Outcome) -> ImageRecord {
+        ImageRecord {
+            stage: if i % 3 == 0 { "bases".into() } else { "agents".into() },
+            image: format!("reg/x:{i}"),
+            instance: Some(format!("i{i}")),
+            variant: None,
+            platform: "linux/amd64".into(),
+            status,
+            seconds: i as f64 / 10.0,
+            bytes_pushed: 1500,
+            requests: 8,
+            retries: u64::from(i % 7 == 0),
+            error: (status == Outcome::Failed).then(|| format!("pushing `reg/x:{i}`: 500 | boom\nline")),
+        }
+    }
+
+    #[test]
+    fn merged_summary_snapshot() {
+        let a = Report { command: "assemble".into(), seconds: 3.5, images: (0..6).map(|i| rec(i, if i == 4 { Outcome::Failed } else { Outcome::Assembled })).collect() };
+        let b = Report { command: "build".into(), seconds: 70.0, images: vec![rec(9, Outcome::Built), rec(12, Outcome::Hit)] };
+        insta::assert_snapshot!("merged_report_summary", report_summary("split-build report", &[a, b], SUMMARY_BUDGET));
+    }
+
+    #[test]
+    fn ten_thousand_images_stay_under_the_limit() {
+        let r = Report { command: "run".into(), seconds: 1.0, images: (0..10_000).map(|i| rec(i, Outcome::Failed)).collect() };
+        let s = report_summary("t", &[r], SUMMARY_BUDGET);
+        assert!(s.len() <= SUMMARY_BUDGET, "{}", s.len());
+        assert!(s.contains("more rows, cut"));
+    }
+
+    #[test]
+    fn empty_reports_say_so() {
+        assert!(report_summary("t", &[], SUMMARY_BUDGET).contains("No images"));
+    }
+}

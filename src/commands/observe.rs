@@ -1,0 +1,152 @@
+//! Asking the registry what the plan needs to know: the upstream images' digests (they go
+//! into base hashes) and which of the layout's images exist (and, for agents, what they
+//! were made from).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use futures::{StreamExt as _, stream};
+
+use crate::adapters::actions_env::ActionsEnv;
+use crate::adapters::credentials::Credentials;
+use crate::adapters::registry::{Registry, RetryPolicy, Stats};
+use crate::cli::RegistryOpts;
+use crate::core::image_config::{Index, Manifest, is_index, provenance_of};
+use crate::core::image_ref::{Digest, ImageRef};
+use crate::core::plan::{Layout, Presence};
+
+/// A registry client from the flags, docker config and `GITHUB_TOKEN`; in Actions every
+/// secret is masked first.
+pub fn connect(opts: &RegistryOpts, actions: &ActionsEnv) -> anyhow::Result<Registry> {
+    let credentials = Credentials::load(opts);
+    for s in credentials.secrets() {
+        actions.mask(&s);
+    }
+    Registry::new(credentials, &opts.insecure_registry, usize::from(opts.concurrency))
+}
+
+/// The digest of each upstream reference, where the registry gives it; the others with
+/// the reason. One failure that says a whole registry is unreachable or refuses us is not
+/// repeated for every instance on it.
+pub async fn upstream_digests(registry: &Registry, refs: &BTreeSet<String>, concurrency: usize) -> (BTreeMap<String, Digest>, BTreeMap<String, String>) {
+    // Upstreams are a nicety for the hash: try quickly, never stall the plan on them.
+    let quick = registry.clone().with_retry(RetryPolicy { attempts: 2, base_delay: Duration::from_millis(200), max_delay: Duration::from_secs(2) });
+    let mut by_host: BTreeMap<String, Vec<(String, ImageRef)>> = BTreeMap::new();
+    let mut unresolved = BTreeMap::new();
+    for r in refs {
+        match r.parse::<ImageRef>() {
+            Ok(image) => by_host.entry(image.registry.clone()).or_default().push((r.clone(), image)),
+            Err(e) => {
+                unresolved.insert(r.clone(), e.0);
+            }
+        }
+    }
+    let mut digests = BTreeMap::new();
+    for (host, list) in by_host {
+        let stats = Stats::default();
+        let mut rest = list.into_iter();
+        let Some((first_ref, first)) = rest.next() else { continue };
+        match quick.head_manifest(&first, &stats).await {
+            Ok(Some(h)) => {
+                if let Some(d) = h.digest {
+                    digests.insert(first_ref, d);
+                }
+            }
+            Ok(None) => {
+                unresolved.insert(first_ref, "not found".into());
+            }
+            Err(e) => {
+                let reason = format!("{e:#}");
+                tracing::warn!("upstream registry {host}: {reason}; base hashes use the references alone");
+                unresolved.insert(first_ref, reason.clone());
+                unresolved.extend(rest.map(|(r, _)| (r, reason.clone())));
+                continue;
+            }
+        }
+        let results: Vec<(String, Result<Option<Digest>, String>)> = stream::iter(rest)
+            .map(|(r, image)| {
+                let quick = quick.clone();
+                async move {
+                    let stats = Stats::default();
+                    let res = quick.head_manifest(&image, &stats).await.map(|h| h.and_then(|h| h.digest)).map_err(|e| format!("{e:#}"));
+                    (r, res)
+                }
+            })
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+        for (r, res) in results {
+            match res {
+                Ok(Some(d)) => {
+                    digests.insert(r, d);
+                }
+                Ok(None) => {
+                    unresolved.insert(r, "not found".into());
+                }
+                Err(e) => {
+                    unresolved.insert(r, e);
+                }
+            }
+        }
+    }
+    (digests, unresolved)
+}
+
+/// Which of the layout's images exist: the builder, each base and its `-latest`, each
+/// agent with its provenance.
+pub async fn existing(registry: &Registry, layout: &Layout, concurrency: usize) -> anyhow::Result<BTreeMap<String, Presence>> {
+    let mut heads: Vec<ImageRef> = vec![layout.builder.clone()];
+    for b in &layout.bases {
+        heads.push(b.image.clone());
+        heads.push(b.latest.clone());
+    }
+    let found: Vec<anyhow::Result<Option<(String, Presence)>>> = stream::iter(heads)
+        .map(|image| async move {
+            let stats = Stats::default();
+            Ok(registry.head_manifest(&image, &stats).await?.map(|_| (image.to_string(), Presence::default())))
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    let agents: Vec<anyhow::Result<Option<(String, Presence)>>> = stream::iter(layout.agents.iter().map(|a| a.image.clone()))
+        .map(|image| async move { Ok(agent_presence(registry, &image).await?.map(|p| (image.to_string(), p))) })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    let mut present = BTreeMap::new();
+    for r in found.into_iter().chain(agents) {
+        if let Some((k, p)) = r? {
+            present.insert(k, p);
+        }
+    }
+    Ok(present)
+}
+
+/// An agent image's provenance: its (index's) annotations, else its config's labels.
+pub async fn agent_presence(registry: &Registry, image: &ImageRef) -> anyhow::Result<Option<Presence>> {
+    let stats = Stats::default();
+    let Some(m) = registry.get_manifest(image, &stats).await? else { return Ok(None) };
+    let manifest: Manifest = if is_index(&m.media_type) {
+        let index: Index = serde_json::from_slice(&m.bytes)?;
+        let (base_name, builder) = provenance_of(index.annotations.as_ref(), None);
+        if base_name.is_some() {
+            return Ok(Some(Presence { base_name, builder }));
+        }
+        let Some(child) = index.manifests.first() else { return Ok(Some(Presence::default())) };
+        let Some(c) = registry.get_manifest(&image.with_digest(child.digest.clone()), &stats).await? else { return Ok(Some(Presence::default())) };
+        serde_json::from_slice(&c.bytes)?
+    } else {
+        match serde_json::from_slice(&m.bytes) {
+            Ok(m) => m,
+            Err(_) => return Ok(Some(Presence::default())),
+        }
+    };
+    let (base_name, builder) = provenance_of(manifest.annotations.as_ref(), None);
+    if base_name.is_some() {
+        return Ok(Some(Presence { base_name, builder }));
+    }
+    let config_bytes = registry.get_blob(&image.registry, &image.repository, &manifest.config.digest, &stats).await?;
+    let config: serde_json::Value = serde_json::from_slice(&config_bytes).unwrap_or_default();
+    let (base_name, builder) = provenance_of(None, Some(&config));
+    Ok(Some(Presence { base_name, builder }))
+}
