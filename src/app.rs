@@ -95,7 +95,8 @@ fn init_tracing() {
 pub async fn run(cli: Cli, actions: &ActionsEnv) -> anyhow::Result<Done> {
     match cli.command {
         Command::Plan(args) => commands::plan::run(args, actions).await,
-        Command::Build(_) | Command::Assemble(_) | Command::Run(_) | Command::Report(_) | Command::Prune(_) => {
+        Command::Assemble(args) => commands::assemble::run(args, actions).await,
+        Command::Build(_) | Command::Run(_) | Command::Report(_) | Command::Prune(_) => {
             Err(UsageError("this command is not available in this build yet".into()).into())
         }
     }

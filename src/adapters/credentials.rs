@@ -29,10 +29,10 @@ pub struct Credentials {
 impl Credentials {
     /// Reads the flags, the docker config file and `GITHUB_TOKEN`.
     pub fn load(opts: &RegistryOpts) -> Credentials {
-        let flag = opts.registry_password.as_ref().map(|p| Credential {
-            username: opts.registry_username.clone().unwrap_or_else(|| "token".into()),
-            password: p.clone(),
-        });
+        let flag = opts
+            .registry_password
+            .as_ref()
+            .map(|p| Credential { username: opts.registry_username.clone().unwrap_or_else(|| "token".into()), password: p.clone() });
         let dir = std::env::var_os("DOCKER_CONFIG")
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")));

@@ -179,10 +179,9 @@ impl Registry {
                 digest: header(resp.headers(), "docker-content-digest").and_then(|d| d.parse().ok()),
                 media_type: header(resp.headers(), "content-type").unwrap_or_default(),
             })),
-            StatusCode::METHOD_NOT_ALLOWED => Ok(self
-                .get_manifest(image, stats)
-                .await?
-                .map(|m| ManifestHead { digest: Some(m.digest), media_type: m.media_type })),
+            StatusCode::METHOD_NOT_ALLOWED => {
+                Ok(self.get_manifest(image, stats).await?.map(|m| ManifestHead { digest: Some(m.digest), media_type: m.media_type }))
+            }
             s => Err(status_error(s, &format!("checking `{image}`"), resp).await),
         }
     }
@@ -247,27 +246,58 @@ impl Registry {
                 let location = upload_location(registry, &self.base_url(registry), resp.headers())?;
                 let bytes = self.get_blob(registry, from, digest, stats).await?;
                 let n = bytes.len() as u64;
-                self.finish_upload(registry, to, &location, digest, bytes, stats).await?;
+                if self.finish_upload(registry, to, &location, digest, bytes.clone(), stats).await.is_err() {
+                    self.upload_blob(registry, to, bytes, stats).await?;
+                }
                 Ok(n)
             }
             s => Err(status_error(s, &format!("mounting blob {digest} from `{from}` into `{to}`"), resp).await),
         }
     }
 
-    /// Uploads `bytes` as a blob of `repository` (monolithic: POST, then PUT with the digest).
+    /// Uploads `bytes` as a blob of `repository` (monolithic: POST, then PUT with the
+    /// digest). An upload session can be lost with its answer (the registry took the PUT but
+    /// the connection dropped): then the blob is either there, or a new session starts.
     pub async fn upload_blob(&self, registry: &str, repository: &str, bytes: Bytes, stats: &Stats) -> anyhow::Result<Digest> {
         let digest = Digest::sha256_of(&bytes);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self.upload_once(registry, repository, &digest, bytes.clone(), stats).await {
+                Ok(()) => return Ok(digest),
+                Err(e) => {
+                    if self.blob_exists(registry, repository, &digest, stats).await.unwrap_or(false) {
+                        return Ok(digest);
+                    }
+                    if tries >= 3 {
+                        return Err(e);
+                    }
+                    stats.retries.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("upload of {digest} to `{repository}` failed ({e:#}): starting a new upload");
+                }
+            }
+        }
+    }
+
+    async fn upload_once(&self, registry: &str, repository: &str, digest: &Digest, bytes: Bytes, stats: &Stats) -> anyhow::Result<()> {
         let url = format!("{}/v2/{repository}/blobs/uploads/", self.base_url(registry));
         let resp = self.send(registry, Method::POST, &url, HeaderMap::new(), Some(empty_body()), &[Scope::push(repository)], stats).await?;
         if resp.status() != StatusCode::ACCEPTED {
             return Err(status_error(resp.status(), &format!("starting an upload to `{repository}`"), resp).await);
         }
         let location = upload_location(registry, &self.base_url(registry), resp.headers())?;
-        self.finish_upload(registry, repository, &location, &digest, bytes, stats).await?;
-        Ok(digest)
+        self.finish_upload(registry, repository, &location, digest, bytes, stats).await
     }
 
-    async fn finish_upload(&self, registry: &str, repository: &str, location: &str, digest: &Digest, bytes: Bytes, stats: &Stats) -> anyhow::Result<()> {
+    async fn finish_upload(
+        &self,
+        registry: &str,
+        repository: &str,
+        location: &str,
+        digest: &Digest,
+        bytes: Bytes,
+        stats: &Stats,
+    ) -> anyhow::Result<()> {
         let sep = if location.contains('?') { '&' } else { '?' };
         let url = format!("{location}{sep}digest={digest}");
         let body = Body { bytes, content_type: "application/octet-stream" };
@@ -279,11 +309,19 @@ impl Registry {
     }
 
     /// PUTs a manifest under `reference` (a tag or its digest). Returns its digest.
-    pub async fn put_manifest(&self, image: &ImageRef, reference: &str, media_type: &'static str, bytes: Bytes, stats: &Stats) -> anyhow::Result<Digest> {
+    pub async fn put_manifest(
+        &self,
+        image: &ImageRef,
+        reference: &str,
+        media_type: &'static str,
+        bytes: Bytes,
+        stats: &Stats,
+    ) -> anyhow::Result<Digest> {
         let digest = Digest::sha256_of(&bytes);
         let url = format!("{}/v2/{}/manifests/{reference}", self.base_url(&image.registry), image.repository);
         let body = Body { bytes, content_type: media_type };
-        let resp = self.send(&image.registry, Method::PUT, &url, HeaderMap::new(), Some(body), &[Scope::push(&image.repository)], stats).await?;
+        let resp =
+            self.send(&image.registry, Method::PUT, &url, HeaderMap::new(), Some(body), &[Scope::push(&image.repository)], stats).await?;
         if resp.status() != StatusCode::CREATED {
             return Err(status_error(resp.status(), &format!("writing the manifest of `{image}`"), resp).await);
         }
@@ -320,7 +358,9 @@ impl Registry {
         let resp = self.send(registry, Method::DELETE, &url, HeaderMap::new(), None, &[Scope::delete(repository)], stats).await?;
         match resp.status() {
             s if s.is_success() || s == StatusCode::NOT_FOUND => Ok(()),
-            StatusCode::METHOD_NOT_ALLOWED => bail!("the registry does not allow deletes (`storage.delete.enabled` is off) for `{repository}`"),
+            StatusCode::METHOD_NOT_ALLOWED => {
+                bail!("the registry does not allow deletes (`storage.delete.enabled` is off) for `{repository}`")
+            }
             s => Err(status_error(s, &format!("deleting {digest} from `{repository}`"), resp).await),
         }
     }
@@ -360,7 +400,11 @@ impl Registry {
                 }
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
                     let who = if self.credentials.for_host(host).is_some() { "with the given credentials" } else { "anonymously" };
-                    bail!("{host} refused {} {} {who} (401 Unauthorized): log in with docker/login-action or pass --registry-username/--registry-password", method, strip_query(url));
+                    bail!(
+                        "{host} refused {} {} {who} (401 Unauthorized): log in with docker/login-action or pass --registry-username/--registry-password",
+                        method,
+                        strip_query(url)
+                    );
                 }
                 Ok(resp) if resp.status() == StatusCode::TOO_MANY_REQUESTS || resp.status().is_server_error() => {
                     if attempt >= self.retry.attempts {
@@ -411,7 +455,9 @@ impl Registry {
         match parse_challenge(challenge) {
             Some(Challenge::Basic) => {
                 if self.credentials.for_host(host).is_none() {
-                    bail!("{host} wants a user name and password: log in with docker/login-action or pass --registry-username/--registry-password");
+                    bail!(
+                        "{host} wants a user name and password: log in with docker/login-action or pass --registry-username/--registry-password"
+                    );
                 }
                 self.hosts.lock().await.insert(host.to_owned(), HostAuth::Basic);
             }
@@ -443,7 +489,10 @@ impl Registry {
         }
         let resp = req.send().await.map_err(|e| anyhow!("asking {host}'s token service: {}", error_chain(&e)))?;
         if !resp.status().is_success() {
-            bail!("{host}'s token service refused ({}): check the credentials and that they may read/write these repositories", resp.status());
+            bail!(
+                "{host}'s token service refused ({}): check the credentials and that they may read/write these repositories",
+                resp.status()
+            );
         }
         let body: serde_json::Value = resp.json().await.context("reading the token")?;
         body.get("token")
@@ -490,7 +539,11 @@ fn scope_key(scopes: &[Scope]) -> String {
 
 /// Whether a registry host is on a loopback address (spoken to over plain HTTP).
 pub fn is_loopback_host(host: &str) -> bool {
-    let name = if let Some(rest) = host.strip_prefix('[') { rest.split(']').next().unwrap_or(rest) } else { host.split(':').next().unwrap_or(host) };
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        host.split(':').next().unwrap_or(host)
+    };
     name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
@@ -520,7 +573,13 @@ async fn status_error(status: StatusCode, doing: &str, resp: reqwest::Response) 
         .ok()
         .and_then(|v| {
             let errors = v.get("errors")?.as_array()?;
-            Some(errors.iter().filter_map(|e| Some(format!("{} {}", e.get("code")?.as_str()?, e.get("message")?.as_str()?))).collect::<Vec<_>>().join("; "))
+            Some(
+                errors
+                    .iter()
+                    .filter_map(|e| Some(format!("{} {}", e.get("code")?.as_str()?, e.get("message")?.as_str()?)))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
         })
         .unwrap_or_else(|| body.chars().take(200).collect());
     anyhow!("{doing}: {status}{}", if detail.is_empty() { String::new() } else { format!(" ({detail})") })
@@ -627,7 +686,10 @@ mod tests {
     #[test]
     fn link_pagination() {
         assert_eq!(next_link(r#"</v2/a/tags/list?last=x&n=2>; rel="next""#), Some("/v2/a/tags/list?last=x&n=2".into()));
-        assert_eq!(next_link(r#"<https://api.github.com/x?page=2>; rel="next", <https://api.github.com/x?page=9>; rel="last""#), Some("https://api.github.com/x?page=2".into()));
+        assert_eq!(
+            next_link(r#"<https://api.github.com/x?page=2>; rel="next", <https://api.github.com/x?page=9>; rel="last""#),
+            Some("https://api.github.com/x?page=2".into())
+        );
         assert_eq!(next_link(r#"<https://x?page=1>; rel="prev""#), None);
     }
 

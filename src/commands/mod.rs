@@ -1,5 +1,6 @@
 //! One module per command: the steps of that command, in order, calling the pure core and
 //! the adapters. No decisions of their own beyond sequencing.
 
+pub mod assemble;
 pub mod observe;
 pub mod plan;

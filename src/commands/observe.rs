@@ -28,9 +28,14 @@ pub fn connect(opts: &RegistryOpts, actions: &ActionsEnv) -> anyhow::Result<Regi
 /// The digest of each upstream reference, where the registry gives it; the others with
 /// the reason. One failure that says a whole registry is unreachable or refuses us is not
 /// repeated for every instance on it.
-pub async fn upstream_digests(registry: &Registry, refs: &BTreeSet<String>, concurrency: usize) -> (BTreeMap<String, Digest>, BTreeMap<String, String>) {
+pub async fn upstream_digests(
+    registry: &Registry,
+    refs: &BTreeSet<String>,
+    concurrency: usize,
+) -> (BTreeMap<String, Digest>, BTreeMap<String, String>) {
     // Upstreams are a nicety for the hash: try quickly, never stall the plan on them.
-    let quick = registry.clone().with_retry(RetryPolicy { attempts: 2, base_delay: Duration::from_millis(200), max_delay: Duration::from_secs(2) });
+    let quick =
+        registry.clone().with_retry(RetryPolicy { attempts: 2, base_delay: Duration::from_millis(200), max_delay: Duration::from_secs(2) });
     let mut by_host: BTreeMap<String, Vec<(String, ImageRef)>> = BTreeMap::new();
     let mut unresolved = BTreeMap::new();
     for r in refs {
@@ -133,7 +138,9 @@ pub async fn agent_presence(registry: &Registry, image: &ImageRef) -> anyhow::Re
             return Ok(Some(Presence { base_name, builder }));
         }
         let Some(child) = index.manifests.first() else { return Ok(Some(Presence::default())) };
-        let Some(c) = registry.get_manifest(&image.with_digest(child.digest.clone()), &stats).await? else { return Ok(Some(Presence::default())) };
+        let Some(c) = registry.get_manifest(&image.with_digest(child.digest.clone()), &stats).await? else {
+            return Ok(Some(Presence::default()));
+        };
         serde_json::from_slice(&c.bytes)?
     } else {
         match serde_json::from_slice(&m.bytes) {

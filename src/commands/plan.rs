@@ -7,10 +7,10 @@ use anyhow::Context as _;
 
 use crate::adapters::actions_env::ActionsEnv;
 use crate::adapters::registry::Registry;
-use crate::commands::observe;
 use crate::adapters::workspace::{load_spec, recipe};
 use crate::app::Done;
 use crate::cli::{Common, PlanArgs, RegistryOpts};
+use crate::commands::observe;
 use crate::core::content_hash::{Recipe, builder_hash};
 use crate::core::image_ref::Tag;
 use crate::core::plan::{LayoutInputs, Observed, Plan, Status, decide, layout};
@@ -66,7 +66,11 @@ pub async fn make_plan_with(prepared: &Prepared, client: Option<&Registry>, conc
     }
     let layout = layout(
         spec,
-        LayoutInputs { builder_version: &prepared.builder_version, base_recipe: &prepared.base_recipe, upstream_digests: &upstream_digests },
+        LayoutInputs {
+            builder_version: &prepared.builder_version,
+            base_recipe: &prepared.base_recipe,
+            upstream_digests: &upstream_digests,
+        },
     );
     if let Some(client) = client {
         observed.present = observe::existing(client, &layout, concurrency)

@@ -217,9 +217,14 @@ pub struct Payload {
 
 /// Reads the payload out of the builder image's manifest and config.
 pub fn payload_of(manifest: &Manifest, config: &Value, builder: &str) -> Result<Payload, String> {
-    let diff_ids: Vec<&str> = config["rootfs"]["diff_ids"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let diff_ids: Vec<&str> =
+        config["rootfs"]["diff_ids"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
     if diff_ids.len() != manifest.layers.len() {
-        return Err(format!("the builder image `{builder}` has {} layers but {} diff_ids in its config", manifest.layers.len(), diff_ids.len()));
+        return Err(format!(
+            "the builder image `{builder}` has {} layers but {} diff_ids in its config",
+            manifest.layers.len(),
+            diff_ids.len()
+        ));
     }
     if manifest.layers.is_empty() {
         return Err(format!("the builder image `{builder}` has no layers: its payload stage is empty"));
@@ -283,7 +288,8 @@ pub fn append_layers(base: &Value, payload: &Payload, variant: &Variant, from: P
         c["WorkingDir"] = json!(w);
     }
     if !variant.env.is_empty() {
-        let mut env: Vec<String> = c["Env"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()).unwrap_or_default();
+        let mut env: Vec<String> =
+            c["Env"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()).unwrap_or_default();
         for (k, v) in &variant.env {
             let entry = format!("{k}={v}");
             match env.iter_mut().find(|e| e.split_once('=').map_or(e.as_str(), |(name, _)| name) == k) {
@@ -314,7 +320,13 @@ fn provenance(from: Provenance<'_>) -> BTreeMap<String, String> {
 
 /// The agent's manifest: the base's layers, then the payload's (renamed into the base's
 /// family), the new config, and (OCI) the provenance annotations.
-pub fn agent_manifest(base: &Manifest, base_media_type: &str, payload: &Payload, config: &[u8], from: Provenance<'_>) -> Result<Manifest, String> {
+pub fn agent_manifest(
+    base: &Manifest,
+    base_media_type: &str,
+    payload: &Payload,
+    config: &[u8],
+    from: Provenance<'_>,
+) -> Result<Manifest, String> {
     let family = Family::of(base_media_type).ok_or_else(|| format!("the base manifest has an unknown media type `{base_media_type}`"))?;
     let mut layers = Vec::with_capacity(base.layers.len() + payload.layers.len());
     for l in &base.layers {
@@ -382,7 +394,14 @@ mod tests {
     use super::*;
 
     fn d(media_type: &str, seed: &str, size: u64) -> Descriptor {
-        Descriptor { media_type: media_type.into(), digest: Digest::sha256_of(seed.as_bytes()), size, platform: None, annotations: None, extra: Map::new() }
+        Descriptor {
+            media_type: media_type.into(),
+            digest: Digest::sha256_of(seed.as_bytes()),
+            size,
+            platform: None,
+            annotations: None,
+            extra: Map::new(),
+        }
     }
 
     fn base_manifest(family: Family) -> Manifest {
@@ -486,7 +505,11 @@ mod tests {
         let amd: Platform = "linux/amd64".parse().unwrap();
         let arm: Platform = "linux/arm64".parse().unwrap();
         let digest = Digest::sha256_of(b"x");
-        let idx = agent_index(Family::Oci, &[(amd.clone(), Digest::sha256_of(b"a"), 1), (arm.clone(), Digest::sha256_of(b"b"), 2)], from(&digest));
+        let idx = agent_index(
+            Family::Oci,
+            &[(amd.clone(), Digest::sha256_of(b"a"), 1), (arm.clone(), Digest::sha256_of(b"b"), 2)],
+            from(&digest),
+        );
         assert_eq!(idx.child(&arm).unwrap().digest, Digest::sha256_of(b"b"));
         let text = serde_json::to_string(&idx).unwrap();
         let back: Index = serde_json::from_str(&text).unwrap();

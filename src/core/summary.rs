@@ -174,7 +174,8 @@ pub fn report_summary(title: &str, reports: &[crate::core::report::Report], budg
         for k in 0..6 {
             totals[k] += c[k];
         }
-        let _ = writeln!(out, "| {stage} | {} | {} | {} | {} | {} | {} |", c.iter().sum::<usize>(), c[0], c[3], c[4], c[5], human_secs(*secs));
+        let _ =
+            writeln!(out, "| {stage} | {} | {} | {} | {} | {} | {} |", c.iter().sum::<usize>(), c[0], c[3], c[4], c[5], human_secs(*secs));
     }
     let wall: f64 = reports.iter().map(|r| r.seconds).sum();
     let _ = writeln!(
@@ -251,7 +252,7 @@ mod report_tests {
 
     fn rec(i: usize, status: Outcome) -> ImageRecord {
         ImageRecord {
-            stage: if i % 3 == 0 { "bases".into() } else { "agents".into() },
+            stage: if i.is_multiple_of(3) { "bases".into() } else { "agents".into() },
             image: format!("reg/x:{i}"),
             instance: Some(format!("i{i}")),
             variant: None,
@@ -260,14 +261,18 @@ mod report_tests {
             seconds: i as f64 / 10.0,
             bytes_pushed: 1500,
             requests: 8,
-            retries: u64::from(i % 7 == 0),
+            retries: u64::from(i.is_multiple_of(7)),
             error: (status == Outcome::Failed).then(|| format!("pushing `reg/x:{i}`: 500 | boom\nline")),
         }
     }
 
     #[test]
     fn merged_summary_snapshot() {
-        let a = Report { command: "assemble".into(), seconds: 3.5, images: (0..6).map(|i| rec(i, if i == 4 { Outcome::Failed } else { Outcome::Assembled })).collect() };
+        let a = Report {
+            command: "assemble".into(),
+            seconds: 3.5,
+            images: (0..6).map(|i| rec(i, if i == 4 { Outcome::Failed } else { Outcome::Assembled })).collect(),
+        };
         let b = Report { command: "build".into(), seconds: 70.0, images: vec![rec(9, Outcome::Built), rec(12, Outcome::Hit)] };
         insta::assert_snapshot!("merged_report_summary", report_summary("split-build report", &[a, b], SUMMARY_BUDGET));
     }

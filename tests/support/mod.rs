@@ -4,6 +4,8 @@
 //! naming it (CI installs them in `.ci/run`; tests never skip).
 #![allow(dead_code)]
 
+pub mod faulty_proxy;
+
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -115,6 +117,7 @@ impl Registry {
         }
         let out = cmd.arg(format!("docker://{}/{reference}", self.host)).output().unwrap();
         if !out.status.success() {
+            eprintln!("skopeo inspect {reference}: {}", String::from_utf8_lossy(&out.stderr));
             return None;
         }
         serde_json::from_slice(&out.stdout).ok()
