@@ -9,6 +9,7 @@ use std::process::Output;
 
 use serde_json::Value;
 use support::faulty_proxy::FaultyProxy;
+use support::token_proxy::TokenProxy;
 use support::*;
 
 const INSTANCES: [&str; 3] = ["proj__proj-1", "proj__proj-2", "lib__lib-9"];
@@ -285,19 +286,7 @@ fn every_image_is_made_through_a_faulty_proxy() {
     // split-build talks through the proxy; fixtures are pushed straight to the registry
     // under the proxy's name, since both name the same storage only through the path.
     let dir = spec_dir(&proxy.host, &reg.host);
-    for id in INSTANCES {
-        import_and_push(&busybox_rootfs_tar(&[]), &format!("{}/up/{}:1", reg.host, id.replace("__", "_1776_")));
-    }
-    let p = plan(dir.path(), &[]);
-    for b in p["bases"].as_array().unwrap() {
-        let tag = b["image"].as_str().unwrap().replacen(&proxy.host, &reg.host, 1);
-        let instance = b["instance"].as_str().unwrap();
-        import_and_push(&busybox_rootfs_tar(&[("base.txt", format!("base of {instance}\n").as_bytes())]), &tag);
-    }
-    let mut b = tar::Builder::new(Vec::new());
-    append_file(&mut b, "agent/run.sh", b"echo \"agent $VARIANT on $(cat /base.txt) in $(pwd) $*\"\n", 0o755);
-    import_and_push(&b.into_inner().unwrap(), &format!("{}/t/builder:v1", reg.host));
-
+    let p = fixtures_behind(&reg, &proxy.host, dir.path());
     let out = split_build(dir.path(), &["assemble", "--report", "r.json", "--concurrency", "8"], &[]);
     assert!(out.status.success(), "assemble through faults: {}", String::from_utf8_lossy(&out.stderr));
     let report: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("r.json")).unwrap()).unwrap();
@@ -315,5 +304,46 @@ fn every_image_is_made_through_a_faulty_proxy() {
     assert!(retries > 0);
     // Checked straight at the registry: every agent is whole and runs.
     let direct: Value = serde_json::from_str(&serde_json::to_string(&p).unwrap().replace(&proxy.host, &reg.host)).unwrap();
+    check_agents(&reg, &direct);
+}
+
+/// Pushes upstream images, the planned bases and the builder straight to `reg` for a spec
+/// whose registry is `front` (a proxy in front of `reg`).
+fn fixtures_behind(reg: &Registry, front: &str, dir: &Path) -> Value {
+    for id in INSTANCES {
+        import_and_push(&busybox_rootfs_tar(&[]), &format!("{}/up/{}:1", reg.host, id.replace("__", "_1776_")));
+    }
+    let p = plan(dir, &[]);
+    for b in p["bases"].as_array().unwrap() {
+        let tag = b["image"].as_str().unwrap().replacen(front, &reg.host, 1);
+        let instance = b["instance"].as_str().unwrap();
+        import_and_push(&busybox_rootfs_tar(&[("base.txt", format!("base of {instance}\n").as_bytes())]), &tag);
+    }
+    let mut b = tar::Builder::new(Vec::new());
+    append_file(&mut b, "agent/run.sh", b"echo \"agent $VARIANT on $(cat /base.txt) in $(pwd) $*\"\n", 0o755);
+    import_and_push(&b.into_inner().unwrap(), &format!("{}/t/builder:v1", reg.host));
+    p
+}
+
+#[test]
+fn bearer_tokens_cover_every_repository_an_append_touches() {
+    docker();
+    let reg = Registry::start();
+    let front = TokenProxy::start(&reg.host);
+    let dir = spec_dir(&front.host, &reg.host);
+    let p = fixtures_behind(&reg, &front.host, dir.path());
+    let out = split_build(dir.path(), &["assemble", "--report", "r.json"], &[]);
+    assert!(out.status.success(), "assemble behind a token registry: {}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("r.json")).unwrap()).unwrap();
+    let images = report["images"].as_array().unwrap();
+    assert!(images.iter().all(|i| i["status"] == "assembled"), "{report}");
+    let pushed: u64 = images.iter().map(|i| i["bytes_pushed"].as_u64().unwrap()).sum();
+    assert!(pushed < 64 * 1024, "layers were mounted, not uploaded: {pushed} bytes");
+    let issued = front.issued.lock().unwrap().clone();
+    assert!(
+        issued.iter().any(|s| s.contains("repository:t/agent:pull,push") && s.contains("repository:t/builder:pull")),
+        "one token covers the agent repository and the mount source: {issued:?}"
+    );
+    let direct: Value = serde_json::from_str(&serde_json::to_string(&p).unwrap().replace(&front.host, &reg.host)).unwrap();
     check_agents(&reg, &direct);
 }

@@ -70,67 +70,79 @@ async fn serve(
     unavailable: f64,
     dropped: f64,
 ) -> std::io::Result<()> {
-    let mut buf = Vec::new();
-    {
-        // Read one request: headers, then Content-Length bytes of body.
-        let head_end = loop {
-            if let Some(i) = find(&buf, b"\r\n\r\n") {
-                break i + 4;
-            }
-            let mut chunk = [0u8; 16384];
-            let n = client.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-        let len: usize = head
-            .lines()
-            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
-            .unwrap_or(0);
-        while buf.len() < head_end + len {
-            let mut chunk = [0u8; 65536];
-            let n = client.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok(());
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        let request: Vec<u8> = buf.drain(..head_end + len).collect();
-        c.requests.fetch_add(1, Ordering::Relaxed);
-        let r = roll(dice);
-        if r < unavailable {
-            c.unavailable.fetch_add(1, Ordering::Relaxed);
-            client.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await?;
-            return Ok(());
-        }
-        let drop_before = r < unavailable + dropped / 2.0;
-        let drop_after = !drop_before && r < unavailable + dropped;
-        if drop_before {
-            c.dropped.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
-        }
-        // Forward with Connection: close and relay the answer until the registry closes.
-        let head_text = String::from_utf8_lossy(&request[..head_end]).to_string();
-        let mut lines: Vec<&str> =
-            head_text.trim_end().split("\r\n").filter(|l| !l.to_ascii_lowercase().starts_with("connection:")).collect();
-        lines.push("Connection: close");
-        let mut forwarded = lines.join("\r\n").into_bytes();
-        forwarded.extend_from_slice(b"\r\n\r\n");
-        forwarded.extend_from_slice(&request[head_end..]);
-        let mut up = TcpStream::connect(upstream).await?;
-        up.write_all(&forwarded).await?;
-        let mut answer = Vec::new();
-        up.read_to_end(&mut answer).await?;
-        if drop_after {
-            c.dropped.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
-        }
-        client.write_all(&answer).await?;
-        // The registry answered with Connection: close: close ours too.
+    let Some((head, body)) = read_request(&mut client).await? else { return Ok(()) };
+    c.requests.fetch_add(1, Ordering::Relaxed);
+    let r = roll(dice);
+    if r < unavailable {
+        c.unavailable.fetch_add(1, Ordering::Relaxed);
+        client.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await?;
+        return Ok(());
     }
-    Ok(())
+    let drop_before = r < unavailable + dropped / 2.0;
+    let drop_after = !drop_before && r < unavailable + dropped;
+    if drop_before {
+        c.dropped.fetch_add(1, Ordering::Relaxed);
+        return Ok(());
+    }
+    let answer = forward(upstream, &head, &body, &[]).await?;
+    if drop_after {
+        c.dropped.fetch_add(1, Ordering::Relaxed);
+        return Ok(());
+    }
+    client.write_all(&answer).await
+}
+
+/// Reads one HTTP/1.1 request (headers, then `Content-Length` bytes of body): its head
+/// text and body, or `None` when the client closed first.
+pub async fn read_request(client: &mut TcpStream) -> std::io::Result<Option<(String, Vec<u8>)>> {
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(i) = find(&buf, b"\r\n\r\n") {
+            break i + 4;
+        }
+        let mut chunk = [0u8; 16384];
+        let n = client.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+        .unwrap_or(0);
+    while buf.len() < head_end + len {
+        let mut chunk = [0u8; 65536];
+        let n = client.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(Some((head, buf[head_end..head_end + len].to_vec())))
+}
+
+/// Forwards a request on a new upstream connection with `Connection: close`, leaving out
+/// headers named in `drop` (lower case), and returns the whole answer.
+pub async fn forward(upstream: &str, head: &str, body: &[u8], drop: &[&str]) -> std::io::Result<Vec<u8>> {
+    let mut lines: Vec<&str> = head
+        .trim_end()
+        .split("\r\n")
+        .filter(|l| {
+            let lower = l.to_ascii_lowercase();
+            !lower.starts_with("connection:") && !drop.iter().any(|d| lower.starts_with(&format!("{d}:")))
+        })
+        .collect();
+    lines.push("Connection: close");
+    let mut forwarded = lines.join("\r\n").into_bytes();
+    forwarded.extend_from_slice(b"\r\n\r\n");
+    forwarded.extend_from_slice(body);
+    let mut up = TcpStream::connect(upstream).await?;
+    up.write_all(&forwarded).await?;
+    let mut answer = Vec::new();
+    up.read_to_end(&mut answer).await?;
+    Ok(answer)
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod faulty_proxy;
+pub mod token_proxy;
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};

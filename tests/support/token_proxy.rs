@@ -1,0 +1,105 @@
+//! A Bearer-token front for a registry, as ghcr.io and Docker Hub behave: every request
+//! without a token for the scopes it needs gets a 401 challenge naming a token realm; the
+//! realm hands out tokens for exactly the scopes asked (recorded for the test); requests
+//! with a good token go on to the registry. A cross-repository mount needs `pull` on the
+//! source repository too, which is the pitfall of clients that scope tokens to the target.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::{TcpListener, TcpStream};
+
+use super::faulty_proxy::{forward, read_request};
+
+/// A running token front; stops with its runtime.
+pub struct TokenProxy {
+    /// `127.0.0.1:PORT`.
+    pub host: String,
+    /// The scope sets of every token handed out, in order.
+    pub issued: Arc<Mutex<Vec<BTreeSet<String>>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl TokenProxy {
+    /// Fronts `upstream`.
+    pub fn start(upstream: &str) -> TokenProxy {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let issued: Arc<Mutex<Vec<BTreeSet<String>>>> = Arc::default();
+        let tokens: Arc<Mutex<HashMap<String, BTreeSet<String>>>> = Arc::default();
+        let (up, me, iss) = (upstream.to_owned(), host.clone(), issued.clone());
+        runtime.spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else { return };
+                let (up, me, iss, tokens) = (up.clone(), me.clone(), iss.clone(), tokens.clone());
+                tokio::spawn(async move {
+                    let _ = serve(client, &up, &me, &iss, &tokens).await;
+                });
+            }
+        });
+        TokenProxy { host, issued, _runtime: runtime }
+    }
+}
+
+async fn serve(
+    mut client: TcpStream,
+    upstream: &str,
+    me: &str,
+    issued: &Mutex<Vec<BTreeSet<String>>>,
+    tokens: &Mutex<HashMap<String, BTreeSet<String>>>,
+) -> std::io::Result<()> {
+    let Some((head, body)) = read_request(&mut client).await? else { return Ok(()) };
+    let first = head.lines().next().unwrap_or_default().to_owned();
+    let mut parts = first.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_owned();
+    let target = parts.next().unwrap_or_default().to_owned();
+    if let Some(query) = target.strip_prefix("/token?") {
+        let scopes: BTreeSet<String> = query
+            .split('&')
+            .filter_map(|kv| kv.strip_prefix("scope="))
+            .map(|s| s.replace("%3A", ":").replace("%2C", ",").replace("%2F", "/"))
+            .collect();
+        let token = format!("tok{}", tokens.lock().unwrap().len());
+        tokens.lock().unwrap().insert(token.clone(), scopes.clone());
+        issued.lock().unwrap().push(scopes);
+        let body = format!("{{\"token\":\"{token}\"}}");
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        return client.write_all(answer.as_bytes()).await;
+    }
+    let needed = needed_scopes(&method, &target);
+    let granted = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Authorization: Bearer ").or_else(|| l.strip_prefix("authorization: Bearer ")))
+        .and_then(|t| tokens.lock().unwrap().get(t.trim()).cloned())
+        .unwrap_or_default();
+    let ok = needed
+        .iter()
+        .all(|(repo, action)| granted.iter().any(|g| g.starts_with(&format!("repository:{repo}:")) && g.contains(action.as_str())));
+    if head.lines().all(|l| !l.to_ascii_lowercase().starts_with("authorization: bearer")) || !ok {
+        let challenge = format!("Bearer realm=\"http://{me}/token\",service=\"test-registry\"");
+        let answer =
+            format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: {challenge}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        return client.write_all(answer.as_bytes()).await;
+    }
+    let answer = forward(upstream, &head, &body, &["authorization"]).await?;
+    client.write_all(&answer).await
+}
+
+/// (repository, action) pairs a request needs.
+fn needed_scopes(method: &str, target: &str) -> Vec<(String, String)> {
+    let path = target.split('?').next().unwrap_or(target);
+    let Some(rest) = path.strip_prefix("/v2/") else { return vec![] };
+    let Some(cut) = ["/manifests/", "/blobs/", "/tags/"].iter().filter_map(|m| rest.find(m)).min() else { return vec![] };
+    let repo = rest[..cut].to_owned();
+    let action = if matches!(method, "GET" | "HEAD") { "pull" } else { "push" };
+    let mut out = vec![(repo, action.to_owned())];
+    if let Some(from) = target.split('?').nth(1).and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("from="))) {
+        out.push((from.to_owned(), "pull".to_owned()));
+    }
+    out
+}
