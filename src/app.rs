@@ -96,8 +96,9 @@ pub async fn run(cli: Cli, actions: &ActionsEnv) -> anyhow::Result<Done> {
     match cli.command {
         Command::Plan(args) => commands::plan::run(args, actions).await,
         Command::Assemble(args) => commands::assemble::run(args, actions).await,
-        Command::Build(_) | Command::Run(_) | Command::Report(_) | Command::Prune(_) => {
-            Err(UsageError("this command is not available in this build yet".into()).into())
-        }
+        Command::Build(args) => commands::build::run(args, actions).await,
+        Command::Run(args) => commands::run::run(args, actions).await,
+        Command::Report(args) => commands::report::run(args, actions).await,
+        Command::Prune(_) => Err(UsageError("this command is not available in this build yet".into()).into()),
     }
 }

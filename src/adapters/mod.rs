@@ -2,5 +2,6 @@
 
 pub mod actions_env;
 pub mod credentials;
+pub mod docker_engine;
 pub mod registry;
 pub mod workspace;

@@ -67,12 +67,6 @@ pub async fn run(args: AssembleArgs, actions: &ActionsEnv) -> anyhow::Result<Don
         Some(MethodArg::Dockerfile) => Method::Dockerfile,
         None => prepared.spec.agents.method,
     };
-    if method == Method::Dockerfile {
-        return Err(UsageError(
-            "`--method dockerfile` needs the Docker engine runner, which this build does not have yet: use append".into(),
-        )
-        .into());
-    }
     let client = observe::connect(&args.registry, actions)?;
     let concurrency = usize::from(args.registry.concurrency);
     actions.group("split-build assemble: planning");
@@ -81,7 +75,13 @@ pub async fn run(args: AssembleArgs, actions: &ActionsEnv) -> anyhow::Result<Don
     let plan = plan?;
 
     actions.group("split-build assemble: writing agent images");
-    let records = assemble_append(&client, &prepared, &plan, items.as_ref(), platform.as_ref(), concurrency).await;
+    let records = match method {
+        Method::Append => assemble_append(&client, &prepared, &plan, items.as_ref(), platform.as_ref(), concurrency).await,
+        Method::Dockerfile => match crate::commands::build::engine(&args.registry).await {
+            Ok(engine) => Ok(crate::commands::build::assemble_with_daemon(&engine, &prepared, &plan, items.as_ref(), 2, actions).await),
+            Err(e) => Err(e),
+        },
+    };
     actions.end_group();
     let records = records?;
 

@@ -2,5 +2,8 @@
 //! the adapters. No decisions of their own beyond sequencing.
 
 pub mod assemble;
+pub mod build;
 pub mod observe;
 pub mod plan;
+pub mod report;
+pub mod run;

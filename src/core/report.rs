@@ -69,6 +69,39 @@ pub struct ImageRecord {
     pub error: Option<String>,
 }
 
+impl ImageRecord {
+    /// A record with no timing or counters yet.
+    pub fn new(stage: &str, image: &str, platform: &str, status: Outcome) -> ImageRecord {
+        ImageRecord {
+            stage: stage.into(),
+            image: image.into(),
+            instance: None,
+            variant: None,
+            platform: platform.into(),
+            status,
+            seconds: 0.0,
+            bytes_pushed: 0,
+            requests: 0,
+            retries: 0,
+            error: None,
+        }
+    }
+
+    /// The same record naming its instance and variant.
+    pub fn of(mut self, instance: Option<&str>, variant: Option<&str>) -> ImageRecord {
+        self.instance = instance.map(str::to_owned);
+        self.variant = variant.map(str::to_owned);
+        self
+    }
+
+    /// The same record with its wall time and, for a failure, the reason.
+    pub fn took(mut self, seconds: f64, error: Option<String>) -> ImageRecord {
+        self.seconds = seconds;
+        self.error = error;
+        self
+    }
+}
+
 /// One command's report.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Report {

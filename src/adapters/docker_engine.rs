@@ -1,0 +1,319 @@
+//! The Docker Engine API through bollard: build from an in-memory tar context, tag, push,
+//! pull, inspect. The daemon is whatever `DOCKER_HOST` or `/var/run/docker.sock` names (a
+//! GitHub-hosted runner hands container actions the host's socket).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, anyhow, bail};
+use bollard::Docker;
+use bollard::auth::DockerCredentials;
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, BuilderVersion, CreateImageOptionsBuilder, PushImageOptionsBuilder, TagImageOptionsBuilder,
+};
+use futures::StreamExt as _;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+use crate::adapters::actions_env::ActionsEnv;
+use crate::adapters::credentials::Credentials;
+use crate::core::image_ref::ImageRef;
+
+/// Where the Dockerfile goes inside the context tar (so one outside the context works too).
+const DOCKERFILE_IN_TAR: &str = ".split-build.Dockerfile";
+
+/// One build.
+#[derive(Debug, Clone, Default)]
+pub struct BuildRequest {
+    /// The context directory (files honour its `.dockerignore`).
+    pub context: PathBuf,
+    /// The Dockerfile's text.
+    pub dockerfile: String,
+    /// The target stage, if any.
+    pub target: Option<String>,
+    /// Build args.
+    pub build_args: HashMap<String, String>,
+    /// Labels on the image.
+    pub labels: HashMap<String, String>,
+    /// Images to use as cache (pulled first: the legacy builder caches from local images).
+    pub cache_from: Vec<String>,
+    /// The tag to give the result.
+    pub tag: String,
+}
+
+/// A connected daemon.
+#[derive(Clone)]
+pub struct DockerEngine {
+    docker: Docker,
+    credentials: std::sync::Arc<Credentials>,
+}
+
+impl DockerEngine {
+    /// Connects to the local daemon and agrees on an API version (the daemon may be older
+    /// than bollard's default).
+    pub async fn connect(credentials: Credentials) -> anyhow::Result<DockerEngine> {
+        let docker = Docker::connect_with_local_defaults().context("connecting to the Docker daemon")?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .context("talking to the Docker daemon (is it running, and is /var/run/docker.sock reachable?)")?;
+        Ok(DockerEngine { docker, credentials: std::sync::Arc::new(credentials) })
+    }
+
+    fn auth_for(&self, image: &str) -> Option<DockerCredentials> {
+        let host = image.parse::<ImageRef>().ok()?.registry;
+        let c = self.credentials.for_host(&host)?;
+        Some(DockerCredentials {
+            username: Some(c.username.clone()),
+            password: Some(c.password.expose().to_owned()),
+            serveraddress: Some(host),
+            ..Default::default()
+        })
+    }
+
+    /// Builds an image (legacy builder; the daemon pulls `FROM` images itself). Returns the
+    /// build log's last lines on failure, with the failing step's message first.
+    pub async fn build(&self, req: &BuildRequest, actions: &ActionsEnv) -> anyhow::Result<()> {
+        for c in &req.cache_from {
+            // A cache image that cannot be pulled only costs the cache.
+            if let Err(e) = self.pull(c).await {
+                tracing::info!("cache image `{c}` not pulled ({e:#}): building without it");
+            }
+        }
+        let tar = context_tar(&req.context, &req.dockerfile).with_context(|| format!("packing the context `{}`", req.context.display()))?;
+        let mut options = BuildImageOptionsBuilder::default()
+            .dockerfile(DOCKERFILE_IN_TAR)
+            .t(&req.tag)
+            .rm(true)
+            .forcerm(true)
+            .buildargs(&req.build_args)
+            .labels(&req.labels)
+            .version(BuilderVersion::BuilderV1);
+        if let Some(t) = &req.target {
+            options = options.target(t);
+        }
+        if !req.cache_from.is_empty() {
+            options = options.cachefrom(&req.cache_from);
+        }
+        let mut creds = HashMap::new();
+        for image in req.cache_from.iter().chain(std::iter::once(&req.tag)) {
+            if let Some(c) = self.auth_for(image)
+                && let Some(host) = c.serveraddress.clone()
+            {
+                creds.insert(host, c);
+            }
+        }
+        let mut stream = self.docker.build_image(options.build(), Some(creds), Some(bollard::body_full(tar.into())));
+        let mut log: Vec<String> = Vec::new();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                        bail!("{}{}", detail.trim(), tail(&log));
+                    }
+                    if let Some(line) = info.stream {
+                        let line = line.trim_end();
+                        if !line.is_empty() {
+                            if actions.enabled {
+                                println!("{line}");
+                            } else {
+                                tracing::debug!("{line}");
+                            }
+                            log.push(line.to_owned());
+                        }
+                    }
+                }
+                Err(e) => bail!("{}{}", e, tail(&log)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Pulls an image.
+    pub async fn pull(&self, image: &str) -> anyhow::Result<()> {
+        let options = CreateImageOptionsBuilder::default().from_image(image).build();
+        let mut stream = self.docker.create_image(Some(options), None, self.auth_for(image));
+        while let Some(item) = stream.next().await {
+            let info = item.with_context(|| format!("pulling `{image}`"))?;
+            if let Some(e) = info.error_detail.and_then(|d| d.message) {
+                bail!("pulling `{image}`: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives `source` the name `target` (a full reference with a tag).
+    pub async fn tag(&self, source: &str, target: &str) -> anyhow::Result<()> {
+        let (repo, tag) = split_tag(target)?;
+        let options = TagImageOptionsBuilder::default().repo(repo).tag(tag).build();
+        self.docker.tag_image(source, Some(options)).await.with_context(|| format!("tagging `{source}` as `{target}`"))
+    }
+
+    /// Pushes `image` (a full reference with a tag).
+    pub async fn push(&self, image: &str) -> anyhow::Result<()> {
+        let (repo, tag) = split_tag(image)?;
+        let options = PushImageOptionsBuilder::default().tag(tag).build();
+        let mut stream = self.docker.push_image(repo, Some(options), self.auth_for(image));
+        while let Some(item) = stream.next().await {
+            let info = item.with_context(|| format!("pushing `{image}`"))?;
+            if let Some(e) = info.error_detail.and_then(|d| d.message) {
+                bail!("pushing `{image}`: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// The `os/architecture` of a local image.
+    pub async fn platform_of(&self, image: &str) -> anyhow::Result<String> {
+        let i = self.docker.inspect_image(image).await.with_context(|| format!("inspecting `{image}`"))?;
+        Ok(format!("{}/{}", i.os.unwrap_or_default(), i.architecture.unwrap_or_default()))
+    }
+
+    /// The daemon's own `os/architecture` (what the legacy builder builds for).
+    pub async fn native_platform(&self) -> anyhow::Result<String> {
+        let v = self.docker.version().await.context("asking the daemon its version")?;
+        Ok(format!("{}/{}", v.os.unwrap_or_default(), v.arch.unwrap_or_default()))
+    }
+}
+
+fn split_tag(image: &str) -> anyhow::Result<(&str, &str)> {
+    let slash = image.rfind('/').unwrap_or(0);
+    match image[slash..].rfind(':') {
+        Some(i) => Ok((&image[..slash + i], &image[slash + i + 1..])),
+        None => Err(anyhow!("`{image}` has no tag")),
+    }
+}
+
+fn tail(log: &[String]) -> String {
+    if log.is_empty() {
+        return String::new();
+    }
+    let start = log.len().saturating_sub(5);
+    format!(" (last build output: {})", log[start..].join(" | "))
+}
+
+/// The `.dockerignore` patterns of a context: matched paths are left out, `!` patterns
+/// bring paths back (last match wins, as in Docker).
+#[derive(Debug, Default)]
+pub struct DockerIgnore {
+    rules: Vec<(GlobSet, bool)>,
+}
+
+impl DockerIgnore {
+    /// Parses a `.dockerignore` text.
+    pub fn parse(text: &str) -> anyhow::Result<DockerIgnore> {
+        let mut rules = Vec::new();
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            let (keep, pattern) = match line.strip_prefix('!') {
+                Some(p) => (true, p.trim()),
+                None => (false, line),
+            };
+            let pattern = pattern.trim_start_matches("./").trim_start_matches('/').trim_end_matches('/');
+            let mut set = GlobSetBuilder::new();
+            set.add(Glob::new(pattern).with_context(|| format!(".dockerignore pattern `{line}`"))?);
+            // A directory pattern also covers everything below it.
+            set.add(Glob::new(&format!("{pattern}/**")).with_context(|| format!(".dockerignore pattern `{line}`"))?);
+            rules.push((set.build()?, keep));
+        }
+        Ok(DockerIgnore { rules })
+    }
+
+    /// Whether `path` (relative, `/`-separated) is left out.
+    pub fn excludes(&self, path: &Path) -> bool {
+        let mut out = false;
+        for (set, keep) in &self.rules {
+            if set.is_match(path) {
+                out = !keep;
+            }
+        }
+        out
+    }
+}
+
+/// The context as a tar: regular files, directories and symlinks in path order, mtime 0,
+/// owner root, `.dockerignore` honoured, the Dockerfile added as `.split-build.Dockerfile`.
+pub fn context_tar(context: &Path, dockerfile: &str) -> anyhow::Result<Vec<u8>> {
+    let root = if context.as_os_str().is_empty() { Path::new(".") } else { context };
+    let ignore = match std::fs::read_to_string(root.join(".dockerignore")) {
+        Ok(text) => DockerIgnore::parse(&text)?,
+        Err(_) => DockerIgnore::default(),
+    };
+    let mut b = tar::Builder::new(Vec::new());
+    b.follow_symlinks(false);
+    let walker = walkdir::WalkDir::new(root).sort_by_file_name().min_depth(1);
+    for entry in walker {
+        let entry = entry?;
+        let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
+        if ignore.excludes(rel) {
+            continue;
+        }
+        let ft = entry.file_type();
+        let meta = entry.path().symlink_metadata()?;
+        let mut h = tar::Header::new_gnu();
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            h.set_mode(meta.permissions().mode() & 0o7777);
+        }
+        if ft.is_dir() {
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_size(0);
+            b.append_data(&mut h, rel, std::io::empty())?;
+        } else if ft.is_symlink() {
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            b.append_link(&mut h, rel, std::fs::read_link(entry.path())?)?;
+        } else if ft.is_file() {
+            let data = std::fs::read(entry.path())?;
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(data.len() as u64);
+            b.append_data(&mut h, rel, data.as_slice())?;
+        }
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_mtime(0);
+    h.set_mode(0o644);
+    h.set_size(dockerfile.len() as u64);
+    h.set_entry_type(tar::EntryType::Regular);
+    b.append_data(&mut h, DOCKERFILE_IN_TAR, dockerfile.as_bytes())?;
+    Ok(b.into_inner()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dockerignore_rules() {
+        let ig = DockerIgnore::parse("# comment\ntarget\n*.log\n!keep.log\n/docs/\n").unwrap();
+        assert!(ig.excludes(Path::new("target")));
+        assert!(ig.excludes(Path::new("target/debug/x")));
+        assert!(ig.excludes(Path::new("a.log")));
+        assert!(!ig.excludes(Path::new("keep.log")));
+        assert!(ig.excludes(Path::new("docs/index.md")));
+        assert!(!ig.excludes(Path::new("src/main.rs")));
+    }
+
+    #[test]
+    fn context_tar_is_deterministic_and_honours_dockerignore() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".dockerignore"), "secret\n").unwrap();
+        std::fs::write(dir.path().join("secret"), "x").unwrap();
+        std::fs::create_dir_all(dir.path().join("b")).unwrap();
+        std::fs::write(dir.path().join("b/z"), "z").unwrap();
+        std::fs::write(dir.path().join("a"), "a").unwrap();
+        let t1 = context_tar(dir.path(), "FROM scratch\n").unwrap();
+        let t2 = context_tar(dir.path(), "FROM scratch\n").unwrap();
+        assert_eq!(t1, t2);
+        let mut archive = tar::Archive::new(t1.as_slice());
+        let names: Vec<String> = archive.entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned()).collect();
+        assert_eq!(names, [".dockerignore", "a", "b", "b/z", DOCKERFILE_IN_TAR]);
+    }
+
+    #[test]
+    fn tags_split_after_the_last_slash() {
+        assert_eq!(split_tag("127.0.0.1:5000/a/b:t").unwrap(), ("127.0.0.1:5000/a/b", "t"));
+        assert!(split_tag("127.0.0.1:5000/a/b").is_err());
+    }
+}

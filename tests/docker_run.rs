@@ -1,0 +1,196 @@
+//! `run` end to end through the real daemon and a real registry: 10 instances × 2
+//! variants; every agent runs; a second run builds nothing; a base that fails is isolated
+//! and a rerun after the fix builds only it. Also `build` by stage, the dockerfile method
+//! and `report` merging job reports.
+
+mod support;
+
+use std::path::Path;
+use std::process::Output;
+
+use serde_json::Value;
+use support::*;
+
+fn instances() -> Vec<String> {
+    (1..=10).map(|i| format!("repo__proj-{i}")).collect()
+}
+
+/// A spec whose base Dockerfile fails for the instance named `bad` (when given).
+fn spec_dir(reg: &Registry, bad: &str, method: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("agent")).unwrap();
+    std::fs::write(d.join("agent/run.sh"), "echo \"agent $VARIANT on $(cat /base.txt)\"\n").unwrap();
+    std::fs::write(d.join("agent/Dockerfile"), "FROM scratch AS payload\nCOPY run.sh /agent/run.sh\n").unwrap();
+    std::fs::write(d.join("agent/.dockerignore"), "*.tmp\n").unwrap();
+    std::fs::write(d.join("agent/ignored.tmp"), "not in the context").unwrap();
+    write_base_dockerfile(d, bad);
+    let spec = format!(
+        "registry: {}/e2e\nbuilder: {{ repository: builder, context: agent }}\nbases:\n  repository: base\n  context: base\n  from: \"{}/upstream/{{instance}}:1\"\n  build-args: {{ INSTANCE: \"{{instance}}\" }}\n  instances: [{}]\nagents:\n  repository: agent\n  method: {method}\n  variants:\n    - {{ name: one, entrypoint: [\"/bin/sh\", \"/agent/run.sh\"], env: {{ VARIANT: one }} }}\n    - {{ name: two, entrypoint: [\"/bin/sh\", \"/agent/run.sh\"], env: {{ VARIANT: two }} }}\n",
+        reg.host,
+        reg.host,
+        instances().join(", ")
+    );
+    std::fs::write(d.join("split-build.yml"), spec).unwrap();
+    dir
+}
+
+fn write_base_dockerfile(d: &Path, bad: &str) {
+    std::fs::create_dir_all(d.join("base")).unwrap();
+    let check = if bad.is_empty() { String::new() } else { format!("RUN test \"$INSTANCE\" != \"{bad}\"\n") };
+    std::fs::write(
+        d.join("base/Dockerfile"),
+        format!("ARG BASE_IMAGE\nFROM ${{BASE_IMAGE}}\nARG INSTANCE\n{check}RUN echo \"base of $INSTANCE\" > /base.txt\n"),
+    )
+    .unwrap();
+}
+
+fn upstreams(reg: &Registry) {
+    for id in instances() {
+        import_and_push(&busybox_rootfs_tar(&[]), &format!("{}/upstream/{id}:1", reg.host));
+    }
+}
+
+fn split_build(dir: &Path, args: &[&str]) -> Output {
+    bin().current_dir(dir).args(args).env_remove("GITHUB_ACTIONS").output().unwrap()
+}
+
+fn report(dir: &Path, name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap()
+}
+
+fn count(report: &Value, stage: &str, status: &str) -> usize {
+    report["images"].as_array().unwrap().iter().filter(|i| i["stage"] == stage && i["status"] == status).count()
+}
+
+#[test]
+fn run_end_to_end_isolates_a_failing_base_and_a_rerun_builds_nothing() {
+    docker();
+    let reg = Registry::start();
+    upstreams(&reg);
+    let dir = spec_dir(&reg, "repo__proj-7", "append");
+    let d = dir.path();
+
+    // First run: one base fails, the other nine and their agents are made.
+    let out = split_build(d, &["run", "--report", "r1.json", "--summary", "s1.md"]);
+    assert_eq!(out.status.code(), Some(1), "one base fails: {}", String::from_utf8_lossy(&out.stderr));
+    let r1 = report(d, "r1.json");
+    assert_eq!(count(&r1, "builder", "built"), 1, "the builder is built once");
+    assert_eq!(count(&r1, "bases", "built"), 9);
+    assert_eq!(count(&r1, "bases", "failed"), 1);
+    let failure = r1["images"].as_array().unwrap().iter().find(|i| i["status"] == "failed").unwrap();
+    assert_eq!(failure["instance"], "repo__proj-7");
+    assert!(failure["error"].as_str().unwrap().contains("returned a non-zero code"), "{failure}");
+    assert_eq!(count(&r1, "agents", "assembled"), 18);
+    let summary = std::fs::read_to_string(d.join("s1.md")).unwrap();
+    assert!(summary.contains("### Failures (1)") && summary.contains("repo__proj-7"), "{summary}");
+
+    // The agents run and show their payload on their base.
+    let plan: Value = serde_json::from_slice(&split_build(d, &["plan"]).stdout).unwrap();
+    for a in plan["agents"].as_array().unwrap().iter().filter(|a| a["status"] == "hit") {
+        let out = docker_cmd(&["run", "--rm", "--pull=always", a["image"].as_str().unwrap()]);
+        assert_eq!(out.trim(), format!("agent {} on base of {}", a["variant"].as_str().unwrap(), a["instance"].as_str().unwrap()));
+    }
+
+    // Second run, nothing changed: nothing is rebuilt; the failing base is tried again.
+    let second = split_build(d, &["run", "--report", "r2.json"]);
+    assert_eq!(second.status.code(), Some(1));
+    let r2 = report(d, "r2.json");
+    assert_eq!(count(&r2, "builder", "hit"), 1, "no builder rebuild");
+    assert_eq!(count(&r2, "bases", "hit"), 9, "nothing rebuilt");
+    assert_eq!(count(&r2, "bases", "failed"), 1, "only the failing base is tried again");
+    assert_eq!(count(&r2, "agents", "hit"), 18);
+    assert_eq!(count(&r2, "agents", "assembled"), 0);
+}
+
+#[test]
+fn a_fix_outside_the_hash_rebuilds_only_the_failed_base() {
+    docker();
+    let reg = Registry::start();
+    upstreams(&reg);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The base fails when its upstream lacks /ok; the fix is a new upstream for that one
+    // instance, which changes only that instance's base tag.
+    let src = spec_dir(&reg, "", "append");
+    for f in ["agent", "split-build.yml"] {
+        copy(&src.path().join(f), &d.join(f));
+    }
+    std::fs::create_dir_all(d.join("base")).unwrap();
+    std::fs::write(d.join("base/Dockerfile"), "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nARG INSTANCE\nRUN test \"$INSTANCE\" != repo__proj-3 || test -f /ok\nRUN echo \"base of $INSTANCE\" > /base.txt\n").unwrap();
+    let out = split_build(d, &["run", "--report", "r1.json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(count(&report(d, "r1.json"), "bases", "failed"), 1);
+
+    import_and_push(&busybox_rootfs_tar(&[("ok", b"1")]), &format!("{}/upstream/repo__proj-3:1", reg.host));
+    let out = split_build(d, &["run", "--report", "r2.json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r2 = report(d, "r2.json");
+    assert_eq!(count(&r2, "bases", "built"), 1, "only the fixed base is built");
+    assert_eq!(count(&r2, "bases", "hit"), 9);
+    assert_eq!(count(&r2, "agents", "assembled"), 2, "and only its two agents made");
+    assert_eq!(count(&r2, "builder", "hit"), 1);
+
+    let out = split_build(d, &["run", "--report", "r3.json"]);
+    assert!(out.status.success());
+    let r3 = report(d, "r3.json");
+    assert!(r3["images"].as_array().unwrap().iter().all(|i| i["status"] == "hit"), "a third run builds nothing");
+
+    // `report` merges the three into one summary.
+    let out = split_build(d, &["report", "r1.json", "r2.json", "r3.json", "missing-dir"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let md = String::from_utf8_lossy(&out.stdout);
+    assert!(md.contains("3 report(s)") && md.contains("### Failures (1)"), "{md}");
+}
+
+fn copy(from: &Path, to: &Path) {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            copy(&e.path(), &to.join(e.file_name()));
+        }
+    } else {
+        std::fs::copy(from, to).unwrap();
+    }
+}
+
+#[test]
+fn build_by_stage_and_the_dockerfile_method() {
+    docker();
+    let reg = Registry::start();
+    upstreams(&reg);
+    let dir = spec_dir(&reg, "", "dockerfile");
+    let d = dir.path();
+    let out = split_build(d, &["build", "--stage", "builder", "--report", "b.json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(count(&report(d, "b.json"), "builder", "built"), 1);
+    let out = split_build(d, &["build", "--stage", "builder", "--report", "b2.json"]);
+    assert!(out.status.success());
+    assert_eq!(count(&report(d, "b2.json"), "builder", "hit"), 1, "a hit is skipped");
+    // The builder's context honoured .dockerignore.
+    let builder = reg.inspect(&format!("e2e/builder:{}", plan_builder_tag(d)), "").unwrap();
+    assert_eq!(builder["Layers"].as_array().unwrap().len(), 1);
+
+    let out = split_build(d, &["build", "--stage", "bases", "--items", "repo__proj-1 repo__proj-2", "--report", "s.json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(count(&report(d, "s.json"), "bases", "built"), 2);
+    assert!(reg.inspect("e2e/base:repo__proj-1-latest", "").is_some(), "{{instance}}-latest moved");
+
+    let out = split_build(d, &["assemble", "--items", "repo__proj-1", "--report", "a.json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(count(&report(d, "a.json"), "agents", "assembled"), 2);
+    let plan: Value = serde_json::from_slice(&split_build(d, &["plan"]).stdout).unwrap();
+    for a in plan["agents"].as_array().unwrap().iter().filter(|a| a["instance"] == "repo__proj-1") {
+        assert_eq!(a["status"], "hit", "the planner recognises dockerfile-method agents by their labels");
+        let out = docker_cmd(&["run", "--rm", a["image"].as_str().unwrap()]);
+        assert!(out.contains("on base of repo__proj-1"), "{out}");
+    }
+    let out = split_build(d, &["build", "--stage", "bases", "--items", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+fn plan_builder_tag(d: &Path) -> String {
+    let plan: Value = serde_json::from_slice(&split_build(d, &["plan"]).stdout).unwrap();
+    plan["builder"]["image"].as_str().unwrap().rsplit_once(':').unwrap().1.to_owned()
+}
