@@ -99,6 +99,6 @@ pub async fn run(cli: Cli, actions: &ActionsEnv) -> anyhow::Result<Done> {
         Command::Build(args) => commands::build::run(args, actions).await,
         Command::Run(args) => commands::run::run(args, actions).await,
         Command::Report(args) => commands::report::run(args, actions).await,
-        Command::Prune(_) => Err(UsageError("this command is not available in this build yet".into()).into()),
+        Command::Prune(args) => commands::prune::run(args, actions).await,
     }
 }

@@ -210,7 +210,25 @@ pub struct PruneArgs {
     /// Never delete anything younger than this (humantime, e.g. `1d`, `12h`).
     #[arg(long, default_value = "1d")]
     pub grace: humantime::Duration,
-    /// Builder versions in order from this repository's commits (`owner/repo@branch`).
+    /// Builder versions in order from this repository's commits (`owner/repo@branch`);
+    /// default: builder tags by creation time.
     #[arg(long = "versions-from")]
     pub versions_from: Option<String>,
+    /// Where to list and delete: the registry's API, or GitHub's packages API (ghcr.io).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub source: PruneSource,
+    /// The GitHub API (GitHub Enterprise, tests).
+    #[arg(long = "github-api", default_value = "https://api.github.com")]
+    pub github_api: String,
+}
+
+/// Where `prune` lists and deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PruneSource {
+    /// GitHub's packages API for ghcr.io, the registry's API elsewhere.
+    Auto,
+    /// The registry's tag list and manifest delete API.
+    Registry,
+    /// GitHub's packages API (package versions).
+    Ghcr,
 }

@@ -3,5 +3,6 @@
 pub mod actions_env;
 pub mod credentials;
 pub mod docker_engine;
+pub mod github_packages;
 pub mod registry;
 pub mod workspace;

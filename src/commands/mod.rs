@@ -5,5 +5,6 @@ pub mod assemble;
 pub mod build;
 pub mod observe;
 pub mod plan;
+pub mod prune;
 pub mod report;
 pub mod run;

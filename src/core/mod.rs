@@ -27,6 +27,7 @@ pub mod matrix;
 pub mod plan;
 pub mod platform;
 pub mod report;
+pub mod retention;
 pub mod spec;
 pub mod summary;
 pub mod template;

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod faulty_proxy;
+pub mod github_api;
 pub mod token_proxy;
 
 use std::io::{Read as _, Write as _};

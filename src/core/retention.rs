@@ -1,0 +1,296 @@
+//! Retention: which images a registry may lose. Unlike age-based cleanup, the rules know
+//! what the current plan and the newest builder versions still use. Pure: the clock comes
+//! in as `now`.
+//!
+//! Rules, in order (the first that keeps an image wins; an image nothing keeps goes):
+//! 1. every image the current plan names (builder, bases, agents);
+//! 2. builder and agent images of the newest `keep_versions` builder versions (an agent
+//!    belongs to version V when its tag is `agents.tag` rendered with `{builder}` = V for an
+//!    instance and variant of the spec);
+//! 3. every `{instance}-latest` base (the warm cache);
+//! 4. tags matching a `keep` pattern of the spec;
+//! 5. anything younger than the grace period;
+//! 6. a manifest that a kept index refers to (multi-platform children);
+//!
+//! Registries delete by digest, which removes every tag on it: a digest is kept when any
+//! of its tags is.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use globset::{Glob, GlobSetBuilder};
+use serde::Serialize;
+
+use crate::core::image_ref::Digest;
+use crate::core::plan::Plan;
+use crate::core::spec::Spec;
+use crate::core::template::Vars;
+
+/// One stored manifest: a digest with its tags (a GHCR package version, or the tags of a
+/// registry repository that point at one digest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Stored {
+    /// Repository path below the registry host.
+    pub repository: String,
+    /// The manifest digest.
+    pub digest: Digest,
+    /// Its tags (none for an untagged multi-platform child).
+    pub tags: Vec<String>,
+    /// Creation time, seconds since the Unix epoch, when known.
+    pub created: Option<i64>,
+    /// Size in bytes, when known.
+    pub size: Option<u64>,
+    /// For an index: the digests of its manifests.
+    pub children: Vec<Digest>,
+    /// The GHCR package version id, when listed from GitHub.
+    pub version_id: Option<u64>,
+}
+
+/// Why an image stays or goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "rule", content = "detail")]
+pub enum Reason {
+    /// The current plan names it.
+    InPlan,
+    /// A builder or agent image of a kept builder version.
+    RecentVersion(String),
+    /// An `{instance}-latest` base.
+    Latest,
+    /// Matches a `keep` pattern.
+    KeepPattern(String),
+    /// Younger than the grace period.
+    Young,
+    /// A kept index refers to it.
+    ChildOfKept,
+    /// Nothing keeps it.
+    Unused,
+}
+
+/// The verdict on one stored manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// What it is about.
+    pub stored: Stored,
+    /// Keep (true) or delete.
+    pub keep: bool,
+    /// Why.
+    pub reason: Reason,
+}
+
+/// The knobs of a prune.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Builder versions whose images stay (newest first).
+    pub keep_versions: usize,
+    /// Nothing younger than this many seconds goes.
+    pub grace_secs: i64,
+}
+
+/// Decides for every stored manifest of the spec's three repositories. `versions` are the
+/// builder versions, newest first.
+pub fn select(stored: &[Stored], spec: &Spec, plan: &Plan, versions: &[String], policy: &Policy, now: i64) -> Vec<Decision> {
+    let in_plan: BTreeSet<(String, String)> = std::iter::once(&plan.builder.image)
+        .chain(plan.bases.iter().map(|b| &b.image))
+        .chain(plan.agents.iter().map(|a| &a.image))
+        .filter_map(|r| Some((r.repository.clone(), r.tag.as_ref()?.to_string())))
+        .collect();
+    let recent: Vec<&String> = versions.iter().take(policy.keep_versions).collect();
+    let mut version_of_tag: BTreeMap<(String, String), String> = BTreeMap::new();
+    for v in &recent {
+        version_of_tag.insert((spec.builder.repository.clone(), (*v).clone()), (*v).clone());
+        for instance in &spec.bases.instances {
+            for variant in &spec.agents.variants {
+                let vars = Vars { instance: Some(instance), variant: Some(&variant.name), builder: Some(v) };
+                let tag = crate::core::content_hash::fit_tag(&spec.agents.tag.render(&vars));
+                version_of_tag.insert((spec.agents.repository.clone(), tag), (*v).clone());
+            }
+        }
+    }
+    let mut keep_globs = GlobSetBuilder::new();
+    let mut patterns = Vec::new();
+    for k in &spec.keep {
+        if let Ok(g) = Glob::new(k) {
+            keep_globs.add(g);
+            patterns.push(k.clone());
+        }
+    }
+    let keep_globs = keep_globs.build().unwrap_or_else(|_| globset::GlobSet::empty());
+
+    let first_pass = |s: &Stored| -> Option<Reason> {
+        for t in &s.tags {
+            let key = (s.repository.clone(), t.clone());
+            if in_plan.contains(&key) {
+                return Some(Reason::InPlan);
+            }
+            if let Some(v) = version_of_tag.get(&key) {
+                return Some(Reason::RecentVersion(v.clone()));
+            }
+            if s.repository == spec.bases.repository && t.ends_with("-latest") {
+                return Some(Reason::Latest);
+            }
+            if let Some(i) = keep_globs.matches(t).first() {
+                return Some(Reason::KeepPattern(patterns[*i].clone()));
+            }
+        }
+        if s.created.is_some_and(|c| now - c < policy.grace_secs) {
+            return Some(Reason::Young);
+        }
+        None
+    };
+    let mut decisions: Vec<Decision> = stored
+        .iter()
+        .map(|s| match first_pass(s) {
+            Some(reason) => Decision { stored: s.clone(), keep: true, reason },
+            None => Decision { stored: s.clone(), keep: false, reason: Reason::Unused },
+        })
+        .collect();
+    // Children of kept indexes stay, whatever their own tags say.
+    let kept_children: BTreeSet<(String, Digest)> = decisions
+        .iter()
+        .filter(|d| d.keep)
+        .flat_map(|d| d.stored.children.iter().map(|c| (d.stored.repository.clone(), c.clone())))
+        .collect();
+    for d in decisions.iter_mut().filter(|d| !d.keep) {
+        if kept_children.contains(&(d.stored.repository.clone(), d.stored.digest.clone())) {
+            d.keep = true;
+            d.reason = Reason::ChildOfKept;
+        }
+    }
+    decisions
+}
+
+/// Builder versions in order, newest first, from `(tag, created)` of the builder
+/// repository's tags (used when no commit history is given). Ties break by tag.
+pub fn versions_by_age(mut tags: Vec<(String, i64)>) -> Vec<String> {
+    tags.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    tags.into_iter().map(|(t, _)| t).collect()
+}
+
+/// Builder versions in commit order: each commit SHA (newest first) that names an existing
+/// builder tag, as the full SHA or a prefix of at least 7 characters.
+pub fn versions_from_commits(commits: &[String], builder_tags: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for sha in commits {
+        let mut matches: Vec<&String> = builder_tags.iter().filter(|t| t.len() >= 7 && sha.starts_with(t.as_str())).collect();
+        matches.sort_by_key(|t| std::cmp::Reverse(t.len()));
+        if let Some(t) = matches.first()
+            && !out.contains(*t)
+        {
+            out.push((*t).clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::content_hash::{InputFile, Recipe};
+    use crate::core::plan::{LayoutInputs, Observed, decide, layout};
+
+    const DAY: i64 = 86_400;
+    const NOW: i64 = 100 * DAY;
+
+    fn d(seed: &str) -> Digest {
+        Digest::sha256_of(seed.as_bytes())
+    }
+
+    fn stored(repo: &str, tag: &str, age_days: i64) -> Stored {
+        Stored {
+            repository: format!("ns/{repo}"),
+            digest: d(&format!("{repo}:{tag}")),
+            tags: if tag.is_empty() { vec![] } else { vec![tag.to_owned()] },
+            created: Some(NOW - age_days * DAY),
+            size: Some(1000),
+            children: vec![],
+            version_id: None,
+        }
+    }
+
+    fn setup() -> (Spec, Plan) {
+        let spec = crate::core::spec::tests::spec_with(&["a", "b"], &["v"]);
+        let recipe =
+            Recipe { dockerfile_sha256: "x".into(), target: None, inputs: vec![InputFile { path: "f".into(), sha256: "y".into() }] };
+        let version: crate::core::image_ref::Tag = "v3".parse().unwrap();
+        let l = layout(&spec, LayoutInputs { builder_version: &version, base_recipe: &recipe, upstream_digests: &BTreeMap::new() });
+        let plan = decide(l, &Observed::default(), 64);
+        (spec, plan)
+    }
+
+    fn policy(n: usize) -> Policy {
+        Policy { keep_versions: n, grace_secs: DAY }
+    }
+
+    fn verdict(decisions: &[Decision], repo: &str, tag: &str) -> (bool, Reason) {
+        let d = decisions.iter().find(|d| d.stored.repository == format!("ns/{repo}") && d.stored.tags.iter().any(|t| t == tag)).unwrap();
+        (d.keep, d.reason.clone())
+    }
+
+    #[test]
+    fn rules_table() {
+        let (spec, plan) = setup();
+        let base_a = plan.bases[0].image.tag.as_ref().unwrap().to_string();
+        let items = vec![
+            stored("builder", "v3", 10),
+            stored("builder", "v2", 20),
+            stored("builder", "v1", 30),
+            stored("agent", "v3-a-v", 10),
+            stored("agent", "v2-a-v", 20),
+            stored("agent", "v1-a-v", 30),
+            stored("agent", "v1-b-v", 0),
+            stored("base", &base_a, 40),
+            stored("base", "a-oldhash", 40),
+            stored("base", "a-latest", 40),
+            stored("base", "release-1", 40),
+        ];
+        let mut spec = spec;
+        spec.keep = vec!["release-*".into()];
+        let versions = vec!["v3".to_owned(), "v2".to_owned(), "v1".to_owned()];
+        let got = select(&items, &spec, &plan, &versions, &policy(2), NOW);
+        let table = [
+            ("builder", "v3", true, Reason::InPlan),
+            ("builder", "v2", true, Reason::RecentVersion("v2".into())),
+            ("builder", "v1", false, Reason::Unused),
+            ("agent", "v3-a-v", true, Reason::InPlan),
+            ("agent", "v2-a-v", true, Reason::RecentVersion("v2".into())),
+            ("agent", "v1-a-v", false, Reason::Unused),
+            ("agent", "v1-b-v", true, Reason::Young),
+            ("base", base_a.as_str(), true, Reason::InPlan),
+            ("base", "a-oldhash", false, Reason::Unused),
+            ("base", "a-latest", true, Reason::Latest),
+            ("base", "release-1", true, Reason::KeepPattern("release-*".into())),
+        ];
+        for (repo, tag, keep, reason) in table {
+            assert_eq!(verdict(&got, repo, tag), (keep, reason), "{repo}:{tag}");
+        }
+    }
+
+    #[test]
+    fn keep_versions_one_keeps_only_the_plan_and_the_newest() {
+        let (spec, plan) = setup();
+        let items = vec![stored("builder", "v3", 10), stored("builder", "v2", 20), stored("agent", "v2-a-v", 20)];
+        let versions = vec!["v3".to_owned(), "v2".to_owned()];
+        let got = select(&items, &spec, &plan, &versions, &policy(1), NOW);
+        assert_eq!(got.iter().filter(|d| !d.keep).count(), 2);
+    }
+
+    #[test]
+    fn children_of_a_kept_index_stay() {
+        let (spec, plan) = setup();
+        let mut index = stored("agent", "v3-a-v", 10);
+        let child = stored("agent", "", 50);
+        let orphan = Stored { digest: d("orphan"), ..stored("agent", "", 50) };
+        index.children = vec![child.digest.clone()];
+        let got = select(&[index, child.clone(), orphan.clone()], &spec, &plan, &["v3".into()], &policy(1), NOW);
+        let of = |dg: &Digest| got.iter().find(|x| &x.stored.digest == dg).unwrap().clone();
+        assert_eq!((of(&child.digest).keep, of(&child.digest).reason), (true, Reason::ChildOfKept));
+        assert!(!of(&orphan.digest).keep);
+    }
+
+    #[test]
+    fn versions_in_order() {
+        assert_eq!(versions_by_age(vec![("a".into(), 1), ("b".into(), 3), ("c".into(), 2)]), ["b", "c", "a"]);
+        let commits = vec!["ffff0000aaaa".to_owned(), "eeee1111bbbb".to_owned(), "dddd2222cccc".to_owned()];
+        let tags = vec!["dddd222".to_owned(), "ffff0000aaaa".to_owned(), "abc".to_owned()];
+        assert_eq!(versions_from_commits(&commits, &tags), ["ffff0000aaaa", "dddd222"]);
+    }
+}

@@ -1,0 +1,190 @@
+//! `prune` on both adapters: the real registry (3 builder versions × 10 instances × 2
+//! variants made by `run`) and GitHub's packages API (a local server answering as GitHub
+//! does, 133,000 versions).
+
+mod support;
+
+use std::path::Path;
+use std::process::Output;
+use std::time::Instant;
+
+use serde_json::Value;
+use support::github_api::{GithubApi, Package, TOKEN};
+use support::*;
+
+fn split_build(dir: &Path, args: &[&str]) -> Output {
+    bin().current_dir(dir).args(args).env_remove("GITHUB_ACTIONS").env_remove("GITHUB_TOKEN").output().unwrap()
+}
+
+fn spec_dir(registry: &str, upstream: &str, instances: &[String]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("agent")).unwrap();
+    std::fs::write(d.join("agent/run.sh"), "echo agent\n").unwrap();
+    std::fs::write(d.join("agent/Dockerfile"), "FROM scratch AS payload\nARG V\nCOPY run.sh /agent/run.sh\n").unwrap();
+    std::fs::create_dir_all(d.join("base")).unwrap();
+    std::fs::write(d.join("base/Dockerfile"), "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n").unwrap();
+    let spec = format!(
+        "registry: {registry}\nbuilder: {{ repository: builder, context: agent }}\nbases:\n  repository: base\n  context: base\n  from: \"{upstream}/upstream/{{instance}}:1\"\n  instances: [{}]\nagents:\n  repository: agent\n  variants: [{{ name: one }}, {{ name: two }}]\n",
+        instances.join(", ")
+    );
+    std::fs::write(d.join("split-build.yml"), spec).unwrap();
+    dir
+}
+
+fn tags(reg: &Registry, repo: &str) -> Vec<String> {
+    let (status, text) = http_get(reg.port, &format!("/v2/{repo}/tags/list?n=1000")).unwrap();
+    assert_eq!(status, 200, "{text}");
+    let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+    let v: Value = serde_json::from_str(body.trim()).unwrap_or(Value::Null);
+    let mut t: Vec<String> = v["tags"].as_array().map(|a| a.iter().map(|t| t.as_str().unwrap().to_owned()).collect()).unwrap_or_default();
+    t.sort();
+    t
+}
+
+#[test]
+fn registry_prune_keeps_the_plan_and_the_newest_version() {
+    docker();
+    let reg = Registry::start();
+    let instances: Vec<String> = (1..=10).map(|i| format!("inst-{i}")).collect();
+    for id in &instances {
+        import_and_push(&busybox_rootfs_tar(&[]), &format!("{}/upstream/{id}:1", reg.host));
+    }
+    let dir = spec_dir(&format!("{}/ns", reg.host), &reg.host, &instances);
+    let d = dir.path();
+    for v in ["v1", "v2", "v3"] {
+        let out = split_build(d, &["run", "--builder-version", v]);
+        assert!(out.status.success(), "run {v}: {}", String::from_utf8_lossy(&out.stderr));
+        // Builder versions are ordered by their images' creation time.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    assert_eq!(tags(&reg, "ns/agent").len(), 60);
+    assert_eq!(tags(&reg, "ns/builder"), ["v1", "v2", "v3"]);
+    let bases_before = tags(&reg, "ns/base");
+    assert_eq!(bases_before.len(), 20, "10 bases and their -latest");
+
+    // Dry run: says what would go, deletes nothing.
+    let out = split_build(
+        d,
+        &["prune", "--builder-version", "v3", "--keep-versions", "1", "--grace", "0s", "--report", "dry.json", "--summary", "dry.md"],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dry: Value = serde_json::from_str(&std::fs::read_to_string(d.join("dry.json")).unwrap()).unwrap();
+    let would: Vec<&Value> = dry["manifests"].as_array().unwrap().iter().filter(|m| m["action"] == "would-delete").collect();
+    assert_eq!(would.len(), 42, "40 agents and 2 builders of v1 and v2");
+    assert_eq!(tags(&reg, "ns/agent").len(), 60, "a dry run deletes nothing");
+    assert!(std::fs::read_to_string(d.join("dry.md")).unwrap().contains("dry run"));
+
+    // --max-delete holds: nothing deleted, exit 2.
+    let out =
+        split_build(d, &["prune", "--builder-version", "v3", "--keep-versions", "1", "--grace", "0s", "--apply", "--max-delete", "10"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-delete 10"));
+    assert_eq!(tags(&reg, "ns/agent").len(), 60);
+
+    // A grace period keeps everything this young.
+    let out = split_build(d, &["prune", "--builder-version", "v3", "--keep-versions", "1", "--apply", "--report", "grace.json"]);
+    assert!(out.status.success());
+    assert_eq!(tags(&reg, "ns/agent").len(), 60, "nothing younger than a day goes");
+
+    let out =
+        split_build(d, &["prune", "--builder-version", "v3", "--keep-versions", "1", "--grace", "0s", "--apply", "--report", "apply.json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let agents = tags(&reg, "ns/agent");
+    assert_eq!(agents.len(), 20);
+    assert!(agents.iter().all(|t| t.starts_with("v3-")), "{agents:?}");
+    assert_eq!(tags(&reg, "ns/builder"), ["v3"]);
+    assert_eq!(tags(&reg, "ns/base"), bases_before, "the plan's bases and every -latest stay");
+    let applied: Value = serde_json::from_str(&std::fs::read_to_string(d.join("apply.json")).unwrap()).unwrap();
+    assert_eq!(applied["manifests"].as_array().unwrap().iter().filter(|m| m["action"] == "deleted").count(), 42);
+
+    // What is left is exactly what the plan needs: it finds everything.
+    let out = split_build(d, &["plan", "--builder-version", "v3"]);
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(plan["agents"].as_array().unwrap().iter().all(|a| a["status"] == "hit"));
+}
+
+#[test]
+fn ghcr_prune_lists_133000_versions_and_deletes_by_id() {
+    let reg = Registry::start();
+    let tags_newest: Vec<Vec<String>> = vec![vec!["keep-me".into()], vec![]];
+    let api = GithubApi::start(Package { org: "acme".into(), name: "agent".into(), versions: 133_000, tags: tags_newest });
+    let dir = spec_dir(&format!("{}/acme", reg.host), &reg.host, &["inst-1".to_owned()]);
+    let d = dir.path();
+    std::fs::write(d.join("split-build.yml"), std::fs::read_to_string(d.join("split-build.yml")).unwrap() + "keep: [\"keep-*\"]\n")
+        .unwrap();
+    let common = ["prune", "--source", "ghcr", "--github-api", &api.url, "--grace", "0s", "--builder-version", "v9"];
+
+    let t = Instant::now();
+    let mut args = common.to_vec();
+    args.extend(["--registry-password", TOKEN, "--report", "dry.json"]);
+    // GNU time, where present, reports the peak memory of the listing (information only).
+    let timed = Path::new("/usr/bin/time").exists();
+    let out = if timed {
+        let mut cmd = std::process::Command::new("/usr/bin/time");
+        cmd.args(["-f", "peak RSS %M KB"])
+            .arg(env!("CARGO_BIN_EXE_split-build"))
+            .args(&args)
+            .current_dir(d)
+            .env_remove("GITHUB_ACTIONS")
+            .env_remove("GITHUB_TOKEN");
+        cmd.output().unwrap()
+    } else {
+        split_build(d, &args)
+    };
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rss = String::from_utf8_lossy(&out.stderr).lines().filter(|l| l.starts_with("peak RSS")).collect::<String>();
+    eprintln!("listed 133,000 versions (1,330 pages, one 429 waited out) and decided in {:.1}s; {rss}", t.elapsed().as_secs_f64());
+    let dry: Value = serde_json::from_str(&std::fs::read_to_string(d.join("dry.json")).unwrap()).unwrap();
+    let manifests = dry["manifests"].as_array().unwrap();
+    assert_eq!(manifests.len(), 133_000);
+    let kept: Vec<&Value> = manifests.iter().filter(|m| m["keep"] == true).collect();
+    assert_eq!(kept.len(), 1, "only the keep-* tag stays");
+    assert!(api.deleted.lock().unwrap().is_empty(), "a dry run deletes nothing");
+
+    let mut args = common.to_vec();
+    args.extend(["--registry-password", TOKEN, "--apply", "--max-delete", "1000"]);
+    let out = split_build(d, &args);
+    assert_eq!(out.status.code(), Some(2), "--max-delete holds");
+    assert!(api.deleted.lock().unwrap().is_empty());
+
+    let out = split_build(
+        d,
+        &["prune", "--source", "ghcr", "--github-api", &api.url, "--registry-password", "ghp_no_scope", "--builder-version", "v9"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("read:packages") && stderr.contains("delete:packages"), "{stderr}");
+    assert!(!stderr.contains("ghp_no_scope"), "the token never reaches the logs");
+}
+
+#[test]
+fn ghcr_prune_applies() {
+    let reg = Registry::start();
+    let api = GithubApi::start(Package { org: "acme".into(), name: "agent".into(), versions: 250, tags: vec![vec!["keep-1".into()]] });
+    let dir = spec_dir(&format!("{}/acme", reg.host), &reg.host, &["inst-1".to_owned()]);
+    let d = dir.path();
+    std::fs::write(d.join("split-build.yml"), std::fs::read_to_string(d.join("split-build.yml")).unwrap() + "keep: [\"keep-*\"]\n")
+        .unwrap();
+    let out = split_build(
+        d,
+        &[
+            "prune",
+            "--source",
+            "ghcr",
+            "--github-api",
+            &api.url,
+            "--registry-password",
+            TOKEN,
+            "--grace",
+            "0s",
+            "--apply",
+            "--report",
+            "r.json",
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut deleted = api.deleted.lock().unwrap().clone();
+    deleted.sort();
+    assert_eq!(deleted, (2..=250).collect::<Vec<u64>>(), "every version but the kept one, by id");
+}
