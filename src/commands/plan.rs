@@ -177,6 +177,12 @@ pub async fn run(args: PlanArgs, actions: &ActionsEnv) -> anyhow::Result<Done> {
     if let Some(path) = &args.common.report {
         write_report(path, &plan_report(&plan))?;
     }
+    log_counts(&plan);
+    Ok(Done::Ok)
+}
+
+/// One log line with the plan's counts.
+pub fn log_counts(plan: &Plan) {
     let c = plan.counts();
     tracing::info!(
         "planned {} images: {} hits, builder {}, {} bases and {} agents to make",
@@ -186,5 +192,4 @@ pub async fn run(args: PlanArgs, actions: &ActionsEnv) -> anyhow::Result<Done> {
         c.bases_missing,
         c.agents_missing
     );
-    Ok(Done::Ok)
 }

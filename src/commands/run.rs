@@ -10,7 +10,7 @@ use crate::cli::RunArgs;
 use crate::commands::assemble::assemble_append;
 use crate::commands::build::{assemble_with_daemon, build_bases, build_builder, engine, finish};
 use crate::commands::observe;
-use crate::commands::plan::{make_plan_with, prepare};
+use crate::commands::plan::{log_counts, make_plan_with, prepare};
 use crate::core::report::{ImageRecord, Outcome};
 use crate::core::spec::Method;
 
@@ -21,15 +21,8 @@ pub async fn run(args: RunArgs, actions: &ActionsEnv) -> anyhow::Result<Done> {
     let concurrency = usize::from(args.registry.concurrency);
     let client = observe::connect(&args.registry, actions)?;
     let plan = make_plan_with(&prepared, Some(&client), concurrency).await?;
+    log_counts(&plan);
     let c = plan.counts();
-    tracing::info!(
-        "plan: {} images, {} hits; builder {}, {} bases and {} agents to make",
-        c.planned,
-        c.cache_hits,
-        if c.builder_needed { "to build" } else { "exists" },
-        c.bases_missing,
-        c.agents_missing
-    );
     let parallel = usize::from(args.parallel);
     let mut records = Vec::new();
     if c.builder_needed || c.bases_missing > 0 {
