@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use anyhow::{Context as _, anyhow, bail};
 use bollard::Docker;
@@ -38,13 +39,21 @@ pub struct BuildRequest {
     pub cache_from: Vec<String>,
     /// The tag to give the result.
     pub tag: String,
+    /// Export inline cache metadata (BuildKit; `cache.mode` min or max).
+    pub inline_cache: bool,
 }
+
+const UNKNOWN: u8 = 0;
+const HAS_BUILDKIT: u8 = 1;
+const NO_BUILDKIT: u8 = 2;
 
 /// A connected daemon.
 #[derive(Clone)]
 pub struct DockerEngine {
     docker: Docker,
     credentials: std::sync::Arc<Credentials>,
+    /// Whether BuildKit works here: unknown until the first build says.
+    buildkit: std::sync::Arc<AtomicU8>,
 }
 
 impl DockerEngine {
@@ -56,7 +65,7 @@ impl DockerEngine {
             .negotiate_version()
             .await
             .context("talking to the Docker daemon (is it running, and is /var/run/docker.sock reachable?)")?;
-        Ok(DockerEngine { docker, credentials: std::sync::Arc::new(credentials) })
+        Ok(DockerEngine { docker, credentials: std::sync::Arc::new(credentials), buildkit: std::sync::Arc::new(AtomicU8::new(UNKNOWN)) })
     }
 
     fn auth_for(&self, image: &str) -> Option<DockerCredentials> {
@@ -70,24 +79,57 @@ impl DockerEngine {
         })
     }
 
-    /// Builds an image (legacy builder; the daemon pulls `FROM` images itself). Returns the
-    /// build log's last lines on failure, with the failing step's message first.
+    /// Builds an image: with the daemon's BuildKit (a session per build) when it has one,
+    /// else with the classic builder, said once in the log. Either way the daemon pulls
+    /// `FROM` images itself. A failure carries the failing step's message.
     pub async fn build(&self, req: &BuildRequest, actions: &ActionsEnv) -> anyhow::Result<()> {
+        if self.buildkit.load(Ordering::Relaxed) != NO_BUILDKIT {
+            match self.build_with(req, true, actions).await {
+                Ok(()) => {
+                    self.buildkit.store(HAS_BUILDKIT, Ordering::Relaxed);
+                    return Ok(());
+                }
+                // BuildKit reporting on the build itself is a real failure, not a missing BuildKit.
+                Err(e) if self.buildkit.load(Ordering::Relaxed) == HAS_BUILDKIT || is_build_failure(&format!("{e:#}")) => {
+                    return Err(e);
+                }
+                Err(e) => {
+                    if self.buildkit.swap(NO_BUILDKIT, Ordering::Relaxed) != NO_BUILDKIT {
+                        tracing::info!("BuildKit is not usable on this daemon ({e:#}); building with the classic builder");
+                    }
+                }
+            }
+        }
         for c in &req.cache_from {
-            // A cache image that cannot be pulled only costs the cache.
+            // The classic builder caches only from local images. One that cannot be pulled
+            // only costs the cache.
             if let Err(e) = self.pull(c).await {
                 tracing::info!("cache image `{c}` not pulled ({e:#}): building without it");
             }
         }
+        self.build_with(req, false, actions).await
+    }
+
+    async fn build_with(&self, req: &BuildRequest, buildkit: bool, actions: &ActionsEnv) -> anyhow::Result<()> {
         let tar = context_tar(&req.context, &req.dockerfile).with_context(|| format!("packing the context `{}`", req.context.display()))?;
+        let mut build_args = req.build_args.clone();
+        if buildkit && req.inline_cache {
+            // The daemon's /build API exports cache only inline (cache.mode min and max alike).
+            build_args.insert("BUILDKIT_INLINE_CACHE".into(), "1".into());
+        }
         let mut options = BuildImageOptionsBuilder::default()
             .dockerfile(DOCKERFILE_IN_TAR)
             .t(&req.tag)
             .rm(true)
             .forcerm(true)
-            .buildargs(&req.build_args)
-            .labels(&req.labels)
-            .version(BuilderVersion::BuilderV1);
+            .buildargs(&build_args)
+            .labels(&req.labels);
+        let session = format!("splitbuild{:016x}", rand::random::<u64>());
+        options = if buildkit {
+            options.version(BuilderVersion::BuilderBuildKit).session(&session)
+        } else {
+            options.version(BuilderVersion::BuilderV1)
+        };
         if let Some(t) = &req.target {
             options = options.target(t);
         }
@@ -122,8 +164,13 @@ impl DockerEngine {
                         }
                     }
                 }
+                Err(bollard::errors::Error::DockerStreamError { error }) => bail!("{}{}", error.trim(), tail(&log)),
                 Err(e) => bail!("{}{}", e, tail(&log)),
             }
+        }
+        if buildkit {
+            // A BuildKit build that produced no image did not really happen.
+            self.docker.inspect_image(&req.tag).await.with_context(|| format!("BuildKit finished without the image `{}`", req.tag))?;
         }
         Ok(())
     }
@@ -173,6 +220,14 @@ impl DockerEngine {
         let v = self.docker.version().await.context("asking the daemon its version")?;
         Ok(format!("{}/{}", v.os.unwrap_or_default(), v.arch.unwrap_or_default()))
     }
+}
+
+/// Whether a BuildKit error is about the build (a step, a missing image) rather than
+/// BuildKit itself being unavailable.
+fn is_build_failure(message: &str) -> bool {
+    ["failed to solve", "executor failed", "did not complete successfully", "not found", "failed to compute cache key"]
+        .iter()
+        .any(|m| message.contains(m))
 }
 
 fn split_tag(image: &str) -> anyhow::Result<(&str, &str)> {
@@ -309,6 +364,15 @@ mod tests {
         let mut archive = tar::Archive::new(t1.as_slice());
         let names: Vec<String> = archive.entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned()).collect();
         assert_eq!(names, [".dockerignore", "a", "b", "b/z", DOCKERFILE_IN_TAR]);
+    }
+
+    #[test]
+    fn build_failures_are_told_from_a_missing_buildkit() {
+        assert!(is_build_failure("executor failed running [/bin/sh -c false]: exit code: 1"));
+        assert!(is_build_failure("failed to solve: process \"/bin/sh -c false\" did not complete successfully: exit code: 1"));
+        assert!(is_build_failure("failed to solve with frontend dockerfile.v0: 127.0.0.1:5000/x:1: not found"));
+        assert!(!is_build_failure("error during connect: session not supported"));
+        assert!(!is_build_failure("buildkit not supported by daemon"));
     }
 
     #[test]

@@ -147,6 +147,7 @@ async fn build_builder_once(engine: &DockerEngine, prepared: &Prepared, image: &
         labels: HashMap::from([("dev.split-build.builder-version".to_owned(), prepared.builder_version.to_string())]),
         cache_from: vec![],
         tag: image.to_owned(),
+        inline_cache: prepared.spec.cache != crate::core::spec::CacheMode::Off,
     };
     engine.build(&req, &ActionsEnv::default()).await?;
     engine.push(image).await
@@ -235,6 +236,7 @@ async fn build_base(
         labels: HashMap::from([(BASE_NAME.to_owned(), b.from.clone())]),
         cache_from: b.cache_from.iter().map(ToString::to_string).collect(),
         tag: image.clone(),
+        inline_cache: prepared.spec.cache != crate::core::spec::CacheMode::Off,
     };
     engine.build(&req, actions).await?;
     engine.push(&image).await?;
