@@ -37,20 +37,39 @@ impl Progress {
         Arc::new(Progress { total, done: AtomicUsize::new(0), started: Instant::now() })
     }
 
-    /// Records one finished image.
+    /// Records one finished image: a redrawn bar on a terminal, a log line elsewhere (and
+    /// always for a failure).
     pub fn finished(&self, r: &ImageRecord) {
+        use std::io::IsTerminal as _;
         let done = self.done.fetch_add(1, Ordering::Relaxed) + 1;
         let elapsed = self.started.elapsed().as_secs_f64();
         let left = if done < self.total { elapsed / done as f64 * (self.total - done) as f64 } else { 0.0 };
+        let (elapsed, left) = (crate::core::summary::human_secs(elapsed), crate::core::summary::human_secs(left));
+        let terminal = std::io::stderr().is_terminal() && std::env::var("GITHUB_ACTIONS").is_err();
+        if terminal && r.error.is_none() {
+            const WIDTH: usize = 30;
+            let filled = WIDTH * done / self.total.max(1);
+            eprint!(
+                "\r\x1b[2K[{}{}] {done}/{} elapsed {elapsed}, ~{left} left",
+                "#".repeat(filled),
+                ".".repeat(WIDTH - filled),
+                self.total
+            );
+            if done == self.total {
+                eprintln!();
+            }
+            return;
+        }
+        if terminal {
+            eprint!("\r\x1b[2K");
+        }
         let why = r.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default();
         tracing::info!(
-            "[{done}/{}] {} {} in {:.1}s; elapsed {}, ~{} left{why}",
+            "[{done}/{}] {} {} in {:.1}s; elapsed {elapsed}, ~{left} left{why}",
             self.total,
             r.image,
             r.status.as_str(),
-            r.seconds,
-            crate::core::summary::human_secs(elapsed),
-            crate::core::summary::human_secs(left)
+            r.seconds
         );
     }
 }
