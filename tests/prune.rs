@@ -108,7 +108,7 @@ fn registry_prune_keeps_the_plan_and_the_newest_version() {
 fn ghcr_prune_lists_133000_versions_and_deletes_by_id() {
     let reg = Registry::start();
     let tags_newest: Vec<Vec<String>> = vec![vec!["keep-me".into()], vec![]];
-    let api = GithubApi::start(Package { org: "acme".into(), name: "agent".into(), versions: 133_000, tags: tags_newest });
+    let api = GithubApi::start(Package { org: "acme".into(), name: "agent".into(), versions: 133_000, tags: tags_newest, digests: vec![] });
     let dir = spec_dir(&format!("{}/acme", reg.host), &reg.host, &["inst-1".to_owned()]);
     let d = dir.path();
     std::fs::write(d.join("split-build.yml"), std::fs::read_to_string(d.join("split-build.yml")).unwrap() + "keep: [\"keep-*\"]\n")
@@ -161,7 +161,13 @@ fn ghcr_prune_lists_133000_versions_and_deletes_by_id() {
 #[test]
 fn ghcr_prune_applies() {
     let reg = Registry::start();
-    let api = GithubApi::start(Package { org: "acme".into(), name: "agent".into(), versions: 250, tags: vec![vec!["keep-1".into()]] });
+    let api = GithubApi::start(Package {
+        org: "acme".into(),
+        name: "agent".into(),
+        versions: 250,
+        tags: vec![vec!["keep-1".into()]],
+        digests: vec![],
+    });
     let dir = spec_dir(&format!("{}/acme", reg.host), &reg.host, &["inst-1".to_owned()]);
     let d = dir.path();
     std::fs::write(d.join("split-build.yml"), std::fs::read_to_string(d.join("split-build.yml")).unwrap() + "keep: [\"keep-*\"]\n")
@@ -187,4 +193,49 @@ fn ghcr_prune_applies() {
     let mut deleted = api.deleted.lock().unwrap().clone();
     deleted.sort();
     assert_eq!(deleted, (2..=250).collect::<Vec<u64>>(), "every version but the kept one, by id");
+}
+
+#[test]
+fn ghcr_prune_keeps_the_children_of_a_kept_index() {
+    docker();
+    let reg = Registry::start();
+    import_and_push(&busybox_rootfs_tar(&[]), &format!("{}/staging/x:1", reg.host));
+    // The index lives in the registry (where prune reads manifests); GitHub lists it and its
+    // two untagged children as package versions, newest first, then 20 old ones.
+    let (index, children) = make_two_platform_index(&reg.host, "staging/x:1", "acme/agent:keep-index");
+    let api = GithubApi::start(Package {
+        org: "acme".into(),
+        name: "agent".into(),
+        versions: 23,
+        tags: vec![vec!["keep-index".into()], vec![], vec![]],
+        digests: vec![index, children[0].clone(), children[1].clone()],
+    });
+    let dir = spec_dir(&format!("{}/acme", reg.host), &reg.host, &["inst-1".to_owned()]);
+    let d = dir.path();
+    std::fs::write(d.join("split-build.yml"), std::fs::read_to_string(d.join("split-build.yml")).unwrap() + "keep: [\"keep-*\"]\n")
+        .unwrap();
+    let out = split_build(
+        d,
+        &[
+            "prune",
+            "--source",
+            "ghcr",
+            "--github-api",
+            &api.url,
+            "--registry-password",
+            TOKEN,
+            "--grace",
+            "0s",
+            "--apply",
+            "--report",
+            "r.json",
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut deleted = api.deleted.lock().unwrap().clone();
+    deleted.sort();
+    assert_eq!(deleted, (4..=23).collect::<Vec<u64>>(), "the index (id 1) and its children (ids 2, 3) stay");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(d.join("r.json")).unwrap()).unwrap();
+    let kept_children = report["manifests"].as_array().unwrap().iter().filter(|m| m["reason"]["rule"] == "child-of-kept").count();
+    assert_eq!(kept_children, 2);
 }

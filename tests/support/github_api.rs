@@ -38,6 +38,8 @@ pub struct Package {
     pub versions: u64,
     /// Tags for the first (newest) versions.
     pub tags: Vec<Vec<String>>,
+    /// Digests for the first (newest) versions, instead of sha256(i).
+    pub digests: Vec<String>,
 }
 
 impl GithubApi {
@@ -118,7 +120,7 @@ async fn serve(
                         let id = i + 1;
                         format!(
                             r#"{{"id":{id},"name":"{}","url":"{url}/orgs/{o}/packages/container/{n}/versions/{id}","package_html_url":"https://github.com/orgs/{o}/packages/container/package/{n}","created_at":"{c}","updated_at":"{c}","html_url":"https://github.com/orgs/{o}/packages/container/{n}/{id}","metadata":{{"package_type":"container","container":{{"tags":[{tags}]}}}}}}"#,
-                            digest(i),
+                            p.digests.get(i as usize).cloned().unwrap_or_else(|| digest(i)),
                             o = p.org,
                             n = p.name,
                             c = created(i)

@@ -233,3 +233,45 @@ pub fn import_and_push(rootfs: &[u8], tag: &str) {
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_split-build"))
 }
+
+/// Turns the single-platform image `staging` into an index under `target` with an amd64
+/// and an arm64 child (same layers; the arm64 config says arm64).
+pub fn make_two_platform_index(host: &str, staging: &str, target: &str) -> (String, Vec<String>) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+        const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+        let client = split_build::adapters::registry::Registry::new(split_build::adapters::credentials::Credentials::default(), &[], 8).unwrap();
+        let s = split_build::adapters::registry::Stats::default();
+        let src: split_build::core::image_ref::ImageRef = format!("{host}/{staging}").parse().unwrap();
+        let dst: split_build::core::image_ref::ImageRef = format!("{host}/{target}").parse().unwrap();
+        let m = client.get_manifest(&src, &s).await.unwrap().unwrap();
+        let manifest: serde_json::Value = serde_json::from_slice(&m.bytes).unwrap();
+        let config_digest = manifest["config"]["digest"].as_str().unwrap().parse().unwrap();
+        let config: serde_json::Value = serde_json::from_slice(&client.get_blob(host, &src.repository, &config_digest, &s).await.unwrap()).unwrap();
+        for l in manifest["layers"].as_array().unwrap() {
+            client.mount_blob(host, &src.repository, &dst.repository, &l["digest"].as_str().unwrap().parse().unwrap(), &s).await.unwrap();
+        }
+        let mut children = Vec::new();
+        for arch in ["amd64", "arm64"] {
+            let mut c = config.clone();
+            c["architecture"] = serde_json::json!(arch);
+            let bytes = bytes::Bytes::from(serde_json::to_vec(&c).unwrap());
+            let len = bytes.len();
+            let digest = client.upload_blob(host, &dst.repository, bytes, &s).await.unwrap();
+            let mut child = manifest.clone();
+            child["config"]["digest"] = serde_json::json!(digest.to_string());
+            child["config"]["size"] = serde_json::json!(len);
+            let child = bytes::Bytes::from(serde_json::to_vec(&child).unwrap());
+            let size = child.len();
+            let d = split_build::core::image_ref::Digest::sha256_of(&child);
+            client.put_manifest(&dst, &d.to_string(), DOCKER_MANIFEST, child, &s).await.unwrap();
+            children.push(serde_json::json!({"mediaType": DOCKER_MANIFEST, "digest": d.to_string(), "size": size, "platform": {"architecture": arch, "os": "linux"}}));
+        }
+        let child_digests: Vec<String> = children.iter().map(|c| c["digest"].as_str().unwrap().to_owned()).collect();
+        let index = serde_json::json!({"schemaVersion": 2, "mediaType": DOCKER_LIST, "manifests": children});
+        let tag = dst.tag.as_ref().unwrap().to_string();
+        let d = client.put_manifest(&dst, &tag, DOCKER_LIST, bytes::Bytes::from(serde_json::to_vec(&index).unwrap()), &s).await.unwrap();
+        (d.to_string(), child_digests)
+    })
+}
