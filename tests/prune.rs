@@ -168,30 +168,7 @@ fn ghcr_prune_applies() {
         tags: vec![vec!["keep-1".into()]],
         digests: vec![],
     });
-    let dir = spec_dir(&format!("{}/acme", reg.host), &reg.host, &["inst-1".to_owned()]);
-    let d = dir.path();
-    std::fs::write(d.join("split-build.yml"), std::fs::read_to_string(d.join("split-build.yml")).unwrap() + "keep: [\"keep-*\"]\n")
-        .unwrap();
-    let out = split_build(
-        d,
-        &[
-            "prune",
-            "--source",
-            "ghcr",
-            "--github-api",
-            &api.url,
-            "--registry-password",
-            TOKEN,
-            "--grace",
-            "0s",
-            "--apply",
-            "--report",
-            "r.json",
-        ],
-    );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mut deleted = api.deleted.lock().unwrap().clone();
-    deleted.sort();
+    let (_dir, deleted) = apply_ghcr(&reg, &api);
     assert_eq!(deleted, (2..=250).collect::<Vec<u64>>(), "every version but the kept one, by id");
 }
 
@@ -210,32 +187,38 @@ fn ghcr_prune_keeps_the_children_of_a_kept_index() {
         tags: vec![vec!["keep-index".into()], vec![], vec![]],
         digests: vec![index, children[0].clone(), children[1].clone()],
     });
-    let dir = spec_dir(&format!("{}/acme", reg.host), &reg.host, &["inst-1".to_owned()]);
+    let (dir, deleted) = apply_ghcr(&reg, &api);
     let d = dir.path();
-    std::fs::write(d.join("split-build.yml"), std::fs::read_to_string(d.join("split-build.yml")).unwrap() + "keep: [\"keep-*\"]\n")
-        .unwrap();
-    let out = split_build(
-        d,
-        &[
-            "prune",
-            "--source",
-            "ghcr",
-            "--github-api",
-            &api.url,
-            "--registry-password",
-            TOKEN,
-            "--grace",
-            "0s",
-            "--apply",
-            "--report",
-            "r.json",
-        ],
-    );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mut deleted = api.deleted.lock().unwrap().clone();
-    deleted.sort();
     assert_eq!(deleted, (4..=23).collect::<Vec<u64>>(), "the index (id 1) and its children (ids 2, 3) stay");
     let report: Value = serde_json::from_str(&std::fs::read_to_string(d.join("r.json")).unwrap()).unwrap();
     let kept_children = report["manifests"].as_array().unwrap().iter().filter(|m| m["reason"]["rule"] == "child-of-kept").count();
     assert_eq!(kept_children, 2);
+}
+
+/// A spec for `{reg}/acme` that keeps `keep-*` tags, pruned with --apply against the fake
+/// GitHub API: the spec's directory and the version ids deleted, sorted.
+fn apply_ghcr(reg: &Registry, api: &GithubApi) -> (tempfile::TempDir, Vec<u64>) {
+    let dir = spec_dir(&format!("{}/acme", reg.host), &reg.host, &["inst-1".to_owned()]);
+    let d = dir.path();
+    std::fs::write(d.join("split-build.yml"), std::fs::read_to_string(d.join("split-build.yml")).unwrap() + "keep: [\"keep-*\"]\n")
+        .unwrap();
+    let args = [
+        "prune",
+        "--source",
+        "ghcr",
+        "--github-api",
+        &api.url,
+        "--registry-password",
+        TOKEN,
+        "--grace",
+        "0s",
+        "--apply",
+        "--report",
+        "r.json",
+    ];
+    let out = split_build(d, &args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut deleted = api.deleted.lock().unwrap().clone();
+    deleted.sort();
+    (dir, deleted)
 }
