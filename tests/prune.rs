@@ -21,7 +21,8 @@ fn spec_dir(registry: &str, upstream: &str, instances: &[String]) -> tempfile::T
     let d = dir.path();
     std::fs::create_dir_all(d.join("agent")).unwrap();
     std::fs::write(d.join("agent/run.sh"), "echo agent\n").unwrap();
-    std::fs::write(d.join("agent/Dockerfile"), "FROM scratch AS payload\nARG V\nCOPY run.sh /agent/run.sh\n").unwrap();
+    std::fs::write(d.join("agent/Dockerfile"), "FROM scratch AS payload\nCOPY run.sh version.txt /agent/\n").unwrap();
+    std::fs::write(d.join("agent/version.txt"), "0").unwrap();
     std::fs::create_dir_all(d.join("base")).unwrap();
     std::fs::write(d.join("base/Dockerfile"), "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n").unwrap();
     let spec = format!(
@@ -53,6 +54,9 @@ fn registry_prune_keeps_the_plan_and_the_newest_version() {
     let dir = spec_dir(&format!("{}/ns", reg.host), &reg.host, &instances);
     let d = dir.path();
     for v in ["v1", "v2", "v3"] {
+        // Each version's payload differs, as a real agent commit's would: BuildKit gives
+        // identical content an identical digest, and one digest cannot be pruned by tag.
+        std::fs::write(d.join("agent/version.txt"), v).unwrap();
         let out = split_build(d, &["run", "--builder-version", v]);
         assert!(out.status.success(), "run {v}: {}", String::from_utf8_lossy(&out.stderr));
         // Builder versions are ordered by their images' creation time.
