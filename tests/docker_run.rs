@@ -37,7 +37,8 @@ fn spec_dir(reg: &Registry, bad: &str, method: &str) -> tempfile::TempDir {
 
 fn write_base_dockerfile(d: &Path, bad: &str) {
     std::fs::create_dir_all(d.join("base")).unwrap();
-    let check = if bad.is_empty() { String::new() } else { format!("RUN test \"$INSTANCE\" != \"{bad}\"\n") };
+    let check =
+        if bad.is_empty() { String::new() } else { format!("RUN echo \"checking $INSTANCE\" && test \"$INSTANCE\" != \"{bad}\"\n") };
     std::fs::write(
         d.join("base/Dockerfile"),
         format!("ARG BASE_IMAGE\nFROM ${{BASE_IMAGE}}\nARG INSTANCE\n{check}RUN echo \"base of $INSTANCE\" > /base.txt\n"),
@@ -82,6 +83,7 @@ fn run_end_to_end_isolates_a_failing_base_and_a_rerun_builds_nothing() {
     assert_eq!(failure["instance"], "repo__proj-7");
     let why = failure["error"].as_str().unwrap();
     assert!(why.contains("exit code: 1") || why.contains("returned a non-zero code"), "the failing step's message: {failure}");
+    assert!(why.contains("checking repo__proj-7"), "the failing step's output comes with it: {failure}");
     assert_eq!(count(&r1, "agents", "assembled"), 18);
     let summary = std::fs::read_to_string(d.join("s1.md")).unwrap();
     assert!(summary.contains("### Failures (1)") && summary.contains("repo__proj-7"), "{summary}");
@@ -165,9 +167,20 @@ fn build_by_stage_and_the_dockerfile_method() {
     upstreams(&reg);
     let dir = spec_dir(&reg, "", "dockerfile");
     let d = dir.path();
-    let out = split_build(d, &["build", "--stage", "builder", "--report", "b.json"]);
+    // In Actions the build log is folded into one group per image.
+    let out = bin()
+        .current_dir(d)
+        .args(["build", "--stage", "builder", "--report", "b.json"])
+        .env("GITHUB_ACTIONS", "true")
+        .env_remove("GITHUB_OUTPUT")
+        .env_remove("GITHUB_STEP_SUMMARY")
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(count(&report(d, "b.json"), "builder", "built"), 1);
+    let log = String::from_utf8_lossy(&out.stdout);
+    let group = log.split("::group::built ").nth(1).and_then(|g| g.split("::endgroup::").next()).unwrap_or_default();
+    assert!(group.contains("e2e/builder:") && group.contains("COPY run.sh /agent/run.sh"), "the builder's log, grouped: {log}");
     let out = split_build(d, &["build", "--stage", "builder", "--report", "b2.json"]);
     assert!(out.status.success());
     assert_eq!(count(&report(d, "b2.json"), "builder", "hit"), 1, "a hit is skipped");

@@ -41,6 +41,8 @@ pub struct BuildRequest {
     pub tag: String,
     /// Export inline cache metadata (BuildKit; `cache.mode` min or max).
     pub inline_cache: bool,
+    /// The platform to build for (`os/arch[/variant]`); `None`: the daemon's own.
+    pub platform: Option<String>,
 }
 
 const UNKNOWN: u8 = 0;
@@ -133,6 +135,9 @@ impl DockerEngine {
         if let Some(t) = &req.target {
             options = options.target(t);
         }
+        if let Some(p) = &req.platform {
+            options = options.platform(p);
+        }
         if !req.cache_from.is_empty() {
             options = options.cachefrom(&req.cache_from);
         }
@@ -145,28 +150,55 @@ impl DockerEngine {
             }
         }
         let mut stream = self.docker.build_image(options.build(), Some(creds), Some(bollard::body_full(tar.into())));
-        let mut log: Vec<String> = Vec::new();
+        let mut log = BuildLog::default();
+        let terminal = progress_terminal();
+        let short = short_name(&req.tag);
+        let mut failure: Option<String> = None;
         while let Some(item) = stream.next().await {
+            let before = log.lines.len();
             match item {
                 Ok(info) => {
                     if let Some(detail) = info.error_detail.and_then(|d| d.message) {
-                        bail!("{}{}", detail.trim(), tail(&log));
+                        failure = Some(detail.trim().to_owned());
                     }
                     if let Some(line) = info.stream {
-                        let line = line.trim_end();
-                        if !line.is_empty() {
-                            if actions.enabled {
-                                println!("{line}");
-                            } else {
-                                tracing::debug!("{line}");
-                            }
-                            log.push(line.to_owned());
-                        }
+                        log.push_text("", &line);
+                    }
+                    if let Some(bollard::models::BuildInfoAux::BuildKit(status)) = info.aux {
+                        log.on_status(&status);
                     }
                 }
-                Err(bollard::errors::Error::DockerStreamError { error }) => bail!("{}{}", error.trim(), tail(&log)),
-                Err(e) => bail!("{}{}", e, tail(&log)),
+                Err(bollard::errors::Error::DockerStreamError { error }) => failure = Some(error.trim().to_owned()),
+                Err(e) => failure = Some(e.to_string()),
             }
+            for line in &log.lines[before..] {
+                tracing::debug!("{short}: {line}");
+            }
+            if terminal && let Some(last) = log.lines[before..].last() {
+                // One redrawn line: the newest step of whichever build spoke last.
+                let line: String = format!("{short}: {last}").chars().take(110).collect();
+                eprint!("\r\x1b[2K{line}");
+            }
+            if failure.is_some() {
+                break;
+            }
+        }
+        if terminal {
+            eprint!("\r\x1b[2K");
+        }
+        if actions.enabled {
+            // Builds run in parallel: each one's log goes out whole, folded, when it ends.
+            let mut out = format!("::group::{} {}\n", if failure.is_some() { "failed" } else { "built" }, req.tag);
+            for line in &log.lines {
+                out.push_str(line);
+                out.push('\n');
+            }
+            out.push_str("::endgroup::\n");
+            use std::io::Write as _;
+            let _ = std::io::stdout().lock().write_all(out.as_bytes());
+        }
+        if let Some(message) = failure {
+            bail!("{message}{}", tail(&log.lines));
         }
         if buildkit {
             // A BuildKit build that produced no image did not really happen.
@@ -230,6 +262,62 @@ fn is_build_failure(message: &str) -> bool {
         .any(|m| message.contains(m))
 }
 
+/// Whether build steps get a redrawn line on stderr (a terminal, outside Actions).
+fn progress_terminal() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal() && std::env::var_os("GITHUB_ACTIONS").is_none()
+}
+
+/// The repository's last path segment and the tag: enough to tell parallel builds apart.
+fn short_name(image: &str) -> &str {
+    image.rsplit('/').next().unwrap_or(image)
+}
+
+/// A build's log as readable lines, from the classic builder's `stream` text and from
+/// BuildKit's status messages alike (numbered steps as `docker buildx` prints them: `#3 RUN
+/// ...`, `#3 CACHED`, `#3 <output>`, `#3 ERROR: ...`).
+#[derive(Debug, Default)]
+pub struct BuildLog {
+    /// Every line so far.
+    pub lines: Vec<String>,
+    steps: HashMap<String, usize>,
+    announced: std::collections::HashSet<(usize, u8)>,
+}
+
+impl BuildLog {
+    fn step(&mut self, digest: &str) -> usize {
+        let next = self.steps.len() + 1;
+        *self.steps.entry(digest.to_owned()).or_insert(next)
+    }
+
+    /// Adds text (possibly several lines) under the step's prefix.
+    pub fn push_text(&mut self, prefix: &str, text: &str) {
+        for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
+            self.lines.push(format!("{prefix}{line}"));
+        }
+    }
+
+    /// Takes in one BuildKit status message.
+    pub fn on_status(&mut self, status: &bollard::moby::buildkit::v1::StatusResponse) {
+        for v in &status.vertexes {
+            let n = self.step(&v.digest);
+            if v.started.is_some() && self.announced.insert((n, 0)) {
+                self.lines.push(format!("#{n} {}", v.name));
+            }
+            if v.cached && self.announced.insert((n, 1)) {
+                self.lines.push(format!("#{n} CACHED"));
+            }
+            if !v.error.is_empty() && self.announced.insert((n, 2)) {
+                self.lines.push(format!("#{n} ERROR: {}", v.error));
+            }
+        }
+        for l in &status.logs {
+            let n = self.step(&l.vertex);
+            self.push_text(&format!("#{n} "), &String::from_utf8_lossy(&l.msg));
+        }
+    }
+}
+
 fn split_tag(image: &str) -> anyhow::Result<(&str, &str)> {
     let slash = image.rfind('/').unwrap_or(0);
     match image[slash..].rfind(':') {
@@ -238,12 +326,14 @@ fn split_tag(image: &str) -> anyhow::Result<(&str, &str)> {
     }
 }
 
+/// The last output lines before a failure (BuildKit's own `ERROR:` lines repeat the message).
 fn tail(log: &[String]) -> String {
-    if log.is_empty() {
+    let lines: Vec<&str> = log.iter().map(String::as_str).filter(|l| !l.contains(" ERROR: ")).collect();
+    if lines.is_empty() {
         return String::new();
     }
-    let start = log.len().saturating_sub(5);
-    format!(" (last build output: {})", log[start..].join(" | "))
+    let start = lines.len().saturating_sub(5);
+    format!(" (last build output: {})", lines[start..].join(" | "))
 }
 
 /// The `.dockerignore` patterns of a context: matched paths are left out, `!` patterns
@@ -373,6 +463,41 @@ mod tests {
         assert!(is_build_failure("failed to solve with frontend dockerfile.v0: 127.0.0.1:5000/x:1: not found"));
         assert!(!is_build_failure("error during connect: session not supported"));
         assert!(!is_build_failure("buildkit not supported by daemon"));
+    }
+
+    #[test]
+    fn buildkit_status_becomes_numbered_steps_and_the_tail_keeps_the_output() {
+        use bollard::moby::buildkit::v1::{StatusResponse, Vertex, VertexLog};
+        let vertex = |d: &str, name: &str, cached: bool, error: &str| Vertex {
+            digest: d.into(),
+            name: name.into(),
+            cached,
+            started: Some(Default::default()),
+            error: error.into(),
+            ..Default::default()
+        };
+        let mut log = BuildLog::default();
+        log.on_status(&StatusResponse { vertexes: vec![vertex("a", "[1/2] FROM base", true, "")], ..Default::default() });
+        // The same vertex again (BuildKit repeats vertexes as they progress) adds nothing.
+        log.on_status(&StatusResponse { vertexes: vec![vertex("a", "[1/2] FROM base", true, "")], ..Default::default() });
+        log.on_status(&StatusResponse {
+            vertexes: vec![vertex("b", "[2/2] RUN test x != x", false, "")],
+            logs: vec![VertexLog { vertex: "b".into(), msg: b"checking x\nstill x\n".to_vec(), ..Default::default() }],
+            ..Default::default()
+        });
+        log.on_status(&StatusResponse {
+            vertexes: vec![vertex("b", "[2/2] RUN test x != x", false, "exit code: 1")],
+            ..Default::default()
+        });
+        assert_eq!(
+            log.lines,
+            ["#1 [1/2] FROM base", "#1 CACHED", "#2 [2/2] RUN test x != x", "#2 checking x", "#2 still x", "#2 ERROR: exit code: 1"]
+        );
+        assert_eq!(
+            tail(&log.lines),
+            " (last build output: #1 [1/2] FROM base | #1 CACHED | #2 [2/2] RUN test x != x | #2 checking x | #2 still x)"
+        );
+        assert_eq!(short_name("127.0.0.1:5000/e2e/base:one-abc"), "base:one-abc");
     }
 
     #[test]

@@ -74,15 +74,27 @@ pub async fn run(args: AssembleArgs, actions: &ActionsEnv) -> anyhow::Result<Don
     actions.end_group();
     let plan = plan?;
 
-    actions.group("split-build assemble: writing agent images");
     let records = match method {
-        Method::Append => assemble_append(&client, &prepared, &plan, items.as_ref(), platform.as_ref(), concurrency).await,
-        Method::Dockerfile => match crate::commands::build::engine(&args.registry).await {
-            Ok(engine) => Ok(crate::commands::build::assemble_with_daemon(&engine, &prepared, &plan, items.as_ref(), 2, actions).await),
-            Err(e) => Err(e),
-        },
+        Method::Append => {
+            actions.group("split-build assemble: writing agent images");
+            let records = assemble_append(&client, &prepared, &plan, items.as_ref(), platform.as_ref(), concurrency).await;
+            actions.end_group();
+            records
+        }
+        // Each daemon build folds its own log into a group.
+        Method::Dockerfile => {
+            crate::commands::assemble_dockerfile::assemble_dockerfile(
+                &prepared,
+                &plan,
+                items.as_ref(),
+                platform.as_ref(),
+                &args.registry,
+                2,
+                actions,
+            )
+            .await
+        }
     };
-    actions.end_group();
     let records = records?;
 
     let report = Report { command: "assemble".into(), seconds: started.elapsed().as_secs_f64(), images: records };

@@ -1,5 +1,5 @@
 //! `build`: the builder (once per version) and the bases (a shard of instances) built
-//! through the Docker daemon and pushed; plus the `dockerfile` method of `assemble`.
+//! through the Docker daemon and pushed.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use crate::cli::{BuildArgs, Stage};
 use crate::commands::assemble::{parse_items, parse_platform};
 use crate::commands::observe;
 use crate::commands::plan::{Prepared, emit_summary, make_plan_with, prepare, write_report};
-use crate::core::image_config::{BASE_NAME, BUILDER};
+use crate::core::image_config::BASE_NAME;
 use crate::core::plan::{Plan, Status, latest_tag};
 use crate::core::platform::Platform;
 use crate::core::report::{ImageRecord, Outcome, Report};
@@ -130,9 +130,7 @@ pub async fn build_builder(engine: &DockerEngine, prepared: &Prepared, plan: &Pl
         return vec![ImageRecord::new("builder", &image, &platform, Outcome::Hit).of(None, None)];
     }
     let t = Instant::now();
-    actions.group(&format!("building the builder {image}"));
-    let result = build_builder_once(engine, prepared, &image, &platforms).await;
-    actions.end_group();
+    let result = build_builder_once(engine, prepared, &image, &platforms, actions).await;
     let r = match result {
         Ok(()) => ImageRecord::new("builder", &image, &platform, Outcome::Built).of(None, None).took(t.elapsed().as_secs_f64(), None),
         Err(e) => ImageRecord::new("builder", &image, &platform, Outcome::Failed)
@@ -143,19 +141,26 @@ pub async fn build_builder(engine: &DockerEngine, prepared: &Prepared, plan: &Pl
     vec![r]
 }
 
-async fn check_native(engine: &DockerEngine, platforms: &[String]) -> anyhow::Result<()> {
-    let native = engine.native_platform().await?;
+/// Whether a daemon of platform `native` builds `platforms` (only its own, and only one:
+/// a multi-platform image needs one daemon per platform, each in its own matrix job).
+fn check_native(native: &str, platforms: &[String]) -> anyhow::Result<()> {
     match platforms {
         [one] if *one == native || one.starts_with(&format!("{native}/")) => Ok(()),
         _ => anyhow::bail!(
-            "this daemon builds {native} images with the legacy builder; {} needs a daemon of that platform per matrix job (run each platform's job on its own runner)",
+            "this daemon builds {native} images; {} needs a daemon of that platform per matrix job (run each platform's job on its own runner)",
             platforms.join(", ")
         ),
     }
 }
 
-async fn build_builder_once(engine: &DockerEngine, prepared: &Prepared, image: &str, platforms: &[String]) -> anyhow::Result<()> {
-    check_native(engine, platforms).await?;
+async fn build_builder_once(
+    engine: &DockerEngine,
+    prepared: &Prepared,
+    image: &str,
+    platforms: &[String],
+    actions: &ActionsEnv,
+) -> anyhow::Result<()> {
+    check_native(&engine.native_platform().await?, platforms)?;
     let b = &prepared.spec.builder;
     let dockerfile = std::fs::read_to_string(&b.dockerfile).with_context(|| format!("reading `{}`", b.dockerfile.display()))?;
     let req = BuildRequest {
@@ -167,8 +172,9 @@ async fn build_builder_once(engine: &DockerEngine, prepared: &Prepared, image: &
         cache_from: vec![],
         tag: image.to_owned(),
         inline_cache: prepared.spec.cache != crate::core::spec::CacheMode::Off,
+        platform: platforms.first().cloned(),
     };
-    engine.build(&req, &ActionsEnv::default()).await?;
+    engine.build(&req, actions).await?;
     engine.push(image).await
 }
 
@@ -204,12 +210,12 @@ pub async fn build_bases(
             return records;
         }
     };
-    let native_ok = check_native(engine, &[plan.builder.platforms.iter().map(ToString::to_string).next().unwrap_or_default()]).await;
+    let native = engine.native_platform().await.map_err(|e| format!("{e:#}"));
     let made: Vec<ImageRecord> = stream::iter(todo)
         .map(|b| {
             let dockerfile = dockerfile.clone();
             let progress = progress.clone();
-            let native_ok = native_ok.as_ref().map_err(|e| format!("{e:#}")).cloned();
+            let native_ok = native.clone().and_then(|n| check_native(&n, &[b.platform.to_string()]).map_err(|e| format!("{e:#}")));
             async move {
                 let t = Instant::now();
                 let image = b.image.to_string();
@@ -256,160 +262,11 @@ async fn build_base(
         cache_from: b.cache_from.iter().map(ToString::to_string).collect(),
         tag: image.clone(),
         inline_cache: prepared.spec.cache != crate::core::spec::CacheMode::Off,
+        platform: Some(b.platform.to_string()),
     };
     engine.build(&req, actions).await?;
     engine.push(&image).await?;
     let latest = b.image.with_tag(latest_tag(&b.instance)).to_string();
     engine.tag(&image, &latest).await?;
     engine.push(&latest).await
-}
-
-/// `assemble --method dockerfile`: each missing agent built through the daemon from a
-/// generated Dockerfile (`FROM base`, `COPY --from=<builder> / /`, the variant's settings)
-/// and pushed. For users who need `RUN` steps on top of the base.
-pub async fn assemble_with_daemon(
-    engine: &DockerEngine,
-    prepared: &Prepared,
-    plan: &Plan,
-    items: Option<&BTreeSet<String>>,
-    parallel: usize,
-    actions: &ActionsEnv,
-) -> Vec<ImageRecord> {
-    let variants: HashMap<&str, &crate::core::spec::Variant> = prepared.spec.agents.variants.iter().map(|v| (v.name.as_str(), v)).collect();
-    let mut seen = BTreeSet::new();
-    let wanted: Vec<&crate::core::plan::AgentPlan> =
-        plan.agents.iter().filter(|a| items.is_none_or(|s| s.contains(&a.instance)) && seen.insert(a.image.to_string())).collect();
-    let mut records: Vec<ImageRecord> = wanted
-        .iter()
-        .filter(|a| a.status == Status::Hit)
-        .map(|a| {
-            ImageRecord::new("agents", &a.image.to_string(), &a.platform.to_string(), Outcome::Hit).of(Some(&a.instance), Some(&a.variant))
-        })
-        .collect();
-    let todo: Vec<&&crate::core::plan::AgentPlan> = wanted.iter().filter(|a| a.status != Status::Hit).collect();
-    let progress = Progress::new(todo.len());
-    let builder = plan.builder.image.to_string();
-    let made: Vec<ImageRecord> = stream::iter(todo)
-        .map(|a| {
-            let progress = progress.clone();
-            let builder = builder.clone();
-            let variant = variants.get(a.variant.as_str()).copied();
-            async move {
-                let t = Instant::now();
-                let image = a.image.to_string();
-                let result = match variant {
-                    None => Err(anyhow::anyhow!("variant `{}` is not in the spec", a.variant)),
-                    Some(v) => {
-                        let dockerfile = thin_dockerfile(&a.base.to_string(), &builder, v);
-                        let empty = tempfile_dir();
-                        match empty {
-                            Err(e) => Err(e),
-                            Ok(dir) => {
-                                let req = BuildRequest {
-                                    context: dir.path().to_path_buf(),
-                                    dockerfile,
-                                    tag: image.clone(),
-                                    ..BuildRequest::default()
-                                };
-                                match engine.build(&req, actions).await {
-                                    Ok(()) => engine.push(&image).await,
-                                    Err(e) => Err(e),
-                                }
-                            }
-                        }
-                    }
-                };
-                let (status, error) = match result {
-                    Ok(()) => (Outcome::Assembled, None),
-                    Err(e) => (Outcome::Failed, Some(format!("{e:#}"))),
-                };
-                let r = ImageRecord::new("agents", &image, &a.platform.to_string(), status)
-                    .of(Some(&a.instance), Some(&a.variant))
-                    .took(t.elapsed().as_secs_f64(), error);
-                progress.finished(&r);
-                r
-            }
-        })
-        .buffer_unordered(parallel.max(1))
-        .collect()
-        .await;
-    records.extend(made);
-    records.sort_by(|a, b| a.image.cmp(&b.image));
-    records
-}
-
-/// An empty build context.
-fn tempfile_dir() -> anyhow::Result<EmptyDir> {
-    let path = std::env::temp_dir().join(format!("split-build-ctx-{}-{}", std::process::id(), rand::random::<u64>()));
-    std::fs::create_dir_all(&path).with_context(|| format!("creating `{}`", path.display()))?;
-    Ok(EmptyDir(path))
-}
-
-/// A directory removed on drop.
-struct EmptyDir(std::path::PathBuf);
-
-impl EmptyDir {
-    fn path(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for EmptyDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The Dockerfile of the `dockerfile` method (pure).
-pub fn thin_dockerfile(base: &str, builder: &str, v: &crate::core::spec::Variant) -> String {
-    let q = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| format!("\"{s}\""));
-    let mut out = format!("FROM {base}\nCOPY --from={builder} / /\n");
-    for (k, val) in &v.env {
-        out.push_str(&format!("ENV {k}={}\n", q(val)));
-    }
-    let mut labels: Vec<(String, String)> = v.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    labels.push((BASE_NAME.into(), base.into()));
-    labels.push((BUILDER.into(), builder.into()));
-    for (k, val) in labels {
-        out.push_str(&format!("LABEL {}={}\n", q(&k), q(&val)));
-    }
-    if let Some(w) = &v.workdir {
-        out.push_str(&format!("WORKDIR {w}\n"));
-    }
-    if let Some(ep) = &v.entrypoint {
-        out.push_str(&format!("ENTRYPOINT {}\n", serde_json::to_string(ep).unwrap_or_default()));
-    }
-    if let Some(cmd) = &v.cmd {
-        out.push_str(&format!("CMD {}\n", serde_json::to_string(cmd).unwrap_or_default()));
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::BTreeMap;
-
-    #[test]
-    fn thin_dockerfile_spells_the_variant() {
-        let v = crate::core::spec::Variant {
-            name: "x".into(),
-            entrypoint: Some(vec!["/a b".into()]),
-            cmd: Some(vec!["c".into()]),
-            env: BTreeMap::from([("K".into(), "v w".into())]),
-            labels: BTreeMap::new(),
-            workdir: Some("/w".into()),
-        };
-        let d = thin_dockerfile("r/base:1", "r/builder:2", &v);
-        insta::assert_snapshot!(d, @r#"
-        FROM r/base:1
-        COPY --from=r/builder:2 / /
-        ENV K="v w"
-        LABEL "org.opencontainers.image.base.name"="r/base:1"
-        LABEL "dev.split-build.builder"="r/builder:2"
-        WORKDIR /w
-        ENTRYPOINT ["/a b"]
-        CMD ["c"]
-        "#);
-    }
 }

@@ -2,6 +2,7 @@
 //! the adapters. No decisions of their own beyond sequencing.
 
 pub mod assemble;
+pub mod assemble_dockerfile;
 pub mod build;
 pub mod observe;
 pub mod plan;

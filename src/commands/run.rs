@@ -8,7 +8,8 @@ use crate::adapters::actions_env::ActionsEnv;
 use crate::app::Done;
 use crate::cli::RunArgs;
 use crate::commands::assemble::assemble_append;
-use crate::commands::build::{assemble_with_daemon, build_bases, build_builder, engine, finish};
+use crate::commands::assemble_dockerfile::assemble_with_daemon;
+use crate::commands::build::{build_bases, build_builder, engine, finish};
 use crate::commands::observe;
 use crate::commands::plan::{log_counts, make_plan_with, prepare};
 use crate::core::report::{ImageRecord, Outcome};
@@ -47,7 +48,7 @@ pub async fn run(args: RunArgs, actions: &ActionsEnv) -> anyhow::Result<Done> {
             Method::Append => assemble_append(&client, &prepared, &plan, Some(&ready), None, concurrency).await?,
             Method::Dockerfile => {
                 let engine = engine(&args.registry).await?;
-                assemble_with_daemon(&engine, &prepared, &plan, Some(&ready), parallel, actions).await
+                assemble_with_daemon(&engine, &prepared, &plan, Some(&ready), None, parallel, actions).await
             }
         };
         records.extend(agents);
