@@ -19,6 +19,9 @@ use crate::adapters::actions_env::ActionsEnv;
 use crate::adapters::credentials::Credentials;
 use crate::core::image_ref::ImageRef;
 
+/// How often a build that prints nothing says in Actions that it is still going.
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Where the Dockerfile goes inside the context tar (so one outside the context works too).
 const DOCKERFILE_IN_TAR: &str = ".split-build.Dockerfile";
 
@@ -41,7 +44,7 @@ pub struct BuildRequest {
     pub tag: String,
     /// Export inline cache metadata (BuildKit; `cache.mode` min or max).
     pub inline_cache: bool,
-    /// The platform to build for (`os/arch[/variant]`); `None`: the daemon's own.
+    /// The platform to build for (`os/arch[/variant]`, BuildKit only); `None`: the daemon's own.
     pub platform: Option<String>,
 }
 
@@ -135,7 +138,8 @@ impl DockerEngine {
         if let Some(t) = &req.target {
             options = options.target(t);
         }
-        if let Some(p) = &req.platform {
+        // The classic builder builds the daemon's own platform only (checked by the caller).
+        if buildkit && let Some(p) = &req.platform {
             options = options.platform(p);
         }
         if !req.cache_from.is_empty() {
@@ -154,7 +158,23 @@ impl DockerEngine {
         let terminal = progress_terminal();
         let short = short_name(&req.tag);
         let mut failure: Option<String> = None;
-        while let Some(item) = stream.next().await {
+        let started = std::time::Instant::now();
+        loop {
+            let item = match tokio::time::timeout(HEARTBEAT, stream.next()).await {
+                Ok(Some(item)) => item,
+                Ok(None) => break,
+                Err(_) => {
+                    // The log of a build goes out when it ends; a long quiet step still says it lives.
+                    if actions.enabled {
+                        let step = log.lines.last().map(String::as_str).unwrap_or("starting");
+                        tracing::info!(
+                            "{short}: building for {}: {step}",
+                            crate::core::summary::human_secs(started.elapsed().as_secs_f64())
+                        );
+                    }
+                    continue;
+                }
+            };
             let before = log.lines.len();
             match item {
                 Ok(info) => {

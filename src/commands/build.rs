@@ -130,6 +130,7 @@ pub async fn build_builder(engine: &DockerEngine, prepared: &Prepared, plan: &Pl
         return vec![ImageRecord::new("builder", &image, &platform, Outcome::Hit).of(None, None)];
     }
     let t = Instant::now();
+    let progress = Progress::new(1);
     let result = build_builder_once(engine, prepared, &image, &platforms, actions).await;
     let r = match result {
         Ok(()) => ImageRecord::new("builder", &image, &platform, Outcome::Built).of(None, None).took(t.elapsed().as_secs_f64(), None),
@@ -137,7 +138,7 @@ pub async fn build_builder(engine: &DockerEngine, prepared: &Prepared, plan: &Pl
             .of(None, None)
             .took(t.elapsed().as_secs_f64(), Some(format!("{e:#}"))),
     };
-    Progress::new(1).finished(&r);
+    progress.finished(&r);
     vec![r]
 }
 
