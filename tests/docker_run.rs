@@ -210,3 +210,52 @@ fn plan_builder_tag(d: &Path) -> String {
     let plan: Value = serde_json::from_slice(&split_build(d, &["plan"]).stdout).unwrap();
     plan["builder"]["image"].as_str().unwrap().rsplit_once(':').unwrap().1.to_owned()
 }
+
+#[test]
+fn a_run_killed_halfway_is_finished_by_a_rerun() {
+    use std::io::BufRead as _;
+    docker();
+    let reg = Registry::start();
+    upstreams(&reg);
+    let dir = spec_dir(&reg, "", "append");
+    let d = dir.path();
+    // Slow the bases a little so the kill lands while some are still to be built.
+    std::fs::write(
+        d.join("base/Dockerfile"),
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nARG INSTANCE\nRUN sleep 1\nRUN echo \"base of $INSTANCE\" > /base.txt\n",
+    )
+    .unwrap();
+    let mut child = bin()
+        .current_dir(d)
+        .args(["run", "--parallel", "1"])
+        .env_remove("GITHUB_ACTIONS")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut bases_done = 0;
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        if line.contains("/e2e/base:") && line.contains(" built in ") {
+            bases_done += 1;
+            if bases_done == 3 {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(bases_done, 3, "the first run was killed after three bases");
+
+    let out = split_build(d, &["run", "--report", "r.json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = report(d, "r.json");
+    let (hit, built) = (count(&r, "bases", "hit"), count(&r, "bases", "built"));
+    assert!(hit >= 3 && hit + built == 10 && built > 0, "the rerun builds only what is missing: {hit} hits, {built} built");
+    assert_eq!(count(&r, "builder", "built") + count(&r, "builder", "hit"), 1);
+    assert_eq!(count(&r, "agents", "assembled") + count(&r, "agents", "hit"), 20);
+    let out = split_build(d, &["run", "--report", "r2.json"]);
+    assert!(out.status.success());
+    assert!(report(d, "r2.json")["images"].as_array().unwrap().iter().all(|i| i["status"] == "hit"));
+}
