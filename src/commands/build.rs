@@ -142,14 +142,17 @@ pub async fn build_builder(engine: &DockerEngine, prepared: &Prepared, plan: &Pl
     vec![r]
 }
 
-/// Whether a daemon of platform `native` builds `platforms` (only its own, and only one:
-/// a multi-platform image needs one daemon per platform, each in its own matrix job).
+/// Whether a daemon of platform `native` can make an image of `platforms`: only its own,
+/// and only one. (A multi-platform spec names indexes; a daemon pushes one platform per
+/// tag, so those images must come from elsewhere, e.g. `docker buildx`, for now.)
 fn check_native(native: &str, platforms: &[String]) -> anyhow::Result<()> {
     match platforms {
         [one] if *one == native || one.starts_with(&format!("{native}/")) => Ok(()),
+        [one] => anyhow::bail!("this daemon builds {native} images, not {one}: run this platform's matrix job on a {one} runner"),
         _ => anyhow::bail!(
-            "this daemon builds {native} images; {} needs a daemon of that platform per matrix job (run each platform's job on its own runner)",
-            platforms.join(", ")
+            "{} name one multi-platform index per tag, which daemon builds do not make yet (a daemon pushes one platform per tag): build these images with `docker buildx build --platform {}` and use `assemble`",
+            platforms.join(", "),
+            platforms.join(",")
         ),
     }
 }
@@ -216,7 +219,11 @@ pub async fn build_bases(
         .map(|b| {
             let dockerfile = dockerfile.clone();
             let progress = progress.clone();
-            let native_ok = native.clone().and_then(|n| check_native(&n, &[b.platform.to_string()]).map_err(|e| format!("{e:#}")));
+            let platforms: Vec<String> = plan.builder.platforms.iter().map(ToString::to_string).collect();
+            let native_ok = native.clone().and_then(|n| {
+                let wanted = if platforms.len() > 1 { platforms } else { vec![b.platform.to_string()] };
+                check_native(&n, &wanted).map_err(|e| format!("{e:#}"))
+            });
             async move {
                 let t = Instant::now();
                 let image = b.image.to_string();
@@ -270,4 +277,20 @@ async fn build_base(
     let latest = b.image.with_tag(latest_tag(&b.instance)).to_string();
     engine.tag(&image, &latest).await?;
     engine.push(&latest).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_native;
+
+    #[test]
+    fn a_daemon_builds_its_own_single_platform_only() {
+        let p = |s: &[&str]| s.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+        assert!(check_native("linux/amd64", &p(&["linux/amd64"])).is_ok());
+        assert!(check_native("linux/arm64", &p(&["linux/arm64/v8"])).is_ok());
+        let other = check_native("linux/amd64", &p(&["linux/arm64"])).unwrap_err().to_string();
+        assert!(other.contains("linux/arm64 runner"), "{other}");
+        let two = check_native("linux/amd64", &p(&["linux/amd64", "linux/arm64"])).unwrap_err().to_string();
+        assert!(two.contains("docker buildx build --platform linux/amd64,linux/arm64"), "{two}");
+    }
 }
