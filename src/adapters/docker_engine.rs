@@ -348,7 +348,12 @@ fn split_tag(image: &str) -> anyhow::Result<(&str, &str)> {
 
 /// The last output lines before a failure (BuildKit's own `ERROR:` lines repeat the message).
 fn tail(log: &[String]) -> String {
-    let lines: Vec<&str> = log.iter().map(String::as_str).filter(|l| !l.contains(" ERROR: ")).collect();
+    // Lines are cut short so that a reason stays one readable row of a summary table.
+    let lines: Vec<String> = log
+        .iter()
+        .filter(|l| !l.contains(" ERROR: "))
+        .map(|l| if l.chars().count() > 200 { format!("{}…", l.chars().take(200).collect::<String>()) } else { l.clone() })
+        .collect();
     if lines.is_empty() {
         return String::new();
     }
@@ -518,6 +523,7 @@ mod tests {
             " (last build output: #1 [1/2] FROM base | #1 CACHED | #2 [2/2] RUN test x != x | #2 checking x | #2 still x)"
         );
         assert_eq!(short_name("127.0.0.1:5000/e2e/base:one-abc"), "base:one-abc");
+        assert_eq!(tail(&["x".repeat(300)]).chars().count(), " (last build output: )".len() + 201);
     }
 
     #[test]
