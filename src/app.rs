@@ -1,36 +1,21 @@
 //! The one sequencer: arguments (or `INPUT_*`) in, a command run, an exit code out.
-//! Each command's steps live in `commands/`, named after it.
+//! Only `main` knows this module; each command's steps live in `commands/`, named after it.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser as _};
 
-use crate::adapters::actions_env::{ActionsEnv, argv_from_inputs, error_annotation};
+use crate::adapters::actions_env::{ActionsEnv, argv_from_inputs, error_annotation, escape_data};
 use crate::cli::{Cli, Command};
 use crate::commands;
 use crate::core::spec::SpecError;
-
-/// Input the user must fix (exit code 2), other than a spec error.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
-
-/// How a command ended without an error of its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Done {
-    /// Everything it was asked to do is done.
-    Ok,
-    /// It finished, but this many images failed (exit code 1).
-    Failed(usize),
-}
+use crate::outcome::{Done, exit_code};
 
 /// Runs the binary: returns its exit code (0 done, 1 some image failed or I/O failed,
 /// 2 unusable input).
 pub fn main() -> ExitCode {
     init_tracing();
-    // One TLS provider for every client (reqwest and octocrab are built without a default).
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let actions = ActionsEnv::from_env();
 
     let argv: Vec<String> = if std::env::args_os().len() <= 1 && actions.enabled {
@@ -61,29 +46,31 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli, &actions)) {
-        Ok(Done::Ok) => ExitCode::SUCCESS,
-        Ok(Done::Failed(n)) => {
-            eprintln!("error: {n} image(s) failed; the report lists each with its reason");
-            ExitCode::from(1)
-        }
-        Err(e) => exit_for_error(&e, &actions),
-    }
+    let result = runtime.block_on(dispatch(cli, &actions));
+    tell_the_end(&result, &actions);
+    ExitCode::from(exit_code(&result))
 }
 
-fn exit_for_error(e: &anyhow::Error, actions: &ActionsEnv) -> ExitCode {
-    if let Some(se) = e.downcast_ref::<SpecError>() {
-        if actions.enabled {
-            println!("{}", error_annotation(&se.site.file, se.site.line, se.site.column, &se.to_string()));
+/// Says how the command ended: a line for failed images, an error (and in Actions an
+/// annotation, at the spec's line for a spec error).
+fn tell_the_end(result: &anyhow::Result<Done>, actions: &ActionsEnv) {
+    match result {
+        Ok(Done::Ok) => {}
+        Ok(Done::Failed(n)) => eprintln!("error: {n} image(s) failed; the report lists each with its reason"),
+        Err(e) => {
+            if let Some(se) = e.downcast_ref::<SpecError>() {
+                if actions.enabled {
+                    println!("{}", error_annotation(&se.site.file, se.site.line, se.site.column, &se.to_string()));
+                }
+                eprintln!("error: {se}");
+                return;
+            }
+            if actions.enabled {
+                println!("::error::{}", escape_data(&format!("{e:#}")));
+            }
+            eprintln!("error: {e:#}");
         }
-        eprintln!("error: {se}");
-        return ExitCode::from(2);
     }
-    if actions.enabled {
-        println!("::error::{}", crate::adapters::actions_env::escape_data(&format!("{e:#}")));
-    }
-    eprintln!("error: {e:#}");
-    ExitCode::from(if e.downcast_ref::<UsageError>().is_some() { 2 } else { 1 })
 }
 
 fn init_tracing() {
@@ -92,7 +79,7 @@ fn init_tracing() {
 }
 
 /// Runs one parsed command.
-pub async fn run(cli: Cli, actions: &ActionsEnv) -> anyhow::Result<Done> {
+async fn dispatch(cli: Cli, actions: &ActionsEnv) -> anyhow::Result<Done> {
     match cli.command {
         Command::Plan(args) => commands::plan::run(args, actions).await,
         Command::Assemble(args) => commands::assemble::run(args, actions).await,

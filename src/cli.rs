@@ -1,37 +1,15 @@
 //! The command line: every flag parsed into a domain type before any I/O. In Actions the
 //! same definitions read the `INPUT_*` variables (see `adapters::actions_env`).
 
-use std::fmt;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::core::image_ref::Tag;
-
-/// A credential. It has no `Debug` or `Display`, so it cannot reach a log line by accident.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(s: &str) -> Secret {
-        Secret(s.to_owned())
-    }
-
-    /// The secret text, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+use crate::core::secret::Secret;
 
 fn secret(s: &str) -> Result<Secret, String> {
-    Ok(Secret(s.to_owned()))
+    Ok(Secret::new(s))
 }
 
 fn tag(s: &str) -> Result<Tag, String> {
@@ -113,7 +91,7 @@ pub struct PlanArgs {
 
 /// Which stage `build` builds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Stage {
+pub enum BuildStage {
     /// The builder's payload image, once per version and platform.
     Builder,
     /// A shard of base images.
@@ -129,7 +107,7 @@ pub struct BuildArgs {
     pub registry: RegistryOpts,
     /// The stage to build.
     #[arg(long, value_enum)]
-    pub stage: Stage,
+    pub stage: BuildStage,
     /// Space-separated instance ids (bases); default: every missing one.
     #[arg(long)]
     pub items: Option<String>,
@@ -166,6 +144,9 @@ pub struct AssembleArgs {
     /// Override the spec's `agents.method`.
     #[arg(long, value_enum)]
     pub method: Option<MethodArg>,
+    /// Images built at once through the daemon (the dockerfile method).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallel: u16,
 }
 
 /// `run`.

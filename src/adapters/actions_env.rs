@@ -68,6 +68,27 @@ impl ActionsEnv {
             println!("::endgroup::");
         }
     }
+
+    /// Prints `lines` as one folded group in a single write (Actions only), so that the logs
+    /// of parallel work never interleave.
+    pub fn folded(&self, title: &str, lines: &[String]) {
+        if !self.enabled {
+            return;
+        }
+        let mut out = format!("::group::{}\n", escape_data(title));
+        for line in lines {
+            out.push_str(line);
+            out.push('\n');
+        }
+        out.push_str("::endgroup::\n");
+        let _ = io::stdout().lock().write_all(out.as_bytes());
+    }
+
+    /// Whether progress is drawn as a redrawn line: stderr is a terminal, outside Actions.
+    pub fn redraws_progress(&self) -> bool {
+        use std::io::IsTerminal as _;
+        !self.enabled && io::stderr().is_terminal()
+    }
 }
 
 fn append(path: &Path, text: &str) -> io::Result<()> {

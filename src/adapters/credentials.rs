@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use base64::Engine as _;
 
-use crate::cli::{RegistryOpts, Secret};
+use crate::cli::RegistryOpts;
+use crate::core::secret::Secret;
 
 /// A user name and password (or token) for one registry.
 #[derive(Clone, Debug)]
@@ -28,7 +29,7 @@ pub struct Credentials {
 
 impl Credentials {
     /// Reads the flags, the docker config file and `GITHUB_TOKEN`.
-    pub fn load(opts: &RegistryOpts) -> Credentials {
+    pub(crate) fn load(opts: &RegistryOpts) -> Credentials {
         let flag = opts
             .registry_password
             .as_ref()
@@ -51,6 +52,12 @@ impl Credentials {
         let mut out: Vec<String> = self.flag.iter().map(|c| c.password.expose().to_owned()).collect();
         out.extend(self.github_token.iter().map(|t| t.expose().to_owned()));
         out
+    }
+
+    /// The token for GitHub's API (packages, commits): the password flag, else
+    /// `GITHUB_TOKEN`.
+    pub fn github_api_token(&self) -> Option<Secret> {
+        self.flag.as_ref().map(|c| c.password.clone()).or_else(|| self.github_token.clone())
     }
 
     /// The credential for `host` (`ghcr.io`, `127.0.0.1:5000`, `docker.io`), in order:

@@ -155,7 +155,7 @@ impl DockerEngine {
         }
         let mut stream = self.docker.build_image(options.build(), Some(creds), Some(bollard::body_full(tar.into())));
         let mut log = BuildLog::default();
-        let terminal = progress_terminal();
+        let terminal = actions.redraws_progress();
         let short = short_name(&req.tag);
         let mut failure: Option<String> = None;
         let started = std::time::Instant::now();
@@ -206,17 +206,8 @@ impl DockerEngine {
         if terminal {
             eprint!("\r\x1b[2K");
         }
-        if actions.enabled {
-            // Builds run in parallel: each one's log goes out whole, folded, when it ends.
-            let mut out = format!("::group::{} {}\n", if failure.is_some() { "failed" } else { "built" }, req.tag);
-            for line in &log.lines {
-                out.push_str(line);
-                out.push('\n');
-            }
-            out.push_str("::endgroup::\n");
-            use std::io::Write as _;
-            let _ = std::io::stdout().lock().write_all(out.as_bytes());
-        }
+        // Builds run in parallel: each one's log goes out whole, folded, when it ends.
+        actions.folded(&format!("{} {}", if failure.is_some() { "failed" } else { "built" }, req.tag), &log.lines);
         if let Some(message) = failure {
             bail!("{message}{}", tail(&log.lines));
         }
@@ -280,12 +271,6 @@ fn is_build_failure(message: &str) -> bool {
     ["failed to solve", "executor failed", "did not complete successfully", "not found", "failed to compute cache key"]
         .iter()
         .any(|m| message.contains(m))
-}
-
-/// Whether build steps get a redrawn line on stderr (a terminal, outside Actions).
-fn progress_terminal() -> bool {
-    use std::io::IsTerminal as _;
-    std::io::stderr().is_terminal() && std::env::var_os("GITHUB_ACTIONS").is_none()
 }
 
 /// The repository's last path segment and the tag: enough to tell parallel builds apart.

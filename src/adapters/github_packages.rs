@@ -36,7 +36,7 @@ impl GithubPackages {
     /// api.github.com (tests, GitHub Enterprise). Rate limits are honoured by waiting for
     /// `x-ratelimit-reset` / `retry-after` (octocrab's rate-limit retry policy).
     pub fn new(owner: &str, token: &str, base_uri: Option<&str>) -> anyhow::Result<GithubPackages> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::adapters::tls::init();
         let mut b = Octocrab::builder().personal_token(token.to_owned()).add_retry_config(RetryConfig::HandleRateLimits {
             metrics: Arc::new(NoOpRateLimitMetrics),
             max_retries: 5,
@@ -150,8 +150,8 @@ fn explain(e: octocrab::Error, doing: &str) -> anyhow::Error {
 pub async fn commits(token: Option<&str>, base_uri: Option<&str>, spec: &str, limit: usize) -> anyhow::Result<Vec<String>> {
     let (repo, branch) = spec.split_once('@').unwrap_or((spec, "main"));
     let (owner, name) =
-        repo.split_once('/').ok_or_else(|| crate::app::UsageError(format!("--versions-from `{spec}`: use owner/repo@branch")))?;
-    let _ = rustls::crypto::ring::default_provider().install_default();
+        repo.split_once('/').ok_or_else(|| crate::outcome::UsageError(format!("--versions-from `{spec}`: use owner/repo@branch")))?;
+    crate::adapters::tls::init();
     let mut b = Octocrab::builder();
     if let Some(t) = token {
         b = b.personal_token(t.to_owned());

@@ -5,4 +5,5 @@ pub mod credentials;
 pub mod docker_engine;
 pub mod github_packages;
 pub mod registry;
+pub(crate) mod tls;
 pub mod workspace;

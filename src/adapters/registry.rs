@@ -18,7 +18,9 @@ use reqwest::{Method, StatusCode};
 use tokio::sync::{Mutex, Semaphore};
 
 use crate::adapters::credentials::Credentials;
+use crate::core::image_config::{Index, Manifest, is_index};
 use crate::core::image_ref::{Digest, ImageRef};
+use crate::core::platform::Platform;
 
 /// The four manifest media types, in the order a registry should prefer them.
 pub const MANIFEST_TYPES: [&str; 4] = [
@@ -48,6 +50,15 @@ pub struct FetchedManifest {
     pub media_type: String,
     /// The bytes, exactly as stored.
     pub bytes: Bytes,
+}
+
+/// One platform's image manifest, parsed, with its media type.
+#[derive(Debug, Clone)]
+pub struct PlatformManifest {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// Its media type (tells the family: OCI or Docker).
+    pub media_type: String,
 }
 
 /// What a HEAD of a manifest says.
@@ -137,7 +148,7 @@ impl Registry {
     /// A client with these credentials, plain-HTTP hosts and at most `concurrency`
     /// requests in flight.
     pub fn new(credentials: Credentials, insecure: &[String], concurrency: usize) -> anyhow::Result<Registry> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::adapters::tls::init();
         let http = reqwest::Client::builder()
             .user_agent(concat!("split-build/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(15))
@@ -153,6 +164,11 @@ impl Registry {
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             retry: RetryPolicy::default(),
         })
+    }
+
+    /// The credentials this client sends.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
     }
 
     /// The same client with another retry policy.
@@ -206,6 +222,32 @@ impl Registry {
             }
             s => Err(status_error(s, &format!("reading the manifest of `{image}`"), resp).await),
         }
+    }
+
+    /// The single-platform manifest behind `top` (the manifest of `image` as fetched):
+    /// `top` itself when it is one; else the child of its index for `platform`, or the first
+    /// child when `platform` is `None`. `None` when the index has no such child or the child
+    /// is gone.
+    pub async fn platform_manifest(
+        &self,
+        image: &ImageRef,
+        top: &FetchedManifest,
+        platform: Option<&Platform>,
+        stats: &Stats,
+    ) -> anyhow::Result<Option<PlatformManifest>> {
+        if !is_index(&top.media_type) {
+            let manifest = serde_json::from_slice(&top.bytes).with_context(|| format!("reading the manifest of `{image}`"))?;
+            return Ok(Some(PlatformManifest { manifest, media_type: top.media_type.clone() }));
+        }
+        let index: Index = serde_json::from_slice(&top.bytes).with_context(|| format!("reading the index of `{image}`"))?;
+        let child = match platform {
+            Some(p) => index.child(p),
+            None => index.manifests.first(),
+        };
+        let Some(child) = child else { return Ok(None) };
+        let Some(m) = self.get_manifest(&image.with_digest(child.digest.clone()), stats).await? else { return Ok(None) };
+        let manifest = serde_json::from_slice(&m.bytes).with_context(|| format!("reading the manifest {} of `{image}`", child.digest))?;
+        Ok(Some(PlatformManifest { manifest, media_type: m.media_type }))
     }
 
     /// GET of a blob (following redirects to blob storage).

@@ -1,11 +1,9 @@
-//! One module per command: the steps of that command, in order, calling the pure core and
-//! the adapters. No decisions of their own beyond sequencing.
+//! One module per command, each a short verb: the stages of that command, in order. No
+//! command imports another command or `app`.
 
-pub mod assemble;
-pub mod assemble_dockerfile;
-pub mod build;
-pub mod observe;
-pub mod plan;
-pub mod prune;
-pub mod report;
-pub mod run;
+pub(crate) mod assemble;
+pub(crate) mod build;
+pub(crate) mod plan;
+pub(crate) mod prune;
+pub(crate) mod report;
+pub(crate) mod run;

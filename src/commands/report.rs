@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 
 use crate::adapters::actions_env::ActionsEnv;
-use crate::app::Done;
 use crate::cli::ReportArgs;
 use crate::core::report::Report;
 use crate::core::summary::{SUMMARY_BUDGET, report_summary};
+use crate::outcome::{Done, UsageError};
 
 /// `split-build report`.
-pub async fn run(args: ReportArgs, actions: &ActionsEnv) -> anyhow::Result<Done> {
+pub(crate) async fn run(args: ReportArgs, actions: &ActionsEnv) -> anyhow::Result<Done> {
     let mut files: Vec<PathBuf> = Vec::new();
     for p in &args.reports {
         if p.is_dir() {
@@ -31,8 +31,8 @@ pub async fn run(args: ReportArgs, actions: &ActionsEnv) -> anyhow::Result<Done>
     let mut reports = Vec::new();
     for f in &files {
         let text = std::fs::read_to_string(f).with_context(|| format!("reading `{}`", f.display()))?;
-        let r: Report = serde_json::from_str(&text)
-            .map_err(|e| crate::app::UsageError(format!("`{}` is not a split-build report: {e}", f.display())))?;
+        let r: Report =
+            serde_json::from_str(&text).map_err(|e| UsageError(format!("`{}` is not a split-build report: {e}", f.display())))?;
         reports.push(r);
     }
     let markdown = report_summary("split-build report", &reports, SUMMARY_BUDGET);

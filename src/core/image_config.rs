@@ -389,6 +389,34 @@ pub fn provenance_of(annotations: Option<&BTreeMap<String, String>>, config: Opt
     (get(BASE_NAME), get(BUILDER))
 }
 
+/// The thin Dockerfile of one agent (pure): the payload over the base, the variant's
+/// settings, and the labels the planner reads back (`org.opencontainers.image.base.name`,
+/// `dev.split-build.builder`).
+pub fn thin_dockerfile(base: &str, builder: &str, v: &Variant) -> String {
+    // JSON strings are valid Dockerfile quoted strings; a String always serialises.
+    let q = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| format!("\"{s}\""));
+    let mut out = format!("FROM {base}\nCOPY --from={builder} / /\n");
+    for (k, val) in &v.env {
+        out.push_str(&format!("ENV {k}={}\n", q(val)));
+    }
+    let mut labels: Vec<(String, String)> = v.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    labels.push((BASE_NAME.into(), base.into()));
+    labels.push((BUILDER.into(), builder.into()));
+    for (k, val) in labels {
+        out.push_str(&format!("LABEL {}={}\n", q(&k), q(&val)));
+    }
+    if let Some(w) = &v.workdir {
+        out.push_str(&format!("WORKDIR {w}\n"));
+    }
+    if let Some(ep) = &v.entrypoint {
+        out.push_str(&format!("ENTRYPOINT {}\n", serde_json::to_string(ep).unwrap_or_default()));
+    }
+    if let Some(cmd) = &v.cmd {
+        out.push_str(&format!("CMD {}\n", serde_json::to_string(cmd).unwrap_or_default()));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -524,5 +552,28 @@ mod tests {
         let c = json!({"config": {"Labels": {BASE_NAME: "c"}}});
         assert_eq!(provenance_of(None, Some(&c)), (Some("c".into()), None));
         assert_eq!(provenance_of(None, None), (None, None));
+    }
+
+    #[test]
+    fn thin_dockerfile_spells_the_variant() {
+        let v = Variant {
+            name: "x".into(),
+            entrypoint: Some(vec!["/a b".into()]),
+            cmd: Some(vec!["c".into()]),
+            env: BTreeMap::from([("K".into(), "v w".into())]),
+            labels: BTreeMap::new(),
+            workdir: Some("/w".into()),
+        };
+        let d = thin_dockerfile("r/base:1", "r/builder:2", &v);
+        insta::assert_snapshot!(d, @r#"
+        FROM r/base:1
+        COPY --from=r/builder:2 / /
+        ENV K="v w"
+        LABEL "org.opencontainers.image.base.name"="r/base:1"
+        LABEL "dev.split-build.builder"="r/builder:2"
+        WORKDIR /w
+        ENTRYPOINT ["/a b"]
+        CMD ["c"]
+        "#);
     }
 }

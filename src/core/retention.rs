@@ -181,6 +181,17 @@ pub fn versions_from_commits(commits: &[String], builder_tags: &[String]) -> Vec
     out
 }
 
+/// The GHCR package name of a repository path: the path below the owner.
+pub fn package_name(repository: &str, namespace: &str) -> String {
+    let owner = namespace.split('/').next().unwrap_or(namespace);
+    repository.strip_prefix(&format!("{owner}/")).unwrap_or(repository).to_owned()
+}
+
+/// Seconds since the epoch of an RFC 3339 time (`2024-05-01T12:00:00.123Z`).
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    humantime::parse_rfc3339_weak(s.get(..19)?).ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs() as i64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,5 +303,13 @@ mod tests {
         let commits = vec!["ffff0000aaaa".to_owned(), "eeee1111bbbb".to_owned(), "dddd2222cccc".to_owned()];
         let tags = vec!["dddd222".to_owned(), "ffff0000aaaa".to_owned(), "abc".to_owned()];
         assert_eq!(versions_from_commits(&commits, &tags), ["ffff0000aaaa", "dddd222"]);
+    }
+
+    #[test]
+    fn package_names_and_times() {
+        assert_eq!(package_name("org/eval-base", "org"), "eval-base");
+        assert_eq!(package_name("org/team/agent", "org/team"), "team/agent");
+        assert_eq!(parse_rfc3339("1970-01-02T00:00:00.123Z"), Some(DAY));
+        assert_eq!(parse_rfc3339("soon"), None);
     }
 }

@@ -248,11 +248,11 @@ fn human_bytes(n: u64) -> String {
 #[cfg(test)]
 mod report_tests {
     use super::*;
-    use crate::core::report::{ImageRecord, Outcome, Report};
+    use crate::core::report::{ImageRecord, Outcome, Report, Stage};
 
     fn rec(i: usize, status: Outcome) -> ImageRecord {
         ImageRecord {
-            stage: if i.is_multiple_of(3) { "bases".into() } else { "agents".into() },
+            stage: if i.is_multiple_of(3) { Stage::Bases } else { Stage::Agents },
             image: format!("reg/x:{i}"),
             instance: Some(format!("i{i}")),
             variant: None,
@@ -289,4 +289,50 @@ mod report_tests {
     fn empty_reports_say_so() {
         assert!(report_summary("t", &[], SUMMARY_BUDGET).contains("No images"));
     }
+}
+
+/// The step summary of `prune`: manifests and bytes per repository and action, the rules
+/// that kept what stays, and what was (or would be) deleted, within the summary budget.
+pub fn prune_summary(lines: &[crate::core::report::PruneLine<'_>], apply: bool, host: &str) -> String {
+    use std::collections::BTreeMap;
+
+    let mut out = format!("## split-build prune{}\n\n", if apply { "" } else { " (dry run: nothing deleted; `--apply` deletes)" });
+    let mut by: BTreeMap<(&str, &str), (usize, u64)> = BTreeMap::new();
+    for l in lines {
+        let e = by.entry((l.decision.stored.repository.as_str(), l.action.as_str())).or_default();
+        e.0 += 1;
+        e.1 += l.decision.stored.size.unwrap_or(0);
+    }
+    out.push_str("| repository | action | manifests | bytes known |\n|---|---|---:|---:|\n");
+    for ((repo, action), (n, bytes)) in &by {
+        let _ = writeln!(out, "| `{host}/{repo}` | {action} | {n} | {bytes} |");
+    }
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for l in lines.iter().filter(|l| l.decision.keep) {
+        *reasons.entry(format!("{:?}", l.decision.reason).split('(').next().unwrap_or_default().to_owned()).or_default() += 1;
+    }
+    let _ = writeln!(out, "\nKept by rule: {}\n", reasons.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "));
+    let gone: Vec<&crate::core::report::PruneLine<'_>> = lines.iter().filter(|l| !l.decision.keep).collect();
+    if !gone.is_empty() {
+        let _ = writeln!(
+            out,
+            "<details><summary>{} ({})</summary>\n\n| repository | tags | digest | action |\n|---|---|---|---|",
+            if apply { "Deleted" } else { "Would delete" },
+            gone.len()
+        );
+        let rows = gone.iter().map(|l| {
+            format!(
+                "| {} | {} | `{}` | {}{} |\n",
+                l.decision.stored.repository,
+                l.decision.stored.tags.join(" "),
+                l.decision.stored.digest,
+                l.action.as_str(),
+                l.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+            )
+        });
+        let cut = push_rows_within(&mut out, rows, gone.len(), SUMMARY_BUDGET - 64);
+        out.push_str(&cut_note(cut, "the report lists every manifest"));
+        out.push_str("\n</details>\n");
+    }
+    out
 }

@@ -1,6 +1,6 @@
-//! Asking the registry what the plan needs to know: the upstream images' digests (they go
-//! into base hashes) and which of the layout's images exist (and, for agents, what they
-//! were made from).
+//! Observing the registry: the client made from the flags and credentials, the upstream
+//! images' digests (they go into base hashes), which of the layout's images exist (and, for
+//! agents, what they were made from), and the plan decided from what was seen.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -11,13 +11,17 @@ use crate::adapters::actions_env::ActionsEnv;
 use crate::adapters::credentials::Credentials;
 use crate::adapters::registry::{Registry, RetryPolicy, Stats};
 use crate::cli::RegistryOpts;
-use crate::core::image_config::{Index, Manifest, is_index, provenance_of};
+use anyhow::Context as _;
+
+use crate::core::image_config::{is_index, provenance_of};
 use crate::core::image_ref::{Digest, ImageRef};
-use crate::core::plan::{Layout, Presence};
+use crate::core::plan::{Layout, LayoutInputs, Observed, Plan, Presence, decide, layout};
+use crate::core::template::Vars;
+use crate::stages::prepare::Prepared;
 
 /// A registry client from the flags, docker config and `GITHUB_TOKEN`; in Actions every
 /// secret is masked first.
-pub fn connect(opts: &RegistryOpts, actions: &ActionsEnv) -> anyhow::Result<Registry> {
+pub(crate) fn connect(opts: &RegistryOpts, actions: &ActionsEnv) -> anyhow::Result<Registry> {
     let credentials = Credentials::load(opts);
     for s in credentials.secrets() {
         actions.mask(&s);
@@ -28,7 +32,7 @@ pub fn connect(opts: &RegistryOpts, actions: &ActionsEnv) -> anyhow::Result<Regi
 /// The digest of each upstream reference, where the registry gives it; the others with
 /// the reason. One failure that says a whole registry is unreachable or refuses us is not
 /// repeated for every instance on it.
-pub async fn upstream_digests(
+async fn upstream_digests(
     registry: &Registry,
     refs: &BTreeSet<String>,
     concurrency: usize,
@@ -99,7 +103,7 @@ pub async fn upstream_digests(
 
 /// Which of the layout's images exist: the builder, each base and its `-latest`, each
 /// agent with its provenance.
-pub async fn existing(registry: &Registry, layout: &Layout, concurrency: usize) -> anyhow::Result<BTreeMap<String, Presence>> {
+async fn existing(registry: &Registry, layout: &Layout, concurrency: usize) -> anyhow::Result<BTreeMap<String, Presence>> {
     let mut heads: Vec<ImageRef> = vec![layout.builder.clone()];
     for b in &layout.bases {
         heads.push(b.image.clone());
@@ -128,25 +132,22 @@ pub async fn existing(registry: &Registry, layout: &Layout, concurrency: usize) 
 }
 
 /// An agent image's provenance: its (index's) annotations, else its config's labels.
-pub async fn agent_presence(registry: &Registry, image: &ImageRef) -> anyhow::Result<Option<Presence>> {
+async fn agent_presence(registry: &Registry, image: &ImageRef) -> anyhow::Result<Option<Presence>> {
     let stats = Stats::default();
     let Some(m) = registry.get_manifest(image, &stats).await? else { return Ok(None) };
-    let manifest: Manifest = if is_index(&m.media_type) {
-        let index: Index = serde_json::from_slice(&m.bytes)?;
+    if is_index(&m.media_type) {
+        let index: crate::core::image_config::Index = serde_json::from_slice(&m.bytes)?;
         let (base_name, builder) = provenance_of(index.annotations.as_ref(), None);
         if base_name.is_some() {
             return Ok(Some(Presence { base_name, builder }));
         }
-        let Some(child) = index.manifests.first() else { return Ok(Some(Presence::default())) };
-        let Some(c) = registry.get_manifest(&image.with_digest(child.digest.clone()), &stats).await? else {
-            return Ok(Some(Presence::default()));
-        };
-        serde_json::from_slice(&c.bytes)?
-    } else {
-        match serde_json::from_slice(&m.bytes) {
-            Ok(m) => m,
-            Err(_) => return Ok(Some(Presence::default())),
-        }
+    }
+    let manifest = match registry.platform_manifest(image, &m, None, &stats).await {
+        Ok(Some(p)) => p.manifest,
+        Ok(None) => return Ok(Some(Presence::default())),
+        // A single manifest we cannot read says nothing of its provenance.
+        Err(_) if !is_index(&m.media_type) => return Ok(Some(Presence::default())),
+        Err(e) => return Err(e),
     };
     let (base_name, builder) = provenance_of(manifest.annotations.as_ref(), None);
     if base_name.is_some() {
@@ -156,4 +157,33 @@ pub async fn agent_presence(registry: &Registry, image: &ImageRef) -> anyhow::Re
     let config: serde_json::Value = serde_json::from_slice(&config_bytes).unwrap_or_default();
     let (base_name, builder) = provenance_of(None, Some(&config));
     Ok(Some(Presence { base_name, builder }))
+}
+
+/// Names every image and, with a client, asks the registry what exists (`None`: offline,
+/// every image cold).
+pub(crate) async fn make_plan(prepared: &Prepared, client: Option<&Registry>, concurrency: usize) -> anyhow::Result<Plan> {
+    let spec = &prepared.spec;
+    let mut observed = Observed::default();
+    let mut upstream_digests = BTreeMap::new();
+    if let Some(client) = client {
+        let refs: BTreeSet<String> =
+            spec.bases.instances.iter().map(|i| spec.bases.from.render(&Vars { instance: Some(i), ..Vars::default() })).collect();
+        let (digests, unresolved) = self::upstream_digests(client, &refs, concurrency).await;
+        upstream_digests = digests;
+        observed.unresolved_upstreams = unresolved;
+    }
+    let layout = layout(
+        spec,
+        LayoutInputs {
+            builder_version: &prepared.builder_version,
+            base_recipe: &prepared.base_recipe,
+            upstream_digests: &upstream_digests,
+        },
+    );
+    if let Some(client) = client {
+        observed.present = existing(client, &layout, concurrency)
+            .await
+            .with_context(|| format!("asking {} which images exist (use --offline to plan without it)", spec.registry.host))?;
+    }
+    Ok(decide(layout, &observed, usize::from(spec.max_parallel)))
 }

@@ -1,0 +1,194 @@
+//! Appending at the registry: for each missing agent, the base's manifest and config are
+//! read, the base's and the payload's layers are mounted into the agent repository, and a
+//! new config and manifest are put on top. No layer is pulled or recompressed; a manifest is
+//! written only after every blob it names is present.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::atomic::Ordering;
+
+use anyhow::{Context as _, anyhow};
+use bytes::Bytes;
+use tokio::sync::Mutex;
+
+use crate::adapters::actions_env::ActionsEnv;
+use crate::adapters::registry::{Registry, Stats};
+use crate::core::image_config::{Family, Payload, Provenance, agent_index, agent_manifest, append_layers, payload_of};
+use crate::core::image_ref::{Digest, ImageRef};
+use crate::core::plan::{AgentPlan, Plan, Status};
+use crate::core::platform::Platform;
+use crate::core::report::{ImageRecord, Outcome, Stage};
+use crate::core::spec::Variant;
+use crate::stages::jobs::{attempt, run_jobs};
+use crate::stages::prepare::Prepared;
+
+/// One agent image to write: its entries (one per platform) share the tag.
+struct Job<'a> {
+    entries: Vec<&'a AgentPlan>,
+    variant: &'a Variant,
+}
+
+impl Job<'_> {
+    fn record(&self, status: Outcome) -> ImageRecord {
+        let first = self.entries[0];
+        let platforms: Vec<String> = self.entries.iter().map(|e| e.platform.to_string()).collect();
+        ImageRecord::new(Stage::Agents, &first.image.to_string(), &platforms.join(","), status)
+            .of(Some(&first.instance), Some(&first.variant))
+    }
+}
+
+/// Makes every missing agent of `items` (default: all) at the registry, `concurrency` at a
+/// time; one record per agent image. With several platforms an agent tag names an index over
+/// all of them, so a job writes every platform of its images (registry-side work is small).
+/// Failures are recorded, never propagated: the other images go on.
+pub(crate) async fn assemble_append(
+    client: &Registry,
+    prepared: &Prepared,
+    plan: &Plan,
+    items: Option<&BTreeSet<String>>,
+    concurrency: usize,
+    actions: &ActionsEnv,
+) -> anyhow::Result<Vec<ImageRecord>> {
+    let variants: BTreeMap<&str, &Variant> = prepared.spec.agents.variants.iter().map(|v| (v.name.as_str(), v)).collect();
+    let mut jobs: BTreeMap<String, Job<'_>> = BTreeMap::new();
+    for a in &plan.agents {
+        if items.is_some_and(|set| !set.contains(&a.instance)) {
+            continue;
+        }
+        let Some(variant) = variants.get(a.variant.as_str()) else { continue };
+        jobs.entry(a.image.to_string()).or_insert_with(|| Job { entries: Vec::new(), variant }).entries.push(a);
+    }
+    let (hits, todo): (Vec<Job<'_>>, Vec<Job<'_>>) = jobs.into_values().partition(|j| j.entries.iter().all(|e| e.status == Status::Hit));
+    let hits: Vec<ImageRecord> = hits.iter().map(|j| j.record(Outcome::Hit)).collect();
+    if todo.is_empty() {
+        return Ok(hits);
+    }
+
+    let stats = Stats::default();
+    let payloads = load_payload(client, &plan.builder.image, &plan.builder.platforms, &stats)
+        .await
+        .with_context(|| format!("reading the payload from the builder image `{}` (has the builder job run?)", plan.builder.image))?;
+    let present: Mutex<HashSet<(String, Digest)>> = Mutex::default();
+    let builder = Builder { repository: &plan.builder.image.repository, name: plan.builder.image.to_string(), payloads };
+    let (builder, present) = (&builder, &present);
+    Ok(run_jobs(hits, todo, concurrency, actions, |job| async move {
+        let stats = Stats::default();
+        let r = attempt(job.record(Outcome::Cold), Outcome::Assembled, write_agent(client, &job, builder, present, &stats)).await;
+        let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        r.counted(n(&stats.requests), n(&stats.retries), n(&stats.bytes_pushed))
+    })
+    .await)
+}
+
+/// The builder image as every agent uses it: where its payload layers are mounted from, its
+/// name for the agents' provenance, and the payload of each platform.
+struct Builder<'a> {
+    repository: &'a str,
+    name: String,
+    payloads: BTreeMap<Platform, Payload>,
+}
+
+/// The payload of each platform, from the builder image (an index or one manifest).
+async fn load_payload(
+    client: &Registry,
+    builder: &ImageRef,
+    platforms: &[Platform],
+    stats: &Stats,
+) -> anyhow::Result<BTreeMap<Platform, Payload>> {
+    let top = client.get_manifest(builder, stats).await?.ok_or_else(|| anyhow!("the builder image `{builder}` does not exist"))?;
+    let mut out = BTreeMap::new();
+    for p in platforms {
+        let manifest = client
+            .platform_manifest(builder, &top, Some(p), stats)
+            .await?
+            .ok_or_else(|| anyhow!("the builder image `{builder}` has no {p} image"))?
+            .manifest;
+        let config = client.get_blob(&builder.registry, &builder.repository, &manifest.config.digest, stats).await?;
+        let config: serde_json::Value = serde_json::from_slice(&config).context("reading the builder's config")?;
+        out.insert(p.clone(), payload_of(&manifest, &config, &builder.to_string()).map_err(|e| anyhow!(e))?);
+    }
+    Ok(out)
+}
+
+/// Writes one agent image (every platform; an index when there are several).
+async fn write_agent(
+    client: &Registry,
+    job: &Job<'_>,
+    builder: &Builder<'_>,
+    present: &Mutex<HashSet<(String, Digest)>>,
+    stats: &Stats,
+) -> anyhow::Result<()> {
+    let first = job.entries[0];
+    let target = &first.image;
+    let base = &first.base;
+    let base_top =
+        client.get_manifest(base, stats).await?.ok_or_else(|| anyhow!("its base `{base}` does not exist (has the bases job run?)"))?;
+    let base_name = base.to_string();
+    let from = Provenance { base_name: &base_name, base_digest: &base_top.digest, builder: &builder.name };
+
+    let mut children = Vec::new();
+    let mut family = None;
+    for entry in &job.entries {
+        let p = &entry.platform;
+        let base_image = client
+            .platform_manifest(base, &base_top, Some(p), stats)
+            .await?
+            .ok_or_else(|| anyhow!("its base `{base}` has no {p} image"))?;
+        let (base_manifest, media_type) = (base_image.manifest, base_image.media_type);
+        let fam = Family::of(&media_type).ok_or_else(|| anyhow!("its base has an unknown manifest type `{media_type}`"))?;
+        family.get_or_insert(fam);
+        let payload = builder.payloads.get(p).ok_or_else(|| anyhow!("no payload for {p}"))?;
+        let base_config = client.get_blob(&base.registry, &base.repository, &base_manifest.config.digest, stats).await?;
+        let base_config: serde_json::Value = serde_json::from_slice(&base_config).context("reading the base's config")?;
+        let config = serde_json::to_vec(&append_layers(&base_config, payload, job.variant, from))?;
+        let manifest = agent_manifest(&base_manifest, &media_type, payload, &config, from).map_err(|e| anyhow!(e))?;
+
+        // Blobs first: base layers from the base repository, payload layers from the builder's.
+        for l in &base_manifest.layers {
+            ensure_blob(client, &target.registry, &base.repository, &target.repository, &l.digest, present, stats).await?;
+        }
+        for l in &payload.layers {
+            ensure_blob(client, &target.registry, builder.repository, &target.repository, &l.descriptor.digest, present, stats).await?;
+        }
+        // A config is new with each agent: upload it without asking first.
+        client.upload_blob(&target.registry, &target.repository, Bytes::from(config), stats).await?;
+        children.push((p.clone(), fam, Bytes::from(serde_json::to_vec(&manifest)?)));
+    }
+
+    // The plan already skipped agents that exist with this base and builder; a rewrite of
+    // an identical manifest (a race with another job) is harmless.
+    let tag = target.tag.as_ref().map(ToString::to_string).unwrap_or_else(|| "latest".into());
+    if let [(_, fam, bytes)] = children.as_slice() {
+        client.put_manifest(target, &tag, fam.manifest(), bytes.clone(), stats).await?;
+        return Ok(());
+    }
+    let fam = family.unwrap_or(Family::Oci);
+    let mut refs = Vec::new();
+    for (p, f, bytes) in &children {
+        let digest = Digest::sha256_of(bytes);
+        client.put_manifest(target, &digest.to_string(), f.manifest(), bytes.clone(), stats).await?;
+        refs.push((p.clone(), digest, bytes.len() as u64));
+    }
+    let index = Bytes::from(serde_json::to_vec(&agent_index(fam, &refs, from))?);
+    client.put_manifest(target, &tag, fam.index(), index, stats).await?;
+    Ok(())
+}
+
+/// Makes `digest` present in `to`, mounting it from `from`; remembers what is there.
+async fn ensure_blob(
+    client: &Registry,
+    registry: &str,
+    from: &str,
+    to: &str,
+    digest: &Digest,
+    present: &Mutex<HashSet<(String, Digest)>>,
+    stats: &Stats,
+) -> anyhow::Result<()> {
+    let key = (to.to_owned(), digest.clone());
+    if present.lock().await.contains(&key) {
+        return Ok(());
+    }
+    // A mount of a blob the target has already is a cheap 201: no HEAD first.
+    client.mount_blob(registry, from, to, digest, stats).await.with_context(|| format!("copying layer {digest}"))?;
+    present.lock().await.insert(key);
+    Ok(())
+}

@@ -1,0 +1,85 @@
+//! Emitting what a command found or did: the plan on stdout, the `--report` file, the step
+//! summary (`--summary FILE`, `$GITHUB_STEP_SUMMARY`, else stderr) and the closing log line.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context as _;
+
+use crate::adapters::actions_env::ActionsEnv;
+use crate::cli::Common;
+use crate::core::plan::Plan;
+use crate::core::report::{ImageRecord, Report};
+use crate::core::summary::{SUMMARY_BUDGET, report_summary};
+
+/// Streams `value` to stdout as pretty JSON (a plan of 100,000 instances is ~90 MB of text:
+/// never held as one string).
+pub(crate) fn write_json_stdout(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut w = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    serde_json::to_writer_pretty(&mut w, value).context("writing the plan to stdout")?;
+    w.write_all(b"\n").and_then(|()| w.flush()).context("writing the plan to stdout")
+}
+
+/// Writes a report file as pretty JSON, streamed (a prune report of 133,000 manifests would
+/// cost hundreds of MB as one string).
+pub(crate) fn write_report(path: &Path, report: &impl serde::Serialize) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating `{}` for the report", dir.display()))?;
+    }
+    let file = std::fs::File::create(path).with_context(|| format!("writing the report `{}`", path.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    serde_json::to_writer_pretty(&mut w, report)
+        .map_err(std::io::Error::from)
+        .and_then(|()| w.write_all(b"\n"))
+        .and_then(|()| w.flush())
+        .with_context(|| format!("writing the report `{}`", path.display()))
+}
+
+/// Writes the summary where it belongs: `--summary FILE`, `$GITHUB_STEP_SUMMARY`, and
+/// stderr when neither is there.
+pub(crate) fn emit_summary(markdown: &str, file: Option<&Path>, actions: &ActionsEnv) -> anyhow::Result<()> {
+    if let Some(f) = file {
+        std::fs::write(f, markdown).with_context(|| format!("writing the summary `{}`", f.display()))?;
+    }
+    actions.append_summary(markdown)?;
+    if file.is_none() && actions.summary.is_none() {
+        eprintln!("{markdown}");
+    }
+    Ok(())
+}
+
+/// The end of a command that made images: its report (written with `--report`) and its
+/// summary.
+pub(crate) fn finish(
+    command: &str,
+    images: Vec<ImageRecord>,
+    started: Instant,
+    common: &Common,
+    actions: &ActionsEnv,
+) -> anyhow::Result<Report> {
+    let report = Report { command: command.into(), seconds: started.elapsed().as_secs_f64(), images };
+    if let Some(path) = &common.report {
+        write_report(path, &report)?;
+    }
+    emit_summary(
+        &report_summary(&format!("split-build {command}"), std::slice::from_ref(&report), SUMMARY_BUDGET),
+        common.summary.as_deref(),
+        actions,
+    )?;
+    Ok(report)
+}
+
+/// One log line with the plan's counts.
+pub(crate) fn log_counts(plan: &Plan) {
+    let c = plan.counts();
+    tracing::info!(
+        "planned {} images: {} hits, builder {}, {} bases and {} agents to make",
+        c.planned,
+        c.cache_hits,
+        if c.builder_needed { "to build" } else { "exists" },
+        c.bases_missing,
+        c.agents_missing
+    );
+}

@@ -1,0 +1,79 @@
+//! Preparing: the spec loaded and validated, the builder version and the base recipe hashed
+//! from local files, and a job's `--items`, `--platform` and `--method` checked against it.
+
+use std::collections::{BTreeSet, HashSet};
+
+use anyhow::Context as _;
+
+use crate::adapters::workspace::{load_spec, recipe};
+use crate::cli::{Common, MethodArg};
+use crate::core::content_hash::{Recipe, builder_hash};
+use crate::core::image_ref::Tag;
+use crate::core::platform::{Platform, PlatformError};
+use crate::core::spec::{Method, Spec};
+use crate::outcome::UsageError;
+
+/// The spec with everything hashed that does not need the registry.
+pub(crate) struct Prepared {
+    /// The validated spec.
+    pub(crate) spec: Spec,
+    /// The builder version in effect (flag, spec, or hash of the builder's inputs).
+    pub(crate) builder_version: Tag,
+    /// The base Dockerfile, target and context inputs.
+    pub(crate) base_recipe: Recipe,
+}
+
+/// Loads the spec and hashes its local inputs.
+pub(crate) fn prepare(common: &Common) -> anyhow::Result<Prepared> {
+    let spec = load_spec(&common.spec)?;
+    let b = &spec.builder;
+    let builder_version = match (&common.builder_version, &b.version) {
+        (Some(v), _) | (None, Some(v)) => v.clone(),
+        (None, None) => {
+            let r = recipe(&b.context, &b.dockerfile, Some(&b.target), &b.inputs).context("hashing the builder's inputs")?;
+            let hash = builder_hash(&r, &b.build_args, &spec.platforms);
+            hash.parse().with_context(|| format!("builder hash `{hash}` is not a tag"))?
+        }
+    };
+    let base_recipe = recipe(&spec.bases.context, &spec.bases.dockerfile, spec.bases.target.as_deref(), &spec.bases.inputs)
+        .context("hashing the bases' inputs")?;
+    Ok(Prepared { spec, builder_version, base_recipe })
+}
+
+impl Prepared {
+    /// Parses `--items` against the spec's instances: unknown ids are a usage error.
+    pub(crate) fn items(&self, items: Option<&str>) -> anyhow::Result<Option<BTreeSet<String>>> {
+        let Some(text) = items.map(str::trim).filter(|t| !t.is_empty()) else { return Ok(None) };
+        let known: HashSet<&str> = self.spec.bases.instances.iter().map(String::as_str).collect();
+        let wanted: BTreeSet<String> = text.split_whitespace().map(str::to_owned).collect();
+        let unknown: Vec<&String> = wanted.iter().filter(|w| !known.contains(w.as_str())).collect();
+        if !unknown.is_empty() {
+            return Err(UsageError(format!(
+                "--items names {} not in the spec's instances: {}",
+                if unknown.len() == 1 { "an instance" } else { "instances" },
+                unknown.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+            ))
+            .into());
+        }
+        Ok(Some(wanted))
+    }
+
+    /// Parses `--platform` against the spec's platforms.
+    pub(crate) fn platform(&self, platform: Option<&str>) -> anyhow::Result<Option<Platform>> {
+        let Some(text) = platform.map(str::trim).filter(|t| !t.is_empty()) else { return Ok(None) };
+        let p: Platform = text.parse().map_err(|e: PlatformError| UsageError(format!("--platform: {e}")))?;
+        if !self.spec.platforms.contains(&p) {
+            return Err(UsageError(format!("--platform {p} is not one of the spec's platforms")).into());
+        }
+        Ok(Some(p))
+    }
+
+    /// The method in effect: `--method`, else the spec's `agents.method`.
+    pub(crate) fn method(&self, arg: Option<MethodArg>) -> Method {
+        match arg {
+            Some(MethodArg::Append) => Method::Append,
+            Some(MethodArg::Dockerfile) => Method::Dockerfile,
+            None => self.spec.agents.method,
+        }
+    }
+}
