@@ -19,7 +19,7 @@ fn tag(s: &str) -> Result<Tag, String> {
 /// split-build: content-addressed bases, agent images assembled at the registry.
 #[derive(Debug, Parser)]
 #[command(name = "split-build", version, about, long_about = None)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -27,7 +27,7 @@ pub struct Cli {
 
 /// The commands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Hash the spec, ask the registry what exists, write the plan and its matrices.
     Plan(PlanArgs),
     /// Build and push the builder or a shard of bases through the Docker daemon.
@@ -44,7 +44,7 @@ pub enum Command {
 
 /// Options every command that reads the spec takes.
 #[derive(Debug, Args, Clone)]
-pub struct Common {
+pub(crate) struct Common {
     /// The spec file.
     #[arg(long, default_value = "split-build.yml")]
     pub spec: PathBuf,
@@ -62,7 +62,7 @@ pub struct Common {
 
 /// How to reach registries.
 #[derive(Debug, Args, Clone)]
-pub struct RegistryOpts {
+pub(crate) struct RegistryOpts {
     /// Registry user name (else docker config, else GITHUB_TOKEN for ghcr.io).
     #[arg(long = "registry-username")]
     pub registry_username: Option<String>,
@@ -79,7 +79,7 @@ pub struct RegistryOpts {
 
 /// `plan`.
 #[derive(Debug, Args)]
-pub struct PlanArgs {
+pub(crate) struct PlanArgs {
     #[command(flatten)]
     pub common: Common,
     #[command(flatten)]
@@ -91,7 +91,7 @@ pub struct PlanArgs {
 
 /// Which stage `build` builds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BuildStage {
+pub(crate) enum BuildStage {
     /// The builder's payload image, once per version and platform.
     Builder,
     /// A shard of base images.
@@ -100,7 +100,7 @@ pub enum BuildStage {
 
 /// `build`.
 #[derive(Debug, Args)]
-pub struct BuildArgs {
+pub(crate) struct BuildArgs {
     #[command(flatten)]
     pub common: Common,
     #[command(flatten)]
@@ -121,7 +121,7 @@ pub struct BuildArgs {
 
 /// How agent images are made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum MethodArg {
+pub(crate) enum MethodArg {
     /// At the registry, no base pulled.
     Append,
     /// Through the Docker daemon, from a generated Dockerfile.
@@ -130,7 +130,7 @@ pub enum MethodArg {
 
 /// `assemble`.
 #[derive(Debug, Args)]
-pub struct AssembleArgs {
+pub(crate) struct AssembleArgs {
     #[command(flatten)]
     pub common: Common,
     #[command(flatten)]
@@ -151,7 +151,7 @@ pub struct AssembleArgs {
 
 /// `run`.
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     #[command(flatten)]
     pub common: Common,
     #[command(flatten)]
@@ -163,7 +163,7 @@ pub struct RunArgs {
 
 /// `report`.
 #[derive(Debug, Args)]
-pub struct ReportArgs {
+pub(crate) struct ReportArgs {
     /// Report files written by `--report` (a directory is searched for `*.json`).
     #[arg(required = true)]
     pub reports: Vec<PathBuf>,
@@ -174,7 +174,7 @@ pub struct ReportArgs {
 
 /// `prune`.
 #[derive(Debug, Args)]
-pub struct PruneArgs {
+pub(crate) struct PruneArgs {
     #[command(flatten)]
     pub common: Common,
     #[command(flatten)]
@@ -205,7 +205,7 @@ pub struct PruneArgs {
 
 /// Where `prune` lists and deletes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PruneSource {
+pub(crate) enum PruneSource {
     /// GitHub's packages API for ghcr.io, the registry's API elsewhere.
     Auto,
     /// The registry's tag list and manifest delete API.

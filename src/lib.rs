@@ -17,7 +17,7 @@ pub mod app;
 pub(crate) mod cli;
 pub(crate) mod commands;
 pub mod core;
-pub mod outcome;
+pub(crate) mod outcome;
 pub(crate) mod stages;
 
 #[cfg(test)]

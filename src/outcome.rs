@@ -6,11 +6,11 @@ use crate::core::spec::SpecError;
 /// Input the user must fix (exit code 2), other than a spec error.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct UsageError(pub String);
+pub(crate) struct UsageError(pub String);
 
 /// How a command ended without an error of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Done {
+pub(crate) enum Done {
     /// Everything it was asked to do is done.
     Ok,
     /// It finished, but this many images failed (exit code 1).
@@ -19,14 +19,14 @@ pub enum Done {
 
 impl Done {
     /// `Ok` when nothing failed, else `Failed(failed)`.
-    pub fn with_failures(failed: usize) -> Done {
+    pub(crate) fn with_failures(failed: usize) -> Done {
         if failed == 0 { Done::Ok } else { Done::Failed(failed) }
     }
 }
 
 /// The exit code of a command's result: 0 done, 1 some image failed or I/O failed, 2 unusable
 /// input (a spec error or a [`UsageError`]).
-pub fn exit_code(result: &anyhow::Result<Done>) -> u8 {
+pub(crate) fn exit_code(result: &anyhow::Result<Done>) -> u8 {
     match result {
         Ok(Done::Ok) => 0,
         Ok(Done::Failed(_)) => 1,

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 
 /// Where this process's Actions file commands go; all empty outside Actions.
 #[derive(Debug, Clone, Default)]
-pub struct ActionsEnv {
+pub(crate) struct ActionsEnv {
     /// `GITHUB_ACTIONS=true`.
     pub enabled: bool,
     /// `$GITHUB_OUTPUT`.
@@ -22,7 +22,7 @@ pub struct ActionsEnv {
 
 impl ActionsEnv {
     /// Reads the runner's variables.
-    pub fn from_env() -> ActionsEnv {
+    pub(crate) fn from_env() -> ActionsEnv {
         let path = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
         ActionsEnv {
             enabled: std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true"),
@@ -33,7 +33,7 @@ impl ActionsEnv {
 
     /// Appends outputs to `$GITHUB_OUTPUT` (no-op without it), each as
     /// `name<<DELIM` / value / `DELIM` with a fresh random delimiter.
-    pub fn set_outputs(&self, outputs: &[(&str, String)]) -> anyhow::Result<()> {
+    pub(crate) fn set_outputs(&self, outputs: &[(&str, String)]) -> anyhow::Result<()> {
         let Some(path) = &self.output else { return Ok(()) };
         let mut text = String::new();
         for (name, value) in outputs {
@@ -43,27 +43,27 @@ impl ActionsEnv {
     }
 
     /// Appends markdown to `$GITHUB_STEP_SUMMARY` (no-op without it).
-    pub fn append_summary(&self, markdown: &str) -> anyhow::Result<()> {
+    pub(crate) fn append_summary(&self, markdown: &str) -> anyhow::Result<()> {
         let Some(path) = &self.summary else { return Ok(()) };
         append(path, markdown).with_context(|| format!("writing the step summary to `{}`", path.display()))
     }
 
     /// Asks the runner to mask `secret` in every later log line.
-    pub fn mask(&self, secret: &str) {
+    pub(crate) fn mask(&self, secret: &str) {
         if self.enabled && !secret.is_empty() {
             println!("::add-mask::{}", escape_data(secret));
         }
     }
 
     /// Opens a collapsible log group (Actions only; a terminal gets the log lines as they are).
-    pub fn group(&self, title: &str) {
+    pub(crate) fn group(&self, title: &str) {
         if self.enabled {
             println!("::group::{}", escape_data(title));
         }
     }
 
     /// Closes the group opened by [`ActionsEnv::group`].
-    pub fn end_group(&self) {
+    pub(crate) fn end_group(&self) {
         if self.enabled {
             println!("::endgroup::");
         }
@@ -71,7 +71,7 @@ impl ActionsEnv {
 
     /// Prints `lines` as one folded group in a single write (Actions only), so that the logs
     /// of parallel work never interleave.
-    pub fn folded(&self, title: &str, lines: &[String]) {
+    pub(crate) fn folded(&self, title: &str, lines: &[String]) {
         if !self.enabled {
             return;
         }
@@ -85,7 +85,7 @@ impl ActionsEnv {
     }
 
     /// Whether progress is drawn as a redrawn line: stderr is a terminal, outside Actions.
-    pub fn redraws_progress(&self) -> bool {
+    pub(crate) fn redraws_progress(&self) -> bool {
         use std::io::IsTerminal as _;
         !self.enabled && io::stderr().is_terminal()
     }
@@ -97,7 +97,7 @@ fn append(path: &Path, text: &str) -> io::Result<()> {
 }
 
 /// One `$GITHUB_OUTPUT` record with a random delimiter that does not occur in `value`.
-pub fn output_record(name: &str, value: &str, rng: &mut impl rand::Rng) -> String {
+pub(crate) fn output_record(name: &str, value: &str, rng: &mut impl rand::Rng) -> String {
     loop {
         let delim = format!("ghadelimiter_{:032x}", rng.random::<u128>());
         if !value.contains(&delim) {
@@ -106,9 +106,10 @@ pub fn output_record(name: &str, value: &str, rng: &mut impl rand::Rng) -> Strin
     }
 }
 
+#[cfg(test)]
 /// Parses `$GITHUB_OUTPUT` text the way the runner does: `name=value` lines and
 /// `name<<DELIM` blocks. Later values win.
-pub fn parse_output_file(text: &str) -> Result<BTreeMap<String, String>, String> {
+pub(crate) fn parse_output_file(text: &str) -> Result<BTreeMap<String, String>, String> {
     let mut out = BTreeMap::new();
     let mut lines = text.lines();
     while let Some(line) = lines.next() {
@@ -135,17 +136,17 @@ pub fn parse_output_file(text: &str) -> Result<BTreeMap<String, String>, String>
 }
 
 /// Escapes the message of a workflow command (`%`, `\r`, `\n`).
-pub fn escape_data(s: &str) -> String {
+pub(crate) fn escape_data(s: &str) -> String {
     s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
 }
 
 /// Escapes a workflow command property value (also `:` and `,`).
-pub fn escape_property(s: &str) -> String {
+pub(crate) fn escape_property(s: &str) -> String {
     escape_data(s).replace(':', "%3A").replace(',', "%2C")
 }
 
 /// An `::error` annotation at a file location (line/column 0 are left out).
-pub fn error_annotation(file: &Path, line: u64, column: u64, message: &str) -> String {
+pub(crate) fn error_annotation(file: &Path, line: u64, column: u64, message: &str) -> String {
     let mut props = format!("file={}", escape_property(&file.to_string_lossy()));
     if line > 0 {
         props.push_str(&format!(",line={line}"));
@@ -162,7 +163,7 @@ pub fn error_annotation(file: &Path, line: u64, column: u64, message: &str) -> S
 /// (`--name` alone for a flag that takes no value, when the input is `true`); positional
 /// arguments take whitespace-separated words from the input of their name. Inputs that the
 /// subcommand does not take are ignored, as GitHub passes every input of action.yml.
-pub fn argv_from_inputs(vars: &BTreeMap<String, String>, cli: &clap::Command) -> anyhow::Result<Vec<String>> {
+pub(crate) fn argv_from_inputs(vars: &BTreeMap<String, String>, cli: &clap::Command) -> anyhow::Result<Vec<String>> {
     let input = |name: &str| vars.get(&format!("INPUT_{}", name.to_ascii_uppercase())).map(|v| v.trim()).filter(|v| !v.is_empty());
     let command = input("command").unwrap_or("plan").to_owned();
     let sub = cli.find_subcommand(&command).with_context(|| {

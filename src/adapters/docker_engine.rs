@@ -27,7 +27,7 @@ const DOCKERFILE_IN_TAR: &str = ".split-build.Dockerfile";
 
 /// One build.
 #[derive(Debug, Clone, Default)]
-pub struct BuildRequest {
+pub(crate) struct BuildRequest {
     /// The context directory (files honour its `.dockerignore`).
     pub context: PathBuf,
     /// The Dockerfile's text.
@@ -54,7 +54,7 @@ const NO_BUILDKIT: u8 = 2;
 
 /// A connected daemon.
 #[derive(Clone)]
-pub struct DockerEngine {
+pub(crate) struct DockerEngine {
     docker: Docker,
     credentials: std::sync::Arc<Credentials>,
     /// Whether BuildKit works here: unknown until the first build says.
@@ -64,7 +64,7 @@ pub struct DockerEngine {
 impl DockerEngine {
     /// Connects to the local daemon and agrees on an API version (the daemon may be older
     /// than bollard's default).
-    pub async fn connect(credentials: Credentials) -> anyhow::Result<DockerEngine> {
+    pub(crate) async fn connect(credentials: Credentials) -> anyhow::Result<DockerEngine> {
         let docker = Docker::connect_with_local_defaults().context("connecting to the Docker daemon")?;
         let docker = docker
             .negotiate_version()
@@ -87,7 +87,7 @@ impl DockerEngine {
     /// Builds an image: with the daemon's BuildKit (a session per build) when it has one,
     /// else with the classic builder, said once in the log. Either way the daemon pulls
     /// `FROM` images itself. A failure carries the failing step's message.
-    pub async fn build(&self, req: &BuildRequest, actions: &ActionsEnv) -> anyhow::Result<()> {
+    pub(crate) async fn build(&self, req: &BuildRequest, actions: &ActionsEnv) -> anyhow::Result<()> {
         if self.buildkit.load(Ordering::Relaxed) != NO_BUILDKIT {
             match self.build_with(req, true, actions).await {
                 Ok(()) => {
@@ -219,7 +219,7 @@ impl DockerEngine {
     }
 
     /// Pulls an image.
-    pub async fn pull(&self, image: &str) -> anyhow::Result<()> {
+    pub(crate) async fn pull(&self, image: &str) -> anyhow::Result<()> {
         let options = CreateImageOptionsBuilder::default().from_image(image).build();
         let mut stream = self.docker.create_image(Some(options), None, self.auth_for(image));
         while let Some(item) = stream.next().await {
@@ -232,14 +232,14 @@ impl DockerEngine {
     }
 
     /// Gives `source` the name `target` (a full reference with a tag).
-    pub async fn tag(&self, source: &str, target: &str) -> anyhow::Result<()> {
+    pub(crate) async fn tag(&self, source: &str, target: &str) -> anyhow::Result<()> {
         let (repo, tag) = split_tag(target)?;
         let options = TagImageOptionsBuilder::default().repo(repo).tag(tag).build();
         self.docker.tag_image(source, Some(options)).await.with_context(|| format!("tagging `{source}` as `{target}`"))
     }
 
     /// Pushes `image` (a full reference with a tag).
-    pub async fn push(&self, image: &str) -> anyhow::Result<()> {
+    pub(crate) async fn push(&self, image: &str) -> anyhow::Result<()> {
         let (repo, tag) = split_tag(image)?;
         let options = PushImageOptionsBuilder::default().tag(tag).build();
         let mut stream = self.docker.push_image(repo, Some(options), self.auth_for(image));
@@ -252,14 +252,8 @@ impl DockerEngine {
         Ok(())
     }
 
-    /// The `os/architecture` of a local image.
-    pub async fn platform_of(&self, image: &str) -> anyhow::Result<String> {
-        let i = self.docker.inspect_image(image).await.with_context(|| format!("inspecting `{image}`"))?;
-        Ok(format!("{}/{}", i.os.unwrap_or_default(), i.architecture.unwrap_or_default()))
-    }
-
     /// The daemon's own `os/architecture` (what the legacy builder builds for).
-    pub async fn native_platform(&self) -> anyhow::Result<String> {
+    pub(crate) async fn native_platform(&self) -> anyhow::Result<String> {
         let v = self.docker.version().await.context("asking the daemon its version")?;
         Ok(format!("{}/{}", v.os.unwrap_or_default(), v.arch.unwrap_or_default()))
     }
@@ -282,7 +276,7 @@ fn short_name(image: &str) -> &str {
 /// BuildKit's status messages alike (numbered steps as `docker buildx` prints them: `#3 RUN
 /// ...`, `#3 CACHED`, `#3 <output>`, `#3 ERROR: ...`).
 #[derive(Debug, Default)]
-pub struct BuildLog {
+pub(crate) struct BuildLog {
     /// Every line so far.
     pub lines: Vec<String>,
     steps: HashMap<String, usize>,
@@ -296,14 +290,14 @@ impl BuildLog {
     }
 
     /// Adds text (possibly several lines) under the step's prefix.
-    pub fn push_text(&mut self, prefix: &str, text: &str) {
+    pub(crate) fn push_text(&mut self, prefix: &str, text: &str) {
         for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
             self.lines.push(format!("{prefix}{line}"));
         }
     }
 
     /// Takes in one BuildKit status message.
-    pub fn on_status(&mut self, status: &bollard::moby::buildkit::v1::StatusResponse) {
+    pub(crate) fn on_status(&mut self, status: &bollard::moby::buildkit::v1::StatusResponse) {
         for v in &status.vertexes {
             let n = self.step(&v.digest);
             if v.started.is_some() && self.announced.insert((n, 0)) {
@@ -349,13 +343,13 @@ fn tail(log: &[String]) -> String {
 /// The `.dockerignore` patterns of a context: matched paths are left out, `!` patterns
 /// bring paths back (last match wins, as in Docker).
 #[derive(Debug, Default)]
-pub struct DockerIgnore {
+pub(crate) struct DockerIgnore {
     rules: Vec<(GlobSet, bool)>,
 }
 
 impl DockerIgnore {
     /// Parses a `.dockerignore` text.
-    pub fn parse(text: &str) -> anyhow::Result<DockerIgnore> {
+    pub(crate) fn parse(text: &str) -> anyhow::Result<DockerIgnore> {
         let mut rules = Vec::new();
         for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
             let (keep, pattern) = match line.strip_prefix('!') {
@@ -373,7 +367,7 @@ impl DockerIgnore {
     }
 
     /// Whether `path` (relative, `/`-separated) is left out.
-    pub fn excludes(&self, path: &Path) -> bool {
+    pub(crate) fn excludes(&self, path: &Path) -> bool {
         let mut out = false;
         for (set, keep) in &self.rules {
             if set.is_match(path) {
@@ -386,7 +380,7 @@ impl DockerIgnore {
 
 /// The context as a tar: regular files, directories and symlinks in path order, mtime 0,
 /// owner root, `.dockerignore` honoured, the Dockerfile added as `.split-build.Dockerfile`.
-pub fn context_tar(context: &Path, dockerfile: &str) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn context_tar(context: &Path, dockerfile: &str) -> anyhow::Result<Vec<u8>> {
     let root = if context.as_os_str().is_empty() { Path::new(".") } else { context };
     let ignore = match std::fs::read_to_string(root.join(".dockerignore")) {
         Ok(text) => DockerIgnore::parse(&text)?,

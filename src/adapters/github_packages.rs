@@ -16,7 +16,7 @@ use crate::core::retention::Stored;
 
 /// Whose packages: an organization's or a user's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Owner {
+pub(crate) enum Owner {
     /// `/orgs/{owner}/packages/...`.
     Org,
     /// `/users/{owner}/packages/...`.
@@ -25,7 +25,7 @@ pub enum Owner {
 
 /// One owner's container packages.
 #[derive(Clone)]
-pub struct GithubPackages {
+pub(crate) struct GithubPackages {
     crab: Arc<Octocrab>,
     owner: String,
     kind: Owner,
@@ -35,7 +35,7 @@ impl GithubPackages {
     /// A client for `owner`'s packages with `token`; `base_uri` points elsewhere than
     /// api.github.com (tests, GitHub Enterprise). Rate limits are honoured by waiting for
     /// `x-ratelimit-reset` / `retry-after` (octocrab's rate-limit retry policy).
-    pub fn new(owner: &str, token: &str, base_uri: Option<&str>) -> anyhow::Result<GithubPackages> {
+    pub(crate) fn new(owner: &str, token: &str, base_uri: Option<&str>) -> anyhow::Result<GithubPackages> {
         crate::adapters::tls::init();
         let mut b = Octocrab::builder().personal_token(token.to_owned()).add_retry_config(RetryConfig::HandleRateLimits {
             metrics: Arc::new(NoOpRateLimitMetrics),
@@ -52,7 +52,7 @@ impl GithubPackages {
 
     /// Every version of the container package `name` (the repository path below
     /// `ghcr.io/{owner}/`). Tries the organization, then the user, on 404.
-    pub async fn list_versions(&mut self, name: &str, repository: &str) -> anyhow::Result<Vec<Stored>> {
+    pub(crate) async fn list_versions(&mut self, name: &str, repository: &str) -> anyhow::Result<Vec<Stored>> {
         let first = match self.first_page(name).await {
             Err(e) if self.kind == Owner::Org && status_of(&e) == Some(404) => {
                 self.kind = Owner::User;
@@ -93,7 +93,7 @@ impl GithubPackages {
     }
 
     /// Deletes versions by id, `concurrency` at a time; returns each id's result.
-    pub async fn delete_versions(&self, name: &str, ids: &[u64], concurrency: usize) -> Vec<(u64, anyhow::Result<()>)> {
+    pub(crate) async fn delete_versions(&self, name: &str, ids: &[u64], concurrency: usize) -> Vec<(u64, anyhow::Result<()>)> {
         stream::iter(ids.iter().copied())
             .map(|id| async move {
                 let p = self.crab.packages();
@@ -147,7 +147,7 @@ fn explain(e: octocrab::Error, doing: &str) -> anyhow::Error {
 }
 
 /// Commit SHAs of `owner/repo@branch`, newest first, at most `limit`.
-pub async fn commits(token: Option<&str>, base_uri: Option<&str>, spec: &str, limit: usize) -> anyhow::Result<Vec<String>> {
+pub(crate) async fn commits(token: Option<&str>, base_uri: Option<&str>, spec: &str, limit: usize) -> anyhow::Result<Vec<String>> {
     let (repo, branch) = spec.split_once('@').unwrap_or((spec, "main"));
     let (owner, name) =
         repo.split_once('/').ok_or_else(|| crate::outcome::UsageError(format!("--versions-from `{spec}`: use owner/repo@branch")))?;

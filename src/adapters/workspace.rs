@@ -11,7 +11,7 @@ use crate::core::content_hash::{InputFile, Recipe, sha256_hex};
 use crate::core::spec::{Site, Spec, SpecEnv, SpecError, parse_spec};
 
 /// The real process environment and file system.
-pub struct FsEnv;
+pub(crate) struct FsEnv;
 
 impl SpecEnv for FsEnv {
     fn var(&self, name: &str) -> Option<String> {
@@ -31,7 +31,7 @@ impl SpecEnv for FsEnv {
 
 /// Reads and validates the spec at `path`. A missing or unreadable spec is a spec error
 /// too (exit code 2), located at the file itself.
-pub fn load_spec(path: &Path) -> Result<Spec, SpecError> {
+pub(crate) fn load_spec(path: &Path) -> Result<Spec, SpecError> {
     let text = std::fs::read_to_string(path).map_err(|e| SpecError {
         site: Site { file: path.to_path_buf(), line: 0, column: 0, key: String::new() },
         message: format!("cannot read the spec: {e} (give its path with --spec; the default is split-build.yml)"),
@@ -41,7 +41,7 @@ pub fn load_spec(path: &Path) -> Result<Spec, SpecError> {
 
 /// The files below `context` that match any of `globs` (paths relative to the context,
 /// `/`-separated), in path order. `.git` is never an input.
-pub fn input_files(context: &Path, globs: &[String]) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn input_files(context: &Path, globs: &[String]) -> anyhow::Result<Vec<PathBuf>> {
     let mut set = GlobSetBuilder::new();
     for g in globs {
         set.add(Glob::new(g).with_context(|| format!("reading input pattern `{g}`"))?);
@@ -65,7 +65,7 @@ pub fn input_files(context: &Path, globs: &[String]) -> anyhow::Result<Vec<PathB
 }
 
 /// Reads a Dockerfile and the context inputs into the [`Recipe`] a hash is computed from.
-pub fn recipe(context: &Path, dockerfile: &Path, target: Option<&str>, globs: &[String]) -> anyhow::Result<Recipe> {
+pub(crate) fn recipe(context: &Path, dockerfile: &Path, target: Option<&str>, globs: &[String]) -> anyhow::Result<Recipe> {
     let bytes = std::fs::read(dockerfile).with_context(|| format!("reading `{}`", dockerfile.display()))?;
     let root = if context.as_os_str().is_empty() { Path::new(".") } else { context };
     let mut inputs = Vec::new();
