@@ -186,9 +186,7 @@ impl Registry {
     /// HEAD of a manifest by tag or digest; `None` when it does not exist. Falls back to
     /// GET when the registry refuses HEAD.
     pub async fn head_manifest(&self, image: &ImageRef, stats: &Stats) -> anyhow::Result<Option<ManifestHead>> {
-        let url = format!("{}/v2/{}/manifests/{}", self.base_url(&image.registry), image.repository, reference(image));
-        let scopes = [Scope::pull(&image.repository)];
-        let resp = self.send(&image.registry, Method::HEAD, &url, accept_manifests(), None, &scopes, stats).await?;
+        let resp = self.read_manifest(image, Method::HEAD, stats).await?;
         match resp.status() {
             StatusCode::NOT_FOUND => Ok(None),
             s if s.is_success() => Ok(Some(ManifestHead {
@@ -204,9 +202,7 @@ impl Registry {
 
     /// GET of a manifest; `None` when it does not exist.
     pub async fn get_manifest(&self, image: &ImageRef, stats: &Stats) -> anyhow::Result<Option<FetchedManifest>> {
-        let url = format!("{}/v2/{}/manifests/{}", self.base_url(&image.registry), image.repository, reference(image));
-        let scopes = [Scope::pull(&image.repository)];
-        let resp = self.send(&image.registry, Method::GET, &url, accept_manifests(), None, &scopes, stats).await?;
+        let resp = self.read_manifest(image, Method::GET, stats).await?;
         match resp.status() {
             StatusCode::NOT_FOUND => Ok(None),
             s if s.is_success() => {
@@ -248,6 +244,12 @@ impl Registry {
         let Some(m) = self.get_manifest(&image.with_digest(child.digest.clone()), stats).await? else { return Ok(None) };
         let manifest = serde_json::from_slice(&m.bytes).with_context(|| format!("reading the manifest {} of `{image}`", child.digest))?;
         Ok(Some(PlatformManifest { manifest, media_type: m.media_type }))
+    }
+
+    /// A HEAD or GET of a manifest, accepting every manifest type.
+    async fn read_manifest(&self, image: &ImageRef, method: Method, stats: &Stats) -> anyhow::Result<reqwest::Response> {
+        let url = format!("{}/v2/{}/manifests/{}", self.base_url(&image.registry), image.repository, reference(image));
+        self.send(&image.registry, method, &url, accept_manifests(), None, &[Scope::pull(&image.repository)], stats).await
     }
 
     /// GET of a blob (following redirects to blob storage).

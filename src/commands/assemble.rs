@@ -19,10 +19,10 @@ use crate::stages::prepare::prepare;
 pub(crate) async fn run(args: AssembleArgs, actions: &ActionsEnv) -> anyhow::Result<Done> {
     let started = Instant::now();
     let prepared = prepare(&args.common)?;
-    let items = prepared.items(args.items.as_deref())?;
-    // Checked for both methods; `append` writes every platform of an agent all the same (its
-    // tag names an index over all of them), so the other platforms' jobs find it made.
-    let platform = prepared.platform(args.platform.as_deref())?;
+    // `--platform` is checked for both methods; `append` writes every platform of an agent all
+    // the same (its tag names an index over all of them), so the other platforms' jobs find it
+    // made.
+    let pick = prepared.pick(args.items.as_deref(), args.platform.as_deref())?;
     let method = prepared.method(args.method);
     let client = connect(&args.registry, actions)?;
     let concurrency = usize::from(args.registry.concurrency);
@@ -34,14 +34,14 @@ pub(crate) async fn run(args: AssembleArgs, actions: &ActionsEnv) -> anyhow::Res
     let records = match method {
         Method::Append => {
             actions.group("split-build assemble: writing agent images");
-            let records = assemble_append(&client, &prepared, &plan, items.as_ref(), concurrency, actions).await;
+            let records = assemble_append(&client, &prepared, &plan, &pick, concurrency, actions).await;
             actions.end_group();
             records?
         }
         // Each daemon build folds its own log into a group.
         Method::Dockerfile => {
             let engine = connect_daemon(&args.registry).await?;
-            assemble_with_daemon(&engine, &prepared, &plan, items.as_ref(), platform.as_ref(), usize::from(args.parallel), actions).await
+            assemble_with_daemon(&engine, &prepared, &plan, &pick, usize::from(args.parallel), actions).await
         }
     };
     let report = finish("assemble", records, started, &args.common, actions)?;

@@ -15,9 +15,8 @@ use crate::stages::prepare::prepare;
 pub(crate) async fn run(args: BuildArgs, actions: &ActionsEnv) -> anyhow::Result<Done> {
     let started = Instant::now();
     let prepared = prepare(&args.common)?;
-    let items = prepared.items(args.items.as_deref())?;
-    let platform = prepared.platform(args.platform.as_deref())?;
-    if args.stage == BuildStage::Builder && items.is_some() {
+    let pick = prepared.pick(args.items.as_deref(), args.platform.as_deref())?;
+    if args.stage == BuildStage::Builder && pick.items.is_some() {
         return Err(UsageError("--items is for --stage bases; the builder has one image per version".into()).into());
     }
     let client = connect(&args.registry, actions)?;
@@ -25,9 +24,7 @@ pub(crate) async fn run(args: BuildArgs, actions: &ActionsEnv) -> anyhow::Result
     let engine = connect_daemon(&args.registry).await?;
     let records = match args.stage {
         BuildStage::Builder => build_builder(&engine, &prepared, &plan, actions).await,
-        BuildStage::Bases => {
-            build_bases(&engine, &prepared, &plan, items.as_ref(), platform.as_ref(), usize::from(args.parallel), actions).await
-        }
+        BuildStage::Bases => build_bases(&engine, &prepared, &plan, &pick, usize::from(args.parallel), actions).await,
     };
     let report = finish("build", records, started, &args.common, actions)?;
     Ok(Done::with_failures(report.failures()))

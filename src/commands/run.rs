@@ -15,7 +15,7 @@ use crate::stages::daemon::{build_bases, build_builder, builder_and_bases_hits, 
 use crate::stages::dockerfile::assemble_with_daemon;
 use crate::stages::emit::{finish, log_counts};
 use crate::stages::observe::{connect, make_plan};
-use crate::stages::prepare::prepare;
+use crate::stages::prepare::{Pick, prepare};
 
 /// `split-build run`.
 pub(crate) async fn run(args: RunArgs, actions: &ActionsEnv) -> anyhow::Result<Done> {
@@ -30,9 +30,10 @@ pub(crate) async fn run(args: RunArgs, actions: &ActionsEnv) -> anyhow::Result<D
     let mut records = Vec::new();
     if c.builder_needed || c.bases_missing > 0 {
         let engine = connect_daemon(&args.registry).await?;
+        let every = Pick::default();
         let (builder, bases) = tokio::join!(
             build_builder(&engine, &prepared, &plan, actions),
-            build_bases(&engine, &prepared, &plan, None, None, parallel, actions)
+            build_bases(&engine, &prepared, &plan, &every, parallel, actions)
         );
         records.extend(builder);
         records.extend(bases);
@@ -42,17 +43,18 @@ pub(crate) async fn run(args: RunArgs, actions: &ActionsEnv) -> anyhow::Result<D
     // Agents whose base or builder failed cannot be made now; they are left for a rerun.
     let instances = &prepared.spec.bases.instances;
     let ready: BTreeSet<String> = ready_instances(instances, &records).into_iter().map(str::to_owned).collect();
+    let skipped = instances.len() - ready.len();
     if !ready.is_empty() {
+        let ready = Pick::instances(ready);
         let agents = match prepared.spec.agents.method {
-            Method::Append => assemble_append(&client, &prepared, &plan, Some(&ready), concurrency, actions).await?,
+            Method::Append => assemble_append(&client, &prepared, &plan, &ready, concurrency, actions).await?,
             Method::Dockerfile => {
                 let engine = connect_daemon(&args.registry).await?;
-                assemble_with_daemon(&engine, &prepared, &plan, Some(&ready), None, parallel, actions).await
+                assemble_with_daemon(&engine, &prepared, &plan, &ready, parallel, actions).await
             }
         };
         records.extend(agents);
     }
-    let skipped = instances.len() - ready.len();
     if skipped > 0 {
         tracing::warn!("{skipped} instances' agents were not made because their base or the builder failed; rerun after fixing");
     }

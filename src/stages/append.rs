@@ -3,7 +3,7 @@
 //! new config and manifest are put on top. No layer is pulled or recompressed; a manifest is
 //! written only after every blob it names is present.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use anyhow::{Context as _, anyhow};
@@ -19,7 +19,7 @@ use crate::core::platform::Platform;
 use crate::core::report::{ImageRecord, Outcome, Stage};
 use crate::core::spec::Variant;
 use crate::stages::jobs::{attempt, run_jobs};
-use crate::stages::prepare::Prepared;
+use crate::stages::prepare::{Pick, Prepared};
 
 /// One agent image to write: its entries (one per platform) share the tag.
 struct Job<'a> {
@@ -36,7 +36,7 @@ impl Job<'_> {
     }
 }
 
-/// Makes every missing agent of `items` (default: all) at the registry, `concurrency` at a
+/// Makes every missing agent of the instances the job picks at the registry, `concurrency` at a
 /// time; one record per agent image. With several platforms an agent tag names an index over
 /// all of them, so a job writes every platform of its images (registry-side work is small).
 /// Failures are recorded, never propagated: the other images go on.
@@ -44,14 +44,14 @@ pub(crate) async fn assemble_append(
     client: &Registry,
     prepared: &Prepared,
     plan: &Plan,
-    items: Option<&BTreeSet<String>>,
+    pick: &Pick,
     concurrency: usize,
     actions: &ActionsEnv,
 ) -> anyhow::Result<Vec<ImageRecord>> {
     let variants: BTreeMap<&str, &Variant> = prepared.spec.agents.variants.iter().map(|v| (v.name.as_str(), v)).collect();
     let mut jobs: BTreeMap<String, Job<'_>> = BTreeMap::new();
     for a in &plan.agents {
-        if items.is_some_and(|set| !set.contains(&a.instance)) {
+        if !pick.wants_instance(&a.instance) {
             continue;
         }
         let Some(variant) = variants.get(a.variant.as_str()) else { continue };

@@ -1,7 +1,7 @@
 //! Building through the Docker daemon: the builder (once per version) and the bases (each
 //! also tagged `{instance}-latest`, the warm cache of later plans), pushed as they finish.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use anyhow::Context as _;
 
@@ -11,11 +11,10 @@ use crate::adapters::docker_engine::{BuildRequest, DockerEngine};
 use crate::cli::RegistryOpts;
 use crate::core::image_config::BASE_NAME;
 use crate::core::plan::{BasePlan, Plan, Status, latest_tag};
-use crate::core::platform::Platform;
 use crate::core::report::{ImageRecord, Outcome, Stage};
 use crate::core::spec::CacheMode;
 use crate::stages::jobs::{attempt, run_jobs};
-use crate::stages::prepare::Prepared;
+use crate::stages::prepare::{Pick, Prepared};
 
 /// The daemon, with the same credentials as the registry client.
 pub(crate) async fn connect_daemon(opts: &RegistryOpts) -> anyhow::Result<DockerEngine> {
@@ -86,19 +85,17 @@ async fn build_builder_once(engine: &DockerEngine, prepared: &Prepared, plan: &P
     engine.push(&image).await
 }
 
-/// Builds and pushes each missing base of `items` (default: all) on `platform` (default:
-/// all), `parallel` at a time; each also becomes `{instance}-latest`. One failure does not
+/// Builds and pushes each missing base the job picks, `parallel` at a time; each also becomes `{instance}-latest`. One failure does not
 /// stop the others.
 pub(crate) async fn build_bases(
     engine: &DockerEngine,
     prepared: &Prepared,
     plan: &Plan,
-    items: Option<&BTreeSet<String>>,
-    platform: Option<&Platform>,
+    pick: &Pick,
     parallel: usize,
     actions: &ActionsEnv,
 ) -> Vec<ImageRecord> {
-    let wanted = plan.bases.iter().filter(|b| items.is_none_or(|s| s.contains(&b.instance)) && platform.is_none_or(|p| *p == b.platform));
+    let wanted = plan.bases.iter().filter(|b| pick.wants(&b.instance, &b.platform));
     let (hits, todo): (Vec<&BasePlan>, Vec<&BasePlan>) = wanted.partition(|b| b.status == Status::Hit);
     let mut records: Vec<ImageRecord> = hits.into_iter().map(|b| base_record(b, Outcome::Hit)).collect();
     let dockerfile = match std::fs::read_to_string(&prepared.spec.bases.dockerfile) {

@@ -12,36 +12,29 @@ use crate::adapters::actions_env::ActionsEnv;
 use crate::adapters::docker_engine::{BuildRequest, DockerEngine};
 use crate::core::image_config::thin_dockerfile;
 use crate::core::plan::{AgentPlan, Plan, Status};
-use crate::core::platform::Platform;
 use crate::core::report::{ImageRecord, Outcome, Stage};
 use crate::core::spec::Variant;
 use crate::stages::jobs::{attempt, run_jobs};
-use crate::stages::prepare::Prepared;
+use crate::stages::prepare::{Pick, Prepared};
 
 fn record(a: &AgentPlan, status: Outcome) -> ImageRecord {
     ImageRecord::new(Stage::Agents, &a.image.to_string(), &a.platform.to_string(), status).of(Some(&a.instance), Some(&a.variant))
 }
 
-/// Makes the missing agents of `items` (default: all) on `platform` (default: all) through
-/// the daemon, `parallel` at a time. A daemon makes one platform's image per tag: the first
+/// Makes the missing agents the job picks through the daemon, `parallel` at a time. A daemon makes one platform's image per tag: the first
 /// wanted platform of each agent. One record per agent image; one failure does not stop the
 /// others.
 pub(crate) async fn assemble_with_daemon(
     engine: &DockerEngine,
     prepared: &Prepared,
     plan: &Plan,
-    items: Option<&BTreeSet<String>>,
-    platform: Option<&Platform>,
+    pick: &Pick,
     parallel: usize,
     actions: &ActionsEnv,
 ) -> Vec<ImageRecord> {
     let variants: HashMap<&str, &Variant> = prepared.spec.agents.variants.iter().map(|v| (v.name.as_str(), v)).collect();
     let mut seen = BTreeSet::new();
-    let wanted = plan
-        .agents
-        .iter()
-        .filter(|a| items.is_none_or(|s| s.contains(&a.instance)) && platform.is_none_or(|p| *p == a.platform))
-        .filter(|a| seen.insert(a.image.to_string()));
+    let wanted = plan.agents.iter().filter(|a| pick.wants(&a.instance, &a.platform)).filter(|a| seen.insert(a.image.to_string()));
     let (hits, todo): (Vec<&AgentPlan>, Vec<&AgentPlan>) = wanted.partition(|a| a.status == Status::Hit);
     let hits: Vec<ImageRecord> = hits.into_iter().map(|a| record(a, Outcome::Hit)).collect();
     let builder = plan.builder.image.to_string();

@@ -40,9 +40,41 @@ pub(crate) fn prepare(common: &Common) -> anyhow::Result<Prepared> {
     Ok(Prepared { spec, builder_version, base_recipe })
 }
 
+/// What a job works on: its instances (`--items`; `None`: every one) and its platform
+/// (`--platform`; `None`: every one).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Pick {
+    /// The instances, when the job was given some.
+    pub(crate) items: Option<BTreeSet<String>>,
+    /// The platform, when the job was given one.
+    pub(crate) platform: Option<Platform>,
+}
+
+impl Pick {
+    /// These instances, on every platform.
+    pub(crate) fn instances(items: BTreeSet<String>) -> Pick {
+        Pick { items: Some(items), platform: None }
+    }
+
+    /// Whether the job makes the image of `instance` on `platform`.
+    pub(crate) fn wants(&self, instance: &str, platform: &Platform) -> bool {
+        self.wants_instance(instance) && self.platform.as_ref().is_none_or(|p| p == platform)
+    }
+
+    /// Whether the job makes images of `instance` (on any platform).
+    pub(crate) fn wants_instance(&self, instance: &str) -> bool {
+        self.items.as_ref().is_none_or(|s| s.contains(instance))
+    }
+}
+
 impl Prepared {
+    /// A job's pick from its `--items` and `--platform`, checked against the spec.
+    pub(crate) fn pick(&self, items: Option<&str>, platform: Option<&str>) -> anyhow::Result<Pick> {
+        Ok(Pick { items: self.items(items)?, platform: self.platform(platform)? })
+    }
+
     /// Parses `--items` against the spec's instances: unknown ids are a usage error.
-    pub(crate) fn items(&self, items: Option<&str>) -> anyhow::Result<Option<BTreeSet<String>>> {
+    fn items(&self, items: Option<&str>) -> anyhow::Result<Option<BTreeSet<String>>> {
         let Some(text) = items.map(str::trim).filter(|t| !t.is_empty()) else { return Ok(None) };
         let known: HashSet<&str> = self.spec.bases.instances.iter().map(String::as_str).collect();
         let wanted: BTreeSet<String> = text.split_whitespace().map(str::to_owned).collect();
@@ -59,7 +91,7 @@ impl Prepared {
     }
 
     /// Parses `--platform` against the spec's platforms.
-    pub(crate) fn platform(&self, platform: Option<&str>) -> anyhow::Result<Option<Platform>> {
+    fn platform(&self, platform: Option<&str>) -> anyhow::Result<Option<Platform>> {
         let Some(text) = platform.map(str::trim).filter(|t| !t.is_empty()) else { return Ok(None) };
         let p: Platform = text.parse().map_err(|e: PlatformError| UsageError(format!("--platform: {e}")))?;
         if !self.spec.platforms.contains(&p) {
