@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser as _};
 
-use crate::adapters::actions_env::{ActionsEnv, argv_from_inputs, error_annotation, escape_data};
+use crate::adapters::actions_env::{ActionsEnv, LogWriter, argv_from_inputs, error_annotation, escape_data, no_commands};
+use crate::adapters::credentials::Credentials;
 use crate::cli::{Cli, Command};
 use crate::commands;
 use crate::core::spec::SpecError;
@@ -24,7 +25,7 @@ pub fn main() -> ExitCode {
             Ok(argv) => argv,
             Err(e) => {
                 println!("{}", error_annotation(std::path::Path::new("action.yml"), 0, 0, &format!("{e:#}")));
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", no_commands(&format!("{e:#}")));
                 return ExitCode::from(2);
             }
         }
@@ -33,11 +34,22 @@ pub fn main() -> ExitCode {
     };
     let cli = match Cli::try_parse_from(argv) {
         Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            // clap echoes values: one with a newline must not start a workflow command.
+            eprint!("{}", no_commands(&e.render().to_string()));
+            return ExitCode::from(2);
+        }
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+            return ExitCode::from(0);
         }
     };
+    // Before anything is read (the spec, an instances file, a registry's answer): every
+    // secret, in every form, is masked.
+    let credentials = cli.command.registry().map_or_else(Credentials::from_env, Credentials::load);
+    for secret in credentials.secrets() {
+        actions.mask(&secret);
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -62,20 +74,20 @@ fn tell_the_end(result: &anyhow::Result<Done>, actions: &ActionsEnv) {
                 if actions.enabled {
                     println!("{}", error_annotation(&se.site.file, se.site.line, se.site.column, &se.to_string()));
                 }
-                eprintln!("error: {se}");
+                eprintln!("error: {}", no_commands(&se.to_string()));
                 return;
             }
             if actions.enabled {
                 println!("::error::{}", escape_data(&format!("{e:#}")));
             }
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", no_commands(&format!("{e:#}")));
         }
     }
 }
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).without_time().try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| LogWriter).with_target(false).without_time().try_init();
 }
 
 /// Runs one parsed command.

@@ -42,6 +42,20 @@ pub(crate) enum Command {
     Prune(PruneArgs),
 }
 
+impl Command {
+    /// The registry options of a command that talks to registries.
+    pub(crate) fn registry(&self) -> Option<&RegistryOpts> {
+        match self {
+            Command::Plan(a) => Some(&a.registry),
+            Command::Build(a) => Some(&a.registry),
+            Command::Assemble(a) => Some(&a.registry),
+            Command::Run(a) => Some(&a.registry),
+            Command::Prune(a) => Some(&a.registry),
+            Command::Report(_) => None,
+        }
+    }
+}
+
 /// Options every command that reads the spec takes.
 #[derive(Debug, Args, Clone)]
 pub(crate) struct Common {
@@ -75,6 +89,10 @@ pub(crate) struct RegistryOpts {
     /// Most registry requests in flight at once.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
+    /// How long one registry request, with its retries, may take before it fails (humantime:
+    /// `2m`, `90s`). A registry that stops answering fails the command within it.
+    #[arg(long, default_value = "2m")]
+    pub timeout: humantime::Duration,
 }
 
 /// `plan`.

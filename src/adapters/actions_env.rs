@@ -77,7 +77,7 @@ impl ActionsEnv {
         }
         let mut out = format!("::group::{}\n", escape_data(title));
         for line in lines {
-            out.push_str(line);
+            out.push_str(&no_commands(line));
             out.push('\n');
         }
         out.push_str("::endgroup::\n");
@@ -133,6 +133,43 @@ pub(crate) fn parse_output_file(text: &str) -> Result<BTreeMap<String, String>, 
         }
     }
     Ok(out)
+}
+
+/// `text` with no line that the runner would take for a workflow command: a line starting
+/// (after blanks) with `::` gets its first colon written `%3A`. For every user-controlled text
+/// printed on stdout or stderr outside a workflow command of our own.
+pub(crate) fn no_commands(text: &str) -> std::borrow::Cow<'_, str> {
+    let risky = |line: &str| line.trim_start().starts_with("::");
+    if !text.split('\n').any(|l| risky(l.trim_start_matches('\r'))) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let lines: Vec<String> = text
+        .split('\n')
+        .map(|l| {
+            if risky(l.trim_start_matches('\r')) {
+                let at = l.find("::").unwrap_or(0);
+                format!("{}%3A{}", &l[..at], &l[at + 1..])
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    std::borrow::Cow::Owned(lines.join("\n"))
+}
+
+/// A writer for the log (stderr) that passes every write through [`no_commands`].
+pub(crate) struct LogWriter;
+
+impl io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        io::stderr().lock().write_all(no_commands(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        io::stderr().flush()
+    }
 }
 
 /// Escapes the message of a workflow command (`%`, `\r`, `\n`).
@@ -226,6 +263,14 @@ mod tests {
             "::error file=a%2Cb%3Ac.yml,line=3,col=4::bad%0A::warning::x 100%25"
         );
         assert_eq!(error_annotation(Path::new("s.yml"), 0, 0, "m"), "::error file=s.yml::m");
+    }
+
+    #[test]
+    fn user_text_never_starts_a_workflow_command() {
+        assert_eq!(no_commands("plain"), "plain");
+        assert_eq!(no_commands("x\n::warning::pwn"), "x\n%3A:warning::pwn");
+        assert_eq!(no_commands("  ::add-mask::a\r\nok"), "  %3A:add-mask::a\r\nok");
+        assert_eq!(no_commands("a :: b"), "a :: b");
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub struct Credential {
 #[derive(Clone, Debug, Default)]
 pub struct Credentials {
     flag: Option<Credential>,
+    /// The one host the flag credentials belong to: the spec's registry.
+    flag_host: Option<String>,
     docker_config: Option<String>,
     github_token: Option<Secret>,
 }
@@ -34,23 +36,54 @@ impl Credentials {
             .registry_password
             .as_ref()
             .map(|p| Credential { username: opts.registry_username.clone().unwrap_or_else(|| "token".into()), password: p.clone() });
+        Credentials { flag, ..Credentials::from_env() }
+    }
+
+    /// The docker config file and `GITHUB_TOKEN`, without flags.
+    pub(crate) fn from_env() -> Credentials {
         let dir = std::env::var_os("DOCKER_CONFIG")
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")));
         let docker_config = dir.and_then(|d| std::fs::read_to_string(d.join("config.json")).ok());
         let github_token = std::env::var("GITHUB_TOKEN").ok().filter(|t| !t.is_empty()).map(|t| Secret::new(&t));
-        Credentials { flag, docker_config, github_token }
+        Credentials { flag: None, flag_host: None, docker_config, github_token }
+    }
+
+    /// The same credentials with the flag credentials bound to `host` (the spec's registry):
+    /// they are sent to no other host.
+    pub(crate) fn flags_for(mut self, host: &str) -> Credentials {
+        self.flag_host = Some(normalise_host(host));
+        self
     }
 
     /// Credentials from these sources only (tests, and callers that already hold them).
     pub fn new(flag: Option<Credential>, docker_config: Option<String>, github_token: Option<Secret>) -> Credentials {
-        Credentials { flag, docker_config, github_token }
+        Credentials { flag, flag_host: None, docker_config, github_token }
     }
 
-    /// Every secret, for masking in Actions logs.
+    /// Every secret in every form it may travel or be echoed in (the password or token, the
+    /// base64 of `user:password`, the `Basic ...` header value), for masking in Actions logs
+    /// and cutting out of registry answers.
     pub fn secrets(&self) -> Vec<String> {
-        let mut out: Vec<String> = self.flag.iter().map(|c| c.password.expose().to_owned()).collect();
-        out.extend(self.github_token.iter().map(|t| t.expose().to_owned()));
+        let mut out = Vec::new();
+        let mut add = |user: &str, password: &str| {
+            if password.is_empty() {
+                return;
+            }
+            let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            out.extend([password.to_owned(), format!("Basic {pair}"), pair]);
+        };
+        if let Some(c) = &self.flag {
+            add(&c.username, c.password.expose());
+        }
+        if let Some(t) = &self.github_token {
+            add(GITHUB_TOKEN_USER, t.expose());
+        }
+        for c in self.docker_config.as_deref().map(docker_config_entries).unwrap_or_default() {
+            add(&c.username, c.password.expose());
+        }
+        out.sort();
+        out.dedup();
         out
     }
 
@@ -63,17 +96,27 @@ impl Credentials {
     /// The credential for `host` (`ghcr.io`, `127.0.0.1:5000`, `docker.io`), in order:
     /// the flags, the docker config, `GITHUB_TOKEN` (ghcr.io only).
     pub fn for_host(&self, host: &str) -> Option<Credential> {
-        if let Some(c) = &self.flag {
+        if let Some(c) = self.flag.as_ref().filter(|_| self.flag_host.as_deref() == Some(normalise_host(host).as_str())) {
             return Some(c.clone());
         }
         if let Some(c) = self.docker_config.as_deref().and_then(|text| from_docker_config(text, host)) {
             return Some(c);
         }
         if host == "ghcr.io" {
-            return self.github_token.as_ref().map(|t| Credential { username: "x-access-token".into(), password: t.clone() });
+            return self.github_token.as_ref().map(|t| Credential { username: GITHUB_TOKEN_USER.into(), password: t.clone() });
         }
         None
     }
+}
+
+/// The user name GitHub's registry takes with a token.
+const GITHUB_TOKEN_USER: &str = "x-access-token";
+
+/// Every entry of a docker config's `auths`, for masking.
+fn docker_config_entries(text: &str) -> Vec<Credential> {
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(text) else { return Vec::new() };
+    let Some(auths) = doc.get("auths").and_then(|a| a.as_object()) else { return Vec::new() };
+    auths.keys().filter_map(|k| from_docker_config(text, k)).collect()
 }
 
 /// The docker config's entry for `host`: keys may carry a scheme and a path
@@ -135,11 +178,35 @@ mod tests {
         let config = format!(r#"{{"auths": {{"ghcr.io": {{"auth": "{}"}}}}}}"#, b64("cfg:cfgpw"));
         let token = Some(Secret::new("gh-token"));
         let flag = Some(Credential { username: "flag".into(), password: Secret::new("flagpw") });
-        assert_eq!(Credentials::new(flag, Some(config.clone()), token.clone()).for_host("ghcr.io").unwrap().username, "flag");
+        assert_eq!(
+            Credentials::new(flag.clone(), Some(config.clone()), token.clone()).flags_for("ghcr.io").for_host("ghcr.io").unwrap().username,
+            "flag"
+        );
+        // Flag credentials belong to the spec's registry: docker.io's token service never sees them.
+        assert!(Credentials::new(flag.clone(), None, None).flags_for("ghcr.io").for_host("docker.io").is_none());
+        assert!(Credentials::new(flag, None, None).for_host("ghcr.io").is_none(), "unbound flags go nowhere");
         assert_eq!(Credentials::new(None, Some(config), token.clone()).for_host("ghcr.io").unwrap().username, "cfg");
         let c = Credentials::new(None, None, token.clone()).for_host("ghcr.io").unwrap();
         assert_eq!(c.password.expose(), "gh-token");
         assert!(Credentials::new(None, None, token).for_host("quay.io").is_none());
+    }
+
+    #[test]
+    fn every_form_of_every_secret_is_listed() {
+        let config = format!(r#"{{"auths": {{"q.io": {{"auth": "{}"}}}}}}"#, b64("cfg:cfgpw"));
+        let flag = Some(Credential { username: "u".into(), password: Secret::new("flagpw") });
+        let s = Credentials::new(flag, Some(config), Some(Secret::new("ghtok"))).secrets();
+        for want in [
+            "flagpw",
+            &b64("u:flagpw"),
+            &format!("Basic {}", b64("u:flagpw")),
+            "ghtok",
+            &b64("x-access-token:ghtok"),
+            "cfgpw",
+            &b64("cfg:cfgpw"),
+        ] {
+            assert!(s.iter().any(|x| x == want), "{want} missing from {} secrets", s.len());
+        }
     }
 
     #[test]

@@ -30,6 +30,28 @@ pub const MANIFEST_TYPES: [&str; 4] = [
     "application/vnd.docker.distribution.manifest.v2+json",
 ];
 
+/// Most bytes read of one manifest or index: what the OCI distribution spec asks registries
+/// to accept.
+pub const MANIFEST_LIMIT: usize = 4 << 20;
+/// Most bytes read of a config blob (or any blob read whole, but for a layer copy).
+pub const CONFIG_LIMIT: usize = 8 << 20;
+/// Most bytes of a layer copied through memory when a registry refuses a mount.
+pub const COPY_LIMIT: usize = 512 << 20;
+/// Most bytes of a token service's answer.
+const TOKEN_LIMIT: usize = 1 << 20;
+/// Most bytes of a tag list page.
+const TAGS_LIMIT: usize = 16 << 20;
+/// Most bytes of an error answer kept for its message.
+const ERROR_LIMIT: usize = 64 << 10;
+/// Most redirects followed for one request.
+const MAX_REDIRECTS: usize = 5;
+/// The longest silence tolerated while connecting.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest silence tolerated while reading an answer.
+const IDLE_READ: Duration = Duration::from_secs(30);
+/// How long one request (with its retries) may take by default: `--timeout`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Counters for one unit of work (an image), shared by its requests.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -135,6 +157,11 @@ pub struct Registry {
     tokens: Arc<Mutex<HashMap<(String, String), String>>>,
     permits: Arc<Semaphore>,
     retry: RetryPolicy,
+    /// How long one request, with its retries, may take.
+    timeout: Duration,
+    /// Every secret this client holds or was given (credential forms, tokens): cut out of
+    /// any text a registry sends back before it reaches an error message.
+    secrets: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// A request body that can be sent again on a retry.
@@ -149,15 +176,20 @@ impl Registry {
     /// requests in flight.
     pub fn new(credentials: Credentials, insecure: &[String], concurrency: usize) -> anyhow::Result<Registry> {
         crate::adapters::tls::init();
+        // Redirects are followed by `send`, which decides per hop whether credentials go.
         let http = reqwest::Client::builder()
             .user_agent(concat!("split-build/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(15))
-            .timeout(Duration::from_secs(600))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(IDLE_READ)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .context("building the HTTP client")?;
+        let secrets = Arc::new(std::sync::Mutex::new(credentials.secrets()));
         Ok(Registry {
             http,
             credentials: Arc::new(credentials),
+            timeout: DEFAULT_TIMEOUT,
+            secrets,
             insecure: Arc::new(insecure.iter().cloned().collect()),
             hosts: Arc::default(),
             tokens: Arc::default(),
@@ -171,14 +203,26 @@ impl Registry {
         &self.credentials
     }
 
+    /// The same client with another bound on how long one request (with its retries) may
+    /// take.
+    pub fn with_timeout(mut self, timeout: Duration) -> Registry {
+        self.timeout = timeout;
+        self
+    }
+
     /// The same client with another retry policy.
     pub fn with_retry(mut self, retry: RetryPolicy) -> Registry {
         self.retry = retry;
         self
     }
 
+    /// Whether `host` is spoken to over plain HTTP (loopback, or `--insecure-registry`).
+    fn plain(&self, host: &str) -> bool {
+        self.insecure.contains(host) || is_loopback_host(host)
+    }
+
     fn base_url(&self, host: &str) -> String {
-        let plain = self.insecure.contains(host) || is_loopback_host(host);
+        let plain = self.plain(host);
         let api_host = if host == "docker.io" { "registry-1.docker.io" } else { host };
         format!("{}://{api_host}", if plain { "http" } else { "https" })
     }
@@ -196,7 +240,7 @@ impl Registry {
             StatusCode::METHOD_NOT_ALLOWED => {
                 Ok(self.get_manifest(image, stats).await?.map(|m| ManifestHead { digest: Some(m.digest), media_type: m.media_type }))
             }
-            s => Err(status_error(s, &format!("checking `{image}`"), resp).await),
+            s => Err(self.status_error(s, &format!("checking `{image}`"), resp).await),
         }
     }
 
@@ -208,15 +252,15 @@ impl Registry {
             s if s.is_success() => {
                 let digest_header = header(resp.headers(), "docker-content-digest").and_then(|d| d.parse::<Digest>().ok());
                 let content_type = header(resp.headers(), "content-type");
-                let bytes = resp.bytes().await.with_context(|| format!("reading the manifest of `{image}`"))?;
+                let bytes = read_capped(resp, MANIFEST_LIMIT, &format!("reading the manifest of `{image}`")).await?;
+                let digest = verified_manifest_digest(image, &bytes, digest_header.as_ref())?;
                 let media_type = content_type
                     .filter(|t| MANIFEST_TYPES.contains(&t.as_str()))
                     .or_else(|| serde_json::from_slice::<serde_json::Value>(&bytes).ok()?.get("mediaType")?.as_str().map(str::to_owned))
                     .unwrap_or_else(|| MANIFEST_TYPES[1].to_owned());
-                let digest = digest_header.unwrap_or_else(|| Digest::sha256_of(&bytes));
                 Ok(Some(FetchedManifest { digest, media_type, bytes }))
             }
-            s => Err(status_error(s, &format!("reading the manifest of `{image}`"), resp).await),
+            s => Err(self.status_error(s, &format!("reading the manifest of `{image}`"), resp).await),
         }
     }
 
@@ -252,14 +296,19 @@ impl Registry {
         self.send(&image.registry, method, &url, accept_manifests(), None, &[Scope::pull(&image.repository)], stats).await
     }
 
-    /// GET of a blob (following redirects to blob storage).
+    /// GET of a config-sized blob (at most [`CONFIG_LIMIT`] bytes), following redirects to
+    /// blob storage, checked against its digest.
     pub async fn get_blob(&self, registry: &str, repository: &str, digest: &Digest, stats: &Stats) -> anyhow::Result<Bytes> {
+        self.read_blob(registry, repository, digest, CONFIG_LIMIT, stats).await
+    }
+
+    async fn read_blob(&self, registry: &str, repository: &str, digest: &Digest, limit: usize, stats: &Stats) -> anyhow::Result<Bytes> {
         let url = format!("{}/v2/{repository}/blobs/{digest}", self.base_url(registry));
         let resp = self.send(registry, Method::GET, &url, HeaderMap::new(), None, &[Scope::pull(repository)], stats).await?;
         if !resp.status().is_success() {
-            return Err(status_error(resp.status(), &format!("reading blob {digest} of `{repository}`"), resp).await);
+            return Err(self.status_error(resp.status(), &format!("reading blob {digest} of `{repository}`"), resp).await);
         }
-        let bytes = resp.bytes().await.with_context(|| format!("reading blob {digest} of `{repository}`"))?;
+        let bytes = read_capped(resp, limit, &format!("reading blob {digest} of `{repository}`")).await?;
         if Digest::sha256_of(&bytes) != *digest {
             bail!("blob {digest} of `{repository}` arrived with other content (digest mismatch)");
         }
@@ -273,7 +322,7 @@ impl Registry {
         match resp.status() {
             s if s.is_success() => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
-            s => Err(status_error(s, &format!("checking blob {digest} in `{repository}`"), resp).await),
+            s => Err(self.status_error(s, &format!("checking blob {digest} in `{repository}`"), resp).await),
         }
     }
 
@@ -288,14 +337,14 @@ impl Registry {
             StatusCode::ACCEPTED => {
                 tracing::debug!("registry refused to mount {digest} from `{from}` into `{to}`: uploading it");
                 let location = upload_location(registry, &self.base_url(registry), resp.headers())?;
-                let bytes = self.get_blob(registry, from, digest, stats).await?;
+                let bytes = self.read_blob(registry, from, digest, COPY_LIMIT, stats).await?;
                 let n = bytes.len() as u64;
                 if self.finish_upload(registry, to, &location, digest, bytes.clone(), stats).await.is_err() {
                     self.upload_blob(registry, to, bytes, stats).await?;
                 }
                 Ok(n)
             }
-            s => Err(status_error(s, &format!("mounting blob {digest} from `{from}` into `{to}`"), resp).await),
+            s => Err(self.status_error(s, &format!("mounting blob {digest} from `{from}` into `{to}`"), resp).await),
         }
     }
 
@@ -327,7 +376,7 @@ impl Registry {
         let url = format!("{}/v2/{repository}/blobs/uploads/", self.base_url(registry));
         let resp = self.send(registry, Method::POST, &url, HeaderMap::new(), Some(empty_body()), &[Scope::push(repository)], stats).await?;
         if resp.status() != StatusCode::ACCEPTED {
-            return Err(status_error(resp.status(), &format!("starting an upload to `{repository}`"), resp).await);
+            return Err(self.status_error(resp.status(), &format!("starting an upload to `{repository}`"), resp).await);
         }
         let location = upload_location(registry, &self.base_url(registry), resp.headers())?;
         self.finish_upload(registry, repository, &location, digest, bytes, stats).await
@@ -347,7 +396,7 @@ impl Registry {
         let body = Body { bytes, content_type: "application/octet-stream" };
         let resp = self.send(registry, Method::PUT, &url, HeaderMap::new(), Some(body), &[Scope::push(repository)], stats).await?;
         if resp.status() != StatusCode::CREATED {
-            return Err(status_error(resp.status(), &format!("uploading blob {digest} to `{repository}`"), resp).await);
+            return Err(self.status_error(resp.status(), &format!("uploading blob {digest} to `{repository}`"), resp).await);
         }
         Ok(())
     }
@@ -367,7 +416,7 @@ impl Registry {
         let resp =
             self.send(&image.registry, Method::PUT, &url, HeaderMap::new(), Some(body), &[Scope::push(&image.repository)], stats).await?;
         if resp.status() != StatusCode::CREATED {
-            return Err(status_error(resp.status(), &format!("writing the manifest of `{image}`"), resp).await);
+            return Err(self.status_error(resp.status(), &format!("writing the manifest of `{image}`"), resp).await);
         }
         Ok(digest)
     }
@@ -383,10 +432,11 @@ impl Registry {
                 return Ok(tags);
             }
             if !resp.status().is_success() {
-                return Err(status_error(resp.status(), &format!("listing the tags of `{repository}`"), resp).await);
+                return Err(self.status_error(resp.status(), &format!("listing the tags of `{repository}`"), resp).await);
             }
             let next = header(resp.headers(), "link").and_then(|l| next_link(&l));
-            let body: serde_json::Value = resp.json().await.with_context(|| format!("reading the tags of `{repository}`"))?;
+            let what = format!("reading the tags of `{repository}`");
+            let body: serde_json::Value = serde_json::from_slice(&read_capped(resp, TAGS_LIMIT, &what).await?).context(what)?;
             tags.extend(body["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str().map(str::to_owned)));
             match next {
                 Some(n) if n.starts_with("http") => url = n,
@@ -405,11 +455,14 @@ impl Registry {
             StatusCode::METHOD_NOT_ALLOWED => {
                 bail!("the registry does not allow deletes (`storage.delete.enabled` is off) for `{repository}`")
             }
-            s => Err(status_error(s, &format!("deleting {digest} from `{repository}`"), resp).await),
+            s => Err(self.status_error(s, &format!("deleting {digest} from `{repository}`"), resp).await),
         }
     }
 
-    /// Sends one request with auth, retries and the concurrency bound.
+    /// Sends one request with auth, retries, redirects and the concurrency bound, within
+    /// the client's timeout. Credentials go only to the registry's own scheme, host and
+    /// port: a redirect, upload `Location` or `Link` elsewhere is followed without them. A
+    /// task waiting out a 429 or a backoff holds no concurrency slot.
     #[allow(clippy::too_many_arguments)]
     async fn send(
         &self,
@@ -421,41 +474,86 @@ impl Registry {
         scopes: &[Scope],
         stats: &Stats,
     ) -> anyhow::Result<reqwest::Response> {
-        let _permit = self.permits.acquire().await.map_err(|_| anyhow!("the request pool is closed"))?;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let home = self.base_url(host);
+        let mut url = url.to_owned();
         let mut attempt = 0u32;
         let mut challenged = false;
+        let mut redirects = 0usize;
         loop {
             attempt += 1;
-            let mut req = self.http.request(method.clone(), url).headers(headers.clone());
-            if let Some(auth) = self.auth_header(host, scopes).await {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                bail!("{method} {}: no answer within {} (--timeout)", strip_query(&url), humantime::format_duration(self.timeout));
+            }
+            let ours = same_origin(&url, &home);
+            let mut req = self.http.request(method.clone(), &url).headers(headers.clone()).timeout(left);
+            if ours && let Some(auth) = self.auth_header(host, scopes).await {
                 req = req.header(AUTHORIZATION, auth);
             }
             if let Some(b) = &body {
                 req = req.header(CONTENT_TYPE, b.content_type).body(b.bytes.clone());
             }
             stats.requests.fetch_add(1, Ordering::Relaxed);
-            let result = req.send().await;
-            let retry_after = match result {
-                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !challenged => {
+            let result = {
+                let _permit = self.permits.acquire().await.map_err(|_| anyhow!("the request pool is closed"))?;
+                req.send().await
+            };
+            let wait = match result {
+                Ok(resp) if resp.status().is_redirection() && resp.headers().contains_key(LOCATION) => {
+                    redirects += 1;
+                    if redirects > MAX_REDIRECTS || !(method == Method::GET || method == Method::HEAD) {
+                        bail!(
+                            "{method} {}: the registry redirected {redirects} times (at most {MAX_REDIRECTS}, GET and HEAD only)",
+                            strip_query(&url)
+                        );
+                    }
+                    let location = header(resp.headers(), LOCATION.as_str()).unwrap_or_default();
+                    url = reqwest::Url::parse(&url)
+                        .and_then(|u| u.join(&location))
+                        .map(String::from)
+                        .with_context(|| format!("{host} redirected to `{}`, which is not a URL", strip_query(&location)))?;
+                    // A hop is not a retry.
+                    attempt -= 1;
+                    continue;
+                }
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !challenged && ours => {
                     challenged = true;
                     let challenge = header(resp.headers(), WWW_AUTHENTICATE.as_str()).unwrap_or_default();
                     self.answer_challenge(host, &challenge, scopes).await?;
                     continue;
+                }
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !ours => {
+                    bail!(
+                        "{host} sent {method} to {} , which refused it without credentials (401): split-build sends {host}'s credentials to {host} only",
+                        strip_query(&url)
+                    );
                 }
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
                     let who = if self.credentials.for_host(host).is_some() { "with the given credentials" } else { "anonymously" };
                     bail!(
                         "{host} refused {} {} {who} (401 Unauthorized): log in with docker/login-action or pass --registry-username/--registry-password",
                         method,
-                        strip_query(url)
+                        strip_query(&url)
                     );
                 }
                 Ok(resp) if resp.status() == StatusCode::TOO_MANY_REQUESTS || resp.status().is_server_error() => {
+                    let retry_after = retry_after_of(resp.headers());
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    if let Some(d) = retry_after.filter(|d| *d > left) {
+                        let doing = format!(
+                            "{method} {}: the registry asks to wait {} (Retry-After), longer than the {} this request may take (--timeout)",
+                            strip_query(&url),
+                            humantime::format_duration(d),
+                            humantime::format_duration(self.timeout)
+                        );
+                        return Err(self.status_error(resp.status(), &doing, resp).await);
+                    }
                     if attempt >= self.retry.attempts {
                         return Ok(resp);
                     }
-                    tracing::debug!("{} {} answered {}: retrying", method, strip_query(url), resp.status());
-                    retry_after_of(resp.headers())
+                    tracing::debug!("{} {} answered {}: retrying", method, strip_query(&url), resp.status());
+                    retry_after
                 }
                 Ok(resp) => {
                     if let Some(b) = &body {
@@ -464,16 +562,34 @@ impl Registry {
                     return Ok(resp);
                 }
                 Err(e) => {
-                    if attempt >= self.retry.attempts || e.is_builder() {
-                        return Err(anyhow!("{} {}: {}", method, strip_query(url), error_chain(&e)));
+                    if e.is_timeout() && tokio::time::Instant::now() >= deadline {
+                        bail!("{method} {}: no answer within {} (--timeout)", strip_query(&url), humantime::format_duration(self.timeout));
                     }
-                    tracing::debug!("{} {}: {}: retrying", method, strip_query(url), error_chain(&e));
+                    if attempt >= self.retry.attempts || e.is_builder() {
+                        return Err(anyhow!("{} {}: {}", method, strip_query(&url), error_chain(&e)));
+                    }
+                    tracing::debug!("{} {}: {}: retrying", method, strip_query(&url), error_chain(&e));
                     None
                 }
             };
             stats.retries.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(backoff(self.retry, attempt, retry_after)).await;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            tokio::time::sleep(backoff(self.retry, attempt, wait).min(left)).await;
         }
+    }
+
+    /// An error for an answer that is not what was asked: the status and the registry's own
+    /// words (its `errors` list, else the start of its body), with every secret cut out.
+    async fn status_error(&self, status: StatusCode, doing: &str, resp: reqwest::Response) -> anyhow::Error {
+        let body = read_capped(resp, ERROR_LIMIT, doing).await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        let detail = self.redact(&error_detail(&body));
+        anyhow!("{doing}: {status}{}", if detail.is_empty() { String::new() } else { format!(" ({detail})") })
+    }
+
+    /// `text` with every secret this client knows replaced by `***`.
+    fn redact(&self, text: &str) -> String {
+        let secrets = self.secrets.lock().map(|s| s.clone()).unwrap_or_default();
+        secrets.iter().filter(|s| s.len() >= 4).fold(text.to_owned(), |t, s| t.replace(s.as_str(), "***"))
     }
 
     async fn auth_header(&self, host: &str, scopes: &[Scope]) -> Option<String> {
@@ -527,9 +643,16 @@ impl Registry {
                 q.append_pair("scope", &s.as_param());
             }
         }
-        let mut req = self.http.get(url);
+        let mut req = self.http.get(url.clone()).timeout(self.timeout);
         if let Some(c) = self.credentials.for_host(host) {
-            req = req.header(AUTHORIZATION, basic(&c.username, c.password.expose()));
+            if basic_may_go_to(&url, self.plain(host)) {
+                req = req.header(AUTHORIZATION, basic(&c.username, c.password.expose()));
+            } else {
+                tracing::warn!(
+                    "{host}'s token service `{}` is plain HTTP: asking it without credentials (they go to a token service over HTTPS only, unless the registry itself is loopback or --insecure-registry)",
+                    strip_query(url.as_str())
+                );
+            }
         }
         let resp = req.send().await.map_err(|e| anyhow!("asking {host}'s token service: {}", error_chain(&e)))?;
         if !resp.status().is_success() {
@@ -538,12 +661,18 @@ impl Registry {
                 resp.status()
             );
         }
-        let body: serde_json::Value = resp.json().await.context("reading the token")?;
-        body.get("token")
+        let answer = read_capped(resp, TOKEN_LIMIT, &format!("reading {host}'s token")).await?;
+        let body: serde_json::Value = serde_json::from_slice(&answer).context("reading the token")?;
+        let token = body
+            .get("token")
             .or_else(|| body.get("access_token"))
             .and_then(|t| t.as_str())
             .map(str::to_owned)
-            .ok_or_else(|| anyhow!("{host}'s token service answered without a token"))
+            .ok_or_else(|| anyhow!("{host}'s token service answered without a token"))?;
+        if let Ok(mut secrets) = self.secrets.lock() {
+            secrets.push(token.clone());
+        }
+        Ok(token)
     }
 }
 
@@ -611,9 +740,10 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-async fn status_error(status: StatusCode, doing: &str, resp: reqwest::Response) -> anyhow::Error {
-    let body = resp.text().await.unwrap_or_default();
-    let detail: String = serde_json::from_str::<serde_json::Value>(&body)
+/// The registry's own words in an error body: its `errors` list (`CODE message; ...`), else
+/// the first 200 characters.
+fn error_detail(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
         .ok()
         .and_then(|v| {
             let errors = v.get("errors")?.as_array()?;
@@ -625,8 +755,56 @@ async fn status_error(status: StatusCode, doing: &str, resp: reqwest::Response) 
                     .join("; "),
             )
         })
-        .unwrap_or_else(|| body.chars().take(200).collect());
-    anyhow!("{doing}: {status}{}", if detail.is_empty() { String::new() } else { format!(" ({detail})") })
+        .unwrap_or_else(|| body.chars().take(200).collect())
+}
+
+/// Reads a body as it streams, refusing one over `limit` bytes before it is all in memory.
+async fn read_capped(mut resp: reqwest::Response, limit: usize, doing: &str) -> anyhow::Result<Bytes> {
+    let too_big = |n: u64| anyhow!("{doing}: the registry sent {n} bytes or more, over the {} limit", human_bytes(limit));
+    if let Some(n) = resp.content_length().filter(|n| *n > limit as u64) {
+        return Err(too_big(n));
+    }
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| anyhow!("{doing}: {}", error_chain(&e)))? {
+        if buf.len() + chunk.len() > limit {
+            return Err(too_big((buf.len() + chunk.len()) as u64));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+fn human_bytes(n: usize) -> String {
+    if n >= 1 << 20 { format!("{} MiB", n >> 20) } else { format!("{} KiB", n >> 10) }
+}
+
+/// The digest of a manifest's bytes, which must match the digest it was asked for and the
+/// one the registry names (`Docker-Content-Digest` is never trusted alone).
+fn verified_manifest_digest(image: &ImageRef, bytes: &[u8], header: Option<&Digest>) -> anyhow::Result<Digest> {
+    let computed = Digest::sha256_of(bytes);
+    if let Some(want) = image.digest.as_ref().filter(|d| **d != computed) {
+        bail!("the manifest {want} of `{}` arrived with other content (its bytes hash to {computed}): refusing it", image.repository);
+    }
+    if let Some(said) = header.filter(|d| **d != computed) {
+        bail!("`{image}`: the registry names its manifest {said}, but the bytes hash to {computed}: refusing it");
+    }
+    Ok(computed)
+}
+
+/// Whether `a` and `b` have the same scheme, host and port.
+fn same_origin(a: &str, b: &str) -> bool {
+    match (reqwest::Url::parse(a), reqwest::Url::parse(b)) {
+        (Ok(a), Ok(b)) => {
+            a.scheme() == b.scheme() && a.host_str() == b.host_str() && a.port_or_known_default() == b.port_or_known_default()
+        }
+        _ => false,
+    }
+}
+
+/// Whether Basic credentials may go to a token realm: over HTTPS, or over plain HTTP when
+/// the registry itself is spoken to over plain HTTP (loopback or `--insecure-registry`).
+fn basic_may_go_to(realm: &reqwest::Url, registry_plain: bool) -> bool {
+    realm.scheme() == "https" || (realm.scheme() == "http" && registry_plain)
 }
 
 fn retry_after_of(headers: &HeaderMap) -> Option<Duration> {
@@ -634,10 +812,11 @@ fn retry_after_of(headers: &HeaderMap) -> Option<Duration> {
     v.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-/// Exponential backoff with full jitter, or the registry's `Retry-After` (capped).
+/// Exponential backoff with full jitter, or the registry's `Retry-After` as asked (the
+/// request's deadline bounds it: a longer one fails the request with the registry's words).
 fn backoff(policy: RetryPolicy, attempt: u32, retry_after: Option<Duration>) -> Duration {
     if let Some(d) = retry_after {
-        return d.min(policy.max_delay);
+        return d;
     }
     let exp = policy.base_delay.saturating_mul(1u32 << attempt.min(10).saturating_sub(1)).min(policy.max_delay);
     let jitter = rand::random::<f64>();
@@ -754,6 +933,6 @@ mod tests {
         assert!(backoff(p, 4, None) >= Duration::from_millis(400));
         assert!(backoff(p, 10, None) <= Duration::from_secs(2));
         assert_eq!(backoff(p, 1, Some(Duration::from_secs(1))), Duration::from_secs(1));
-        assert_eq!(backoff(p, 1, Some(Duration::from_secs(100))), Duration::from_secs(2));
+        assert_eq!(backoff(p, 1, Some(Duration::from_secs(100))), Duration::from_secs(100), "the deadline, not the backoff, bounds it");
     }
 }

@@ -24,7 +24,7 @@ pub(crate) async fn run(args: AssembleArgs, actions: &ActionsEnv) -> anyhow::Res
     // made.
     let pick = prepared.pick(args.items.as_deref(), args.platform.as_deref())?;
     let method = prepared.method(args.method);
-    let client = connect(&args.registry, actions)?;
+    let client = connect(&args.registry, &prepared.spec.registry.host)?;
     let concurrency = usize::from(args.registry.concurrency);
     actions.group("split-build assemble: planning");
     let plan = make_plan(&prepared, Some(&client), concurrency).await;
@@ -40,7 +40,7 @@ pub(crate) async fn run(args: AssembleArgs, actions: &ActionsEnv) -> anyhow::Res
         }
         // Each daemon build folds its own log into a group.
         Method::Dockerfile => {
-            let engine = connect_daemon(&args.registry).await?;
+            let engine = connect_daemon(&args.registry, &prepared.spec.registry.host).await?;
             assemble_with_daemon(&engine, &prepared, &plan, &pick, usize::from(args.parallel), actions).await
         }
     };

@@ -19,9 +19,9 @@ pub(crate) async fn run(args: BuildArgs, actions: &ActionsEnv) -> anyhow::Result
     if args.stage == BuildStage::Builder && pick.items.is_some() {
         return Err(UsageError("--items is for --stage bases; the builder has one image per version".into()).into());
     }
-    let client = connect(&args.registry, actions)?;
+    let client = connect(&args.registry, &prepared.spec.registry.host)?;
     let plan = make_plan(&prepared, Some(&client), usize::from(args.registry.concurrency)).await?;
-    let engine = connect_daemon(&args.registry).await?;
+    let engine = connect_daemon(&args.registry, &prepared.spec.registry.host).await?;
     let records = match args.stage {
         BuildStage::Builder => build_builder(&engine, &prepared, &plan, actions).await,
         BuildStage::Bases => build_bases(&engine, &prepared, &plan, &pick, usize::from(args.parallel), actions).await,

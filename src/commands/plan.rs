@@ -16,7 +16,7 @@ pub(crate) async fn run(args: PlanArgs, actions: &ActionsEnv) -> anyhow::Result<
     let prepared = prepare(&args.common);
     actions.end_group();
     let prepared = prepared?;
-    let client = if args.offline { None } else { Some(connect(&args.registry, actions)?) };
+    let client = if args.offline { None } else { Some(connect(&args.registry, &prepared.spec.registry.host)?) };
     let plan = make_plan(&prepared, client.as_ref(), usize::from(args.registry.concurrency)).await?;
 
     write_json_stdout(&plan)?;

@@ -27,7 +27,7 @@ pub(crate) async fn run(args: PruneArgs, actions: &ActionsEnv) -> anyhow::Result
     let prepared = prepare(&args.common)?;
     let spec = &prepared.spec;
     let concurrency = usize::from(args.registry.concurrency);
-    let client = connect(&args.registry, actions)?;
+    let client = connect(&args.registry, &prepared.spec.registry.host)?;
     let plan = make_plan(&prepared, Some(&client), concurrency).await?;
     let host = spec.registry.host.clone();
     let token = client.credentials().github_api_token();

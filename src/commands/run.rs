@@ -22,14 +22,14 @@ pub(crate) async fn run(args: RunArgs, actions: &ActionsEnv) -> anyhow::Result<D
     let started = Instant::now();
     let prepared = prepare(&args.common)?;
     let concurrency = usize::from(args.registry.concurrency);
-    let client = connect(&args.registry, actions)?;
+    let client = connect(&args.registry, &prepared.spec.registry.host)?;
     let plan = make_plan(&prepared, Some(&client), concurrency).await?;
     log_counts(&plan);
     let c = plan.counts();
     let parallel = usize::from(args.parallel);
     let mut records = Vec::new();
     if c.builder_needed || c.bases_missing > 0 {
-        let engine = connect_daemon(&args.registry).await?;
+        let engine = connect_daemon(&args.registry, &prepared.spec.registry.host).await?;
         let every = Pick::default();
         let (builder, bases) = tokio::join!(
             build_builder(&engine, &prepared, &plan, actions),
@@ -49,7 +49,7 @@ pub(crate) async fn run(args: RunArgs, actions: &ActionsEnv) -> anyhow::Result<D
         let agents = match prepared.spec.agents.method {
             Method::Append => assemble_append(&client, &prepared, &plan, &ready, concurrency, actions).await?,
             Method::Dockerfile => {
-                let engine = connect_daemon(&args.registry).await?;
+                let engine = connect_daemon(&args.registry, &prepared.spec.registry.host).await?;
                 assemble_with_daemon(&engine, &prepared, &plan, &ready, parallel, actions).await
             }
         };

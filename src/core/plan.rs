@@ -159,6 +159,9 @@ pub struct Observed {
     pub present: BTreeMap<String, Presence>,
     /// Upstream references whose digest could not be resolved, with the reason.
     pub unresolved_upstreams: BTreeMap<String, String>,
+    /// Images the registry would not tell about (an error answer), with the reason: they
+    /// plan as missing, and the plan's notes name them.
+    pub unchecked: BTreeMap<String, String>,
 }
 
 impl Observed {
@@ -344,6 +347,12 @@ pub fn decide(layout: Layout, observed: &Observed, max_parallel: usize) -> Plan 
         .unresolved_upstreams
         .iter()
         .map(|(r, why)| format!("upstream `{r}`: digest not resolved ({why}); its base hash uses the reference alone"))
+        .chain(
+            observed
+                .unchecked
+                .iter()
+                .map(|(image, why)| format!("`{image}`: could not check whether it exists ({why}); planned as missing")),
+        )
         .collect();
 
     Plan { builder: BuilderPlan { image: builder, status: builder_status, platforms }, bases, agents, matrices, notes }
@@ -501,5 +510,15 @@ mod tests {
         let plan = decide(l, &observed, 64);
         assert_eq!(plan.notes.len(), 1);
         assert!(plan.notes[0].contains("u:1") && plan.notes[0].contains("reference alone"));
+    }
+
+    #[test]
+    fn an_image_the_registry_would_not_tell_about_is_missing_and_noted() {
+        let l = small_layout(&["a"], &["v"], "1", b"FROM x");
+        let agent = l.agents[0].image.to_string();
+        let observed = Observed { unchecked: BTreeMap::from([(agent.clone(), "500 Internal Server Error".into())]), ..Observed::default() };
+        let plan = decide(l, &observed, 64);
+        assert_eq!(plan.agents[0].status, Status::Cold);
+        assert!(plan.notes.iter().any(|n| n.contains(&agent) && n.contains("500")), "{:?}", plan.notes);
     }
 }

@@ -3,12 +3,13 @@
 //! new config and manifest are put on top. No layer is pulled or recompressed; a manifest is
 //! written only after every blob it names is present.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use anyhow::{Context as _, anyhow};
 use bytes::Bytes;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OnceCell};
 
 use crate::adapters::actions_env::ActionsEnv;
 use crate::adapters::registry::{Registry, Stats};
@@ -64,10 +65,18 @@ pub(crate) async fn assemble_append(
     }
 
     let stats = Stats::default();
-    let payloads = load_payload(client, &plan.builder.image, &plan.builder.platforms, &stats)
-        .await
-        .with_context(|| format!("reading the payload from the builder image `{}` (has the builder job run?)", plan.builder.image))?;
-    let present: Mutex<HashSet<(String, Digest)>> = Mutex::default();
+    let payloads = match load_payload(client, &plan.builder.image, &plan.builder.platforms, &stats).await {
+        Ok(p) => p,
+        // No agent can be made without it; each says why, and the report is still written.
+        Err(e) => {
+            let why = format!("reading the payload from the builder image `{}` (has the builder job run?): {e:#}", plan.builder.image);
+            let mut records = hits;
+            records.extend(todo.iter().map(|j| j.record(Outcome::Failed).took(0.0, Some(why.clone()))));
+            records.sort_by(|a, b| a.image.cmp(&b.image));
+            return Ok(records);
+        }
+    };
+    let present = Blobs::default();
     let builder = Builder { repository: &plan.builder.image.repository, name: plan.builder.image.to_string(), payloads };
     let (builder, present) = (&builder, &present);
     Ok(run_jobs(hits, todo, concurrency, actions, |job| async move {
@@ -110,13 +119,7 @@ async fn load_payload(
 }
 
 /// Writes one agent image (every platform; an index when there are several).
-async fn write_agent(
-    client: &Registry,
-    job: &Job<'_>,
-    builder: &Builder<'_>,
-    present: &Mutex<HashSet<(String, Digest)>>,
-    stats: &Stats,
-) -> anyhow::Result<()> {
+async fn write_agent(client: &Registry, job: &Job<'_>, builder: &Builder<'_>, present: &Blobs, stats: &Stats) -> anyhow::Result<()> {
     let first = job.entries[0];
     let target = &first.image;
     let base = &first.base;
@@ -156,39 +159,107 @@ async fn write_agent(
 
     // The plan already skipped agents that exist with this base and builder; a rewrite of
     // an identical manifest (a race with another job) is harmless.
+    let fam = family.unwrap_or(Family::Oci);
+    match put_agent(client, target, &children, fam, from, stats).await {
+        Err(e) if names_a_missing_blob(&e) => {
+            tracing::debug!("{target}: the registry does not have a blob it was given ({e:#}): mounting again, writing once more");
+            reensure(client, job, builder, present, stats).await?;
+            put_agent(client, target, &children, fam, from, stats).await
+        }
+        other => other,
+    }
+}
+
+/// Puts an agent's manifest under its tag; with several platforms, each child by digest
+/// and an index over them under the tag.
+async fn put_agent(
+    client: &Registry,
+    target: &ImageRef,
+    children: &[(Platform, Family, Bytes)],
+    family: Family,
+    from: Provenance<'_>,
+    stats: &Stats,
+) -> anyhow::Result<()> {
     let tag = target.tag.as_ref().map(ToString::to_string).unwrap_or_else(|| "latest".into());
-    if let [(_, fam, bytes)] = children.as_slice() {
+    if let [(_, fam, bytes)] = children {
         client.put_manifest(target, &tag, fam.manifest(), bytes.clone(), stats).await?;
         return Ok(());
     }
-    let fam = family.unwrap_or(Family::Oci);
     let mut refs = Vec::new();
-    for (p, f, bytes) in &children {
+    for (p, f, bytes) in children {
         let digest = Digest::sha256_of(bytes);
         client.put_manifest(target, &digest.to_string(), f.manifest(), bytes.clone(), stats).await?;
         refs.push((p.clone(), digest, bytes.len() as u64));
     }
-    let index = Bytes::from(serde_json::to_vec(&agent_index(fam, &refs, from))?);
-    client.put_manifest(target, &tag, fam.index(), index, stats).await?;
+    let index = Bytes::from(serde_json::to_vec(&agent_index(family, &refs, from))?);
+    client.put_manifest(target, &tag, family.index(), index, stats).await?;
     Ok(())
 }
 
-/// Makes `digest` present in `to`, mounting it from `from`; remembers what is there.
+/// The blobs known to be in each repository, each mounted once: concurrent jobs that need
+/// the same (repository, digest) wait for the one mount in flight (Debian's registry failed
+/// manifests when several tasks mounted one blob into one repository at once).
+#[derive(Default)]
+struct Blobs(Mutex<HashMap<BlobKey, Arc<OnceCell<()>>>>);
+
+/// A blob in a repository: (repository, digest).
+type BlobKey = (String, Digest);
+
+impl Blobs {
+    async fn cell(&self, to: &str, digest: &Digest) -> Arc<OnceCell<()>> {
+        self.0.lock().await.entry((to.to_owned(), digest.clone())).or_default().clone()
+    }
+
+    /// Forgets that `digest` is in `to`, so the next job mounts it again.
+    async fn forget(&self, to: &str, digest: &Digest) {
+        self.0.lock().await.remove(&(to.to_owned(), digest.clone()));
+    }
+}
+
+/// Makes `digest` present in `to`, mounting it from `from`, once per (repository, digest):
+/// a job that needs a blob being mounted waits for that mount.
 async fn ensure_blob(
     client: &Registry,
     registry: &str,
     from: &str,
     to: &str,
     digest: &Digest,
-    present: &Mutex<HashSet<(String, Digest)>>,
+    present: &Blobs,
     stats: &Stats,
 ) -> anyhow::Result<()> {
-    let key = (to.to_owned(), digest.clone());
-    if present.lock().await.contains(&key) {
-        return Ok(());
+    let cell = present.cell(to, digest).await;
+    // A mount of a blob the target has already is a cheap 201: no HEAD first. A failed
+    // mount leaves the cell empty: the next job tries again.
+    cell.get_or_try_init(|| async {
+        client.mount_blob(registry, from, to, digest, stats).await.map(drop).with_context(|| format!("copying layer {digest}"))
+    })
+    .await
+    .map(drop)
+}
+
+/// Whether a manifest write failed because the registry does not have a blob it names.
+fn names_a_missing_blob(e: &anyhow::Error) -> bool {
+    let text = format!("{e:#}");
+    text.contains("MANIFEST_BLOB_UNKNOWN") || text.contains("BLOB_UNKNOWN")
+}
+
+/// Mounts every blob of a job's agent again, whatever was remembered.
+async fn reensure(client: &Registry, job: &Job<'_>, builder: &Builder<'_>, present: &Blobs, stats: &Stats) -> anyhow::Result<()> {
+    let first = job.entries[0];
+    let (target, base) = (&first.image, &first.base);
+    let base_top = client.get_manifest(base, stats).await?.ok_or_else(|| anyhow!("its base `{base}` does not exist"))?;
+    for entry in &job.entries {
+        let p = &entry.platform;
+        let m = client
+            .platform_manifest(base, &base_top, Some(p), stats)
+            .await?
+            .ok_or_else(|| anyhow!("its base `{base}` has no {p} image"))?;
+        let payload = builder.payloads.get(p).ok_or_else(|| anyhow!("no payload for {p}"))?;
+        let blobs = m.manifest.layers.iter().map(|l| (base.repository.as_str(), &l.digest));
+        for (from, digest) in blobs.chain(payload.layers.iter().map(|l| (builder.repository, &l.descriptor.digest))) {
+            present.forget(&target.repository, digest).await;
+            ensure_blob(client, &target.registry, from, &target.repository, digest, present, stats).await?;
+        }
     }
-    // A mount of a blob the target has already is a cheap 201: no HEAD first.
-    client.mount_blob(registry, from, to, digest, stats).await.with_context(|| format!("copying layer {digest}"))?;
-    present.lock().await.insert(key);
     Ok(())
 }

@@ -16,9 +16,10 @@ use crate::core::spec::CacheMode;
 use crate::stages::jobs::{attempt, run_jobs};
 use crate::stages::prepare::{Pick, Prepared};
 
-/// The daemon, with the same credentials as the registry client.
-pub(crate) async fn connect_daemon(opts: &RegistryOpts) -> anyhow::Result<DockerEngine> {
-    DockerEngine::connect(Credentials::load(opts)).await
+/// The daemon, with the same credentials as the registry client (the flags for the spec's
+/// `registry` host only).
+pub(crate) async fn connect_daemon(opts: &RegistryOpts, registry_host: &str) -> anyhow::Result<DockerEngine> {
+    DockerEngine::connect(Credentials::load(opts).flags_for(registry_host)).await
 }
 
 /// The builder's record: one image over all its platforms.

@@ -45,7 +45,7 @@ pub(crate) fn emit_summary(markdown: &str, file: Option<&Path>, actions: &Action
     }
     actions.append_summary(markdown)?;
     if file.is_none() && actions.summary.is_none() {
-        eprintln!("{markdown}");
+        eprintln!("{}", crate::adapters::actions_env::no_commands(markdown));
     }
     Ok(())
 }

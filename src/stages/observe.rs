@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use futures::{StreamExt as _, stream};
 
-use crate::adapters::actions_env::ActionsEnv;
 use crate::adapters::credentials::Credentials;
 use crate::adapters::registry::{Registry, RetryPolicy, Stats};
 use crate::cli::RegistryOpts;
@@ -19,14 +18,11 @@ use crate::core::plan::{Layout, LayoutInputs, Observed, Plan, Presence, decide, 
 use crate::core::template::Vars;
 use crate::stages::prepare::Prepared;
 
-/// A registry client from the flags, docker config and `GITHUB_TOKEN`; in Actions every
-/// secret is masked first.
-pub(crate) fn connect(opts: &RegistryOpts, actions: &ActionsEnv) -> anyhow::Result<Registry> {
-    let credentials = Credentials::load(opts);
-    for s in credentials.secrets() {
-        actions.mask(&s);
-    }
-    Registry::new(credentials, &opts.insecure_registry, usize::from(opts.concurrency))
+/// A registry client from the flags (for the spec's `registry` host only), docker config
+/// and `GITHUB_TOKEN`, bounded by `--timeout`. (Every secret was masked at start-up.)
+pub(crate) fn connect(opts: &RegistryOpts, registry_host: &str) -> anyhow::Result<Registry> {
+    let credentials = Credentials::load(opts).flags_for(registry_host);
+    Ok(Registry::new(credentials, &opts.insecure_registry, usize::from(opts.concurrency))?.with_timeout(opts.timeout.into()))
 }
 
 /// The digest of each upstream reference, where the registry gives it; the others with
@@ -102,33 +98,47 @@ async fn upstream_digests(
 }
 
 /// Which of the layout's images exist: the builder, each base and its `-latest`, each
-/// agent with its provenance.
-async fn existing(registry: &Registry, layout: &Layout, concurrency: usize) -> anyhow::Result<BTreeMap<String, Presence>> {
+/// agent with its provenance. An image the registry would not tell about is left out of
+/// `present` with the reason in `unchecked` (it plans cold; the others go on); when no image
+/// could be checked at all, the registry is unusable and that is the error.
+async fn existing(registry: &Registry, layout: &Layout, concurrency: usize, observed: &mut Observed) -> anyhow::Result<()> {
     let mut heads: Vec<ImageRef> = vec![layout.builder.clone()];
     for b in &layout.bases {
         heads.push(b.image.clone());
         heads.push(b.latest.clone());
     }
-    let found: Vec<anyhow::Result<Option<(String, Presence)>>> = stream::iter(heads)
+    let found: Vec<(String, anyhow::Result<Option<Presence>>)> = stream::iter(heads)
         .map(|image| async move {
             let stats = Stats::default();
-            Ok(registry.head_manifest(&image, &stats).await?.map(|_| (image.to_string(), Presence::default())))
+            (image.to_string(), registry.head_manifest(&image, &stats).await.map(|h| h.map(|_| Presence::default())))
         })
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
-    let agents: Vec<anyhow::Result<Option<(String, Presence)>>> = stream::iter(layout.agents.iter().map(|a| a.image.clone()))
-        .map(|image| async move { Ok(agent_presence(registry, &image).await?.map(|p| (image.to_string(), p))) })
+    let agents: Vec<(String, anyhow::Result<Option<Presence>>)> = stream::iter(layout.agents.iter().map(|a| a.image.clone()))
+        .map(|image| async move { (image.to_string(), agent_presence(registry, &image).await) })
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
-    let mut present = BTreeMap::new();
-    for r in found.into_iter().chain(agents) {
-        if let Some((k, p)) = r? {
-            present.insert(k, p);
+    let total = found.len() + agents.len();
+    let mut first_error = None;
+    for (image, r) in found.into_iter().chain(agents) {
+        match r {
+            Ok(Some(p)) => {
+                observed.present.insert(image, p);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let reason = format!("{e:#}");
+                first_error.get_or_insert_with(|| reason.clone());
+                observed.unchecked.insert(image, reason);
+            }
         }
     }
-    Ok(present)
+    match first_error {
+        Some(e) if observed.unchecked.len() == total => Err(anyhow::anyhow!(e)),
+        _ => Ok(()),
+    }
 }
 
 /// An agent image's provenance: its (index's) annotations, else its config's labels.
@@ -181,7 +191,7 @@ pub(crate) async fn make_plan(prepared: &Prepared, client: Option<&Registry>, co
         },
     );
     if let Some(client) = client {
-        observed.present = existing(client, &layout, concurrency)
+        existing(client, &layout, concurrency, &mut observed)
             .await
             .with_context(|| format!("asking {} which images exist (use --offline to plan without it)", spec.registry.host))?;
     }
