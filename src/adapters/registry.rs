@@ -917,6 +917,33 @@ mod tests {
     }
 
     #[test]
+    fn credentials_follow_only_their_own_origin() {
+        assert!(same_origin("https://ghcr.io/v2/a/blobs/uploads/x?y", "https://ghcr.io"));
+        assert!(same_origin("https://ghcr.io:443/v2/", "https://ghcr.io"));
+        assert!(!same_origin("https://pkg-containers.githubusercontent.com/x", "https://ghcr.io"), "another host");
+        assert!(!same_origin("http://ghcr.io/v2/", "https://ghcr.io"), "another scheme");
+        assert!(!same_origin("http://127.0.0.1:5001/v2/", "http://127.0.0.1:5000"), "another port");
+        assert!(!same_origin("not a url", "https://ghcr.io"));
+        let realm = |u: &str| reqwest::Url::parse(u).unwrap();
+        assert!(basic_may_go_to(&realm("https://auth.example/token"), false));
+        assert!(!basic_may_go_to(&realm("http://auth.example/token"), false), "plain HTTP to a TLS registry's realm");
+        assert!(basic_may_go_to(&realm("http://127.0.0.1:9/token"), true), "a loopback or insecure registry's realm");
+    }
+
+    #[test]
+    fn manifests_are_their_digest() {
+        let image: ImageRef = "127.0.0.1:5000/a/b:1".parse().unwrap();
+        let bytes = br#"{"schemaVersion":2}"#;
+        let right = Digest::sha256_of(bytes);
+        assert_eq!(verified_manifest_digest(&image, bytes, None).unwrap(), right);
+        assert_eq!(verified_manifest_digest(&image, bytes, Some(&right)).unwrap(), right);
+        let other = Digest::sha256_of(b"other");
+        assert!(verified_manifest_digest(&image, bytes, Some(&other)).unwrap_err().to_string().contains("hash to"));
+        let by_digest = image.with_digest(other);
+        assert!(verified_manifest_digest(&by_digest, bytes, None).unwrap_err().to_string().contains("arrived with other content"));
+    }
+
+    #[test]
     fn loopback_hosts_use_plain_http() {
         for h in ["127.0.0.1:5000", "localhost:5000", "localhost", "[::1]:5000", "127.0.0.1"] {
             assert!(is_loopback_host(h), "{h}");
