@@ -93,6 +93,11 @@ pub(crate) struct RegistryOpts {
     /// `2m`, `90s`). A registry that stops answering fails the command within it.
     #[arg(long, default_value = "2m")]
     pub timeout: humantime::Duration,
+    /// Most writes (uploads, mounts, manifest PUTs) a second to one registry host, shared by
+    /// every task of the process; 0 for no pacing. The default stays under GHCR's 2,000 a
+    /// minute per token.
+    #[arg(long = "max-writes-per-second", default_value_t = 25)]
+    pub max_writes_per_second: u32,
 }
 
 /// `plan`.

@@ -21,6 +21,7 @@ use crate::adapters::credentials::Credentials;
 use crate::core::image_config::{Index, Manifest, is_index};
 use crate::core::image_ref::{Digest, ImageRef};
 use crate::core::platform::Platform;
+use crate::core::report::Counters;
 
 /// The four manifest media types, in the order a registry should prefer them.
 pub const MANIFEST_TYPES: [&str; 4] = [
@@ -49,6 +50,10 @@ const MAX_REDIRECTS: usize = 5;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest silence tolerated while reading an answer.
 const IDLE_READ: Duration = Duration::from_secs(30);
+/// Writes a second to one registry host by default (`--max-writes-per-second`): 1,500 a
+/// minute, safely under GHCR's 2,000 a minute per token.
+pub const DEFAULT_WRITES_PER_SECOND: u32 = 25;
+
 /// How long one request (with its retries) may take by default: `--timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -61,6 +66,16 @@ pub struct Stats {
     pub retries: AtomicU64,
     /// Bytes sent in request bodies.
     pub bytes_pushed: AtomicU64,
+    /// Requests that write (POST, PUT, PATCH, DELETE).
+    pub writes: AtomicU64,
+}
+
+impl Stats {
+    /// The counts so far, as plain data.
+    pub fn counters(&self) -> Counters {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Counters { requests: n(&self.requests), writes: n(&self.writes), retries: n(&self.retries), bytes_pushed: n(&self.bytes_pushed) }
+    }
 }
 
 /// A manifest as the registry has it.
@@ -162,6 +177,39 @@ pub struct Registry {
     /// Every secret this client holds or was given (credential forms, tokens): cut out of
     /// any text a registry sends back before it reaches an error message.
     secrets: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Paces writes per host, across every task of the process.
+    pacer: Arc<Pacer>,
+    /// Every request of this client and its clones.
+    totals: Arc<Stats>,
+}
+
+/// Paces writes per registry host: a token bucket of `rate` writes a second holding at most
+/// one second's worth, shared by every task of the process (registries rate-limit writes per
+/// token: GHCR about 2,000 a minute). Rate 0: no pacing.
+#[derive(Debug, Default)]
+struct Pacer {
+    rate: f64,
+    hosts: std::sync::Mutex<HashMap<String, (f64, tokio::time::Instant)>>,
+}
+
+impl Pacer {
+    /// Takes a write's token for `host` at `now`: how long the write must wait for it.
+    fn reserve(&self, host: &str, now: tokio::time::Instant) -> Duration {
+        if self.rate <= 0.0 {
+            return Duration::ZERO;
+        }
+        let burst = self.rate.max(1.0);
+        let Ok(mut hosts) = self.hosts.lock() else { return Duration::ZERO };
+        let (tokens, last) = hosts.entry(host.to_owned()).or_insert((burst, now));
+        *tokens = (*tokens + now.saturating_duration_since(*last).as_secs_f64() * self.rate).min(burst);
+        *last = now;
+        *tokens -= 1.0;
+        if *tokens >= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(-*tokens / self.rate) }
+    }
+}
+
+fn is_write(method: &Method) -> bool {
+    [Method::POST, Method::PUT, Method::PATCH, Method::DELETE].contains(method)
 }
 
 /// A request body that can be sent again on a retry.
@@ -190,6 +238,8 @@ impl Registry {
             credentials: Arc::new(credentials),
             timeout: DEFAULT_TIMEOUT,
             secrets,
+            pacer: Arc::new(Pacer { rate: f64::from(DEFAULT_WRITES_PER_SECOND), ..Pacer::default() }),
+            totals: Arc::default(),
             insecure: Arc::new(insecure.iter().cloned().collect()),
             hosts: Arc::default(),
             tokens: Arc::default(),
@@ -208,6 +258,17 @@ impl Registry {
     pub fn with_timeout(mut self, timeout: Duration) -> Registry {
         self.timeout = timeout;
         self
+    }
+
+    /// The same client with another pace for writes per host (0: none).
+    pub fn with_write_rate(mut self, writes_per_second: u32) -> Registry {
+        self.pacer = Arc::new(Pacer { rate: f64::from(writes_per_second), ..Pacer::default() });
+        self
+    }
+
+    /// Every request of this client and its clones so far.
+    pub fn totals(&self) -> Counters {
+        self.totals.counters()
     }
 
     /// The same client with another retry policy.
@@ -494,7 +555,18 @@ impl Registry {
             if let Some(b) = &body {
                 req = req.header(CONTENT_TYPE, b.content_type).body(b.bytes.clone());
             }
-            stats.requests.fetch_add(1, Ordering::Relaxed);
+            if is_write(&method) {
+                let wait = self.pacer.reserve(host, tokio::time::Instant::now());
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            for s in [stats, &*self.totals] {
+                s.requests.fetch_add(1, Ordering::Relaxed);
+                if is_write(&method) {
+                    s.writes.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             let result = {
                 let _permit = self.permits.acquire().await.map_err(|_| anyhow!("the request pool is closed"))?;
                 req.send().await
@@ -557,7 +629,9 @@ impl Registry {
                 }
                 Ok(resp) => {
                     if let Some(b) = &body {
-                        stats.bytes_pushed.fetch_add(b.bytes.len() as u64, Ordering::Relaxed);
+                        for s in [stats, &*self.totals] {
+                            s.bytes_pushed.fetch_add(b.bytes.len() as u64, Ordering::Relaxed);
+                        }
                     }
                     return Ok(resp);
                 }
@@ -572,7 +646,9 @@ impl Registry {
                     None
                 }
             };
-            stats.retries.fetch_add(1, Ordering::Relaxed);
+            for s in [stats, &*self.totals] {
+                s.retries.fetch_add(1, Ordering::Relaxed);
+            }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             tokio::time::sleep(backoff(self.retry, attempt, wait).min(left)).await;
         }
@@ -914,6 +990,21 @@ mod tests {
             Some("https://api.github.com/x?page=2".into())
         );
         assert_eq!(next_link(r#"<https://x?page=1>; rel="prev""#), None);
+    }
+
+    #[test]
+    fn writes_are_paced_per_host_with_a_second_of_burst() {
+        let pacer = Pacer { rate: 10.0, ..Pacer::default() };
+        let t0 = tokio::time::Instant::now();
+        let waits: Vec<Duration> = (0..12).map(|_| pacer.reserve("ghcr.io", t0)).collect();
+        assert!(waits[..10].iter().all(Duration::is_zero), "a second's worth goes at once: {waits:?}");
+        assert_eq!(waits[10], Duration::from_millis(100));
+        assert_eq!(waits[11], Duration::from_millis(200));
+        assert_eq!(pacer.reserve("quay.io", t0), Duration::ZERO, "each host has its own bucket");
+        // A second later ten tokens came back, two of them already promised.
+        let later = pacer.reserve("ghcr.io", t0 + Duration::from_secs(1));
+        assert_eq!(later, Duration::ZERO);
+        assert_eq!(Pacer::default().reserve("x", t0), Duration::ZERO, "rate 0: no pacing");
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub(crate) async fn run(args: AssembleArgs, actions: &ActionsEnv) -> anyhow::Res
             assemble_with_daemon(&engine, &prepared, &plan, &pick, usize::from(args.parallel), actions).await
         }
     };
-    let report = finish("assemble", records, started, &args.common, actions)?;
+    let report = finish("assemble", records, started, client.totals(), &args.common, actions)?;
     let failed = report.failures();
     let made = report.images.iter().filter(|i| i.status == Outcome::Assembled).count();
     tracing::info!(

@@ -26,6 +26,6 @@ pub(crate) async fn run(args: BuildArgs, actions: &ActionsEnv) -> anyhow::Result
         BuildStage::Builder => build_builder(&engine, &prepared, &plan, actions).await,
         BuildStage::Bases => build_bases(&engine, &prepared, &plan, &pick, usize::from(args.parallel), actions).await,
     };
-    let report = finish("build", records, started, &args.common, actions)?;
+    let report = finish("build", records, started, client.totals(), &args.common, actions)?;
     Ok(Done::with_failures(report.failures()))
 }

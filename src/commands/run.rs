@@ -58,6 +58,6 @@ pub(crate) async fn run(args: RunArgs, actions: &ActionsEnv) -> anyhow::Result<D
     if skipped > 0 {
         tracing::warn!("{skipped} instances' agents were not made because their base or the builder failed; rerun after fixing");
     }
-    let report = finish("run", records, started, &args.common, actions)?;
+    let report = finish("run", records, started, client.totals(), &args.common, actions)?;
     Ok(Done::with_failures(report.failures()))
 }

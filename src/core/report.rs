@@ -109,6 +109,9 @@ pub struct ImageRecord {
     /// Requests repeated after a 429, 5xx or dropped connection.
     #[serde(default)]
     pub retries: u64,
+    /// Of the requests, writes (uploads, mounts, manifest PUTs).
+    #[serde(default)]
+    pub writes: u64,
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -128,6 +131,7 @@ impl ImageRecord {
             bytes_pushed: 0,
             requests: 0,
             retries: 0,
+            writes: 0,
             error: None,
         }
     }
@@ -147,10 +151,11 @@ impl ImageRecord {
     }
 
     /// The same record with the registry counters of its work.
-    pub fn counted(mut self, requests: u64, retries: u64, bytes_pushed: u64) -> ImageRecord {
-        self.requests = requests;
-        self.retries = retries;
-        self.bytes_pushed = bytes_pushed;
+    pub fn counted(mut self, c: Counters) -> ImageRecord {
+        self.requests = c.requests;
+        self.writes = c.writes;
+        self.retries = c.retries;
+        self.bytes_pushed = c.bytes_pushed;
         self
     }
 }
@@ -163,6 +168,9 @@ pub struct Report {
     /// Wall time of the whole command.
     #[serde(default)]
     pub seconds: f64,
+    /// Every registry request of the command, planning included.
+    #[serde(default)]
+    pub registry: Counters,
     /// One record per image.
     pub images: Vec<ImageRecord>,
 }
@@ -190,7 +198,7 @@ impl Report {
                     .of(Some(&a.instance), Some(&a.variant)),
             );
         }
-        Report { command: "plan".into(), seconds: 0.0, images }
+        Report { command: "plan".into(), seconds: 0.0, registry: Counters::default(), images }
     }
 }
 
@@ -203,6 +211,23 @@ pub fn ready_instances<'a>(instances: &'a [String], records: &[ImageRecord]) -> 
     }
     let failed_bases: BTreeSet<&str> = failed(Stage::Bases).filter_map(|r| r.instance.as_deref()).collect();
     instances.iter().map(String::as_str).filter(|i| !failed_bases.contains(i)).collect()
+}
+
+/// Registry traffic: what one image's work, or a whole command, cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// HTTP requests sent (each attempt counts).
+    #[serde(default)]
+    pub requests: u64,
+    /// Of those, writes: uploads, mounts, manifest PUTs, deletes (what registries rate-limit).
+    #[serde(default)]
+    pub writes: u64,
+    /// Requests repeated after a 429, 5xx or dropped connection.
+    #[serde(default)]
+    pub retries: u64,
+    /// Bytes sent in request bodies.
+    #[serde(default)]
+    pub bytes_pushed: u64,
 }
 
 /// What `prune` did with one manifest.

@@ -5,7 +5,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use anyhow::{Context as _, anyhow};
 use bytes::Bytes;
@@ -82,8 +81,7 @@ pub(crate) async fn assemble_append(
     Ok(run_jobs(hits, todo, concurrency, actions, |job| async move {
         let stats = Stats::default();
         let r = attempt(job.record(Outcome::Cold), Outcome::Assembled, write_agent(client, &job, builder, present, &stats)).await;
-        let n = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-        r.counted(n(&stats.requests), n(&stats.retries), n(&stats.bytes_pushed))
+        r.counted(stats.counters())
     })
     .await)
 }

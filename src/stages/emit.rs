@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use crate::adapters::actions_env::ActionsEnv;
 use crate::cli::Common;
 use crate::core::plan::Plan;
-use crate::core::report::{ImageRecord, Report};
+use crate::core::report::{Counters, ImageRecord, Report};
 use crate::core::summary::{SUMMARY_BUDGET, report_summary};
 
 /// Streams `value` to stdout as pretty JSON (a plan of 100,000 instances is ~90 MB of text:
@@ -50,16 +50,17 @@ pub(crate) fn emit_summary(markdown: &str, file: Option<&Path>, actions: &Action
     Ok(())
 }
 
-/// The end of a command that made images: its report (written with `--report`) and its
-/// summary.
+/// The end of a command that made images: its report (written with `--report`; `registry`
+/// is every request of the command) and its summary.
 pub(crate) fn finish(
     command: &str,
     images: Vec<ImageRecord>,
     started: Instant,
+    registry: Counters,
     common: &Common,
     actions: &ActionsEnv,
 ) -> anyhow::Result<Report> {
-    let report = Report { command: command.into(), seconds: started.elapsed().as_secs_f64(), images };
+    let report = Report { command: command.into(), seconds: started.elapsed().as_secs_f64(), registry, images };
     if let Some(path) = &common.report {
         write_report(path, &report)?;
     }

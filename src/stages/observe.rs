@@ -22,7 +22,9 @@ use crate::stages::prepare::Prepared;
 /// and `GITHUB_TOKEN`, bounded by `--timeout`. (Every secret was masked at start-up.)
 pub(crate) fn connect(opts: &RegistryOpts, registry_host: &str) -> anyhow::Result<Registry> {
     let credentials = Credentials::load(opts).flags_for(registry_host);
-    Ok(Registry::new(credentials, &opts.insecure_registry, usize::from(opts.concurrency))?.with_timeout(opts.timeout.into()))
+    Ok(Registry::new(credentials, &opts.insecure_registry, usize::from(opts.concurrency))?
+        .with_timeout(opts.timeout.into())
+        .with_write_rate(opts.max_writes_per_second))
 }
 
 /// The digest of each upstream reference, where the registry gives it; the others with
