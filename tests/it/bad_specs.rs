@@ -1,7 +1,6 @@
 //! A table of unusable specs: each must exit 2 and name file, line, column and what is
 //! wrong, without a panic or a backtrace.
 
-mod support;
 
 use std::path::Path;
 
@@ -245,7 +244,7 @@ fn run_case(case: &Case) -> (i32, String) {
         GOOD.replacen(case.edit.0, case.edit.1, 1)
     };
     std::fs::write(dir.path().join("split-build.yml"), text).unwrap();
-    let out = support::bin()
+    let out = crate::support::bin()
         .current_dir(dir.path())
         .args(["plan", "--offline"])
         .env_remove("GITHUB_ACTIONS")
@@ -289,7 +288,7 @@ fn every_bad_spec_exits_2_with_its_location() {
 #[test]
 fn a_missing_spec_exits_2_and_names_it() {
     let dir = tempfile::tempdir().unwrap();
-    let out = support::bin().current_dir(dir.path()).args(["plan", "--offline"]).output().unwrap();
+    let out = crate::support::bin().current_dir(dir.path()).args(["plan", "--offline"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("split-build.yml") && stderr.contains("--spec"), "{stderr}");

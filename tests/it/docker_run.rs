@@ -3,13 +3,12 @@
 //! and a rerun after the fix builds only it. Also `build` by stage, the dockerfile method
 //! and `report` merging job reports.
 
-mod support;
 
 use std::path::Path;
 use std::process::Output;
 
 use serde_json::Value;
-use support::*;
+use crate::support::*;
 
 fn instances() -> Vec<String> {
     (1..=10).map(|i| format!("repo__proj-{i}")).collect()

@@ -2,15 +2,14 @@
 //! variants made by `run`) and GitHub's packages API (a local server answering as GitHub
 //! does, 133,000 versions).
 
-mod support;
 
 use std::path::Path;
 use std::process::Output;
 use std::time::Instant;
 
 use serde_json::Value;
-use support::github_api::{GithubApi, Package, TOKEN};
-use support::*;
+use crate::support::github_api::{GithubApi, Package, TOKEN};
+use crate::support::*;
 
 fn split_build(dir: &Path, args: &[&str]) -> Output {
     bin().current_dir(dir).args(args).env_remove("GITHUB_ACTIONS").env_remove("GITHUB_TOKEN").output().unwrap()

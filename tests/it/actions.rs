@@ -2,7 +2,6 @@
 //! input of action.yml as `INPUT_*` (defaults included, hyphens kept), and the outputs read
 //! back from `$GITHUB_OUTPUT` exactly as the runner parses them.
 
-mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -59,7 +58,7 @@ fn run_action(inputs: &[(&str, &str)]) -> ActionRun {
     let output = dir.path().join("output");
     let summary = dir.path().join("summary");
     std::fs::write(&output, "earlier=kept\n").unwrap();
-    let mut cmd = support::bin();
+    let mut cmd = crate::support::bin();
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("GITHUB_ACTIONS", "true")
         .env("GITHUB_OUTPUT", &output)
