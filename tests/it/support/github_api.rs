@@ -3,7 +3,7 @@
 //! with `Link` (per_page, page), `x-ratelimit-*` headers, one 429 with `retry-after` on the
 //! second page, a 403 for a token without the packages scopes, and DELETE recorded.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::AsyncWriteExt as _;
@@ -20,8 +20,6 @@ pub struct GithubApi {
     pub url: String,
     /// Version ids deleted, in order.
     pub deleted: Arc<Mutex<Vec<u64>>>,
-    /// Requests answered.
-    pub requests: Arc<AtomicU64>,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -49,20 +47,19 @@ impl GithubApi {
         let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let deleted: Arc<Mutex<Vec<u64>>> = Arc::default();
-        let requests = Arc::new(AtomicU64::new(0));
         let throttled = Arc::new(AtomicBool::new(false));
-        let (d, r, u) = (deleted.clone(), requests.clone(), url.clone());
+        let (d, u) = (deleted.clone(), url.clone());
         let package = Arc::new(package);
         runtime.spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else { return };
-                let (d, r, u, p, t) = (d.clone(), r.clone(), u.clone(), package.clone(), throttled.clone());
+                let (d, u, p, t) = (d.clone(), u.clone(), package.clone(), throttled.clone());
                 tokio::spawn(async move {
-                    let _ = serve(client, &u, &p, &d, &r, &t).await;
+                    let _ = serve(client, &u, &p, &d, &t).await;
                 });
             }
         });
-        GithubApi { url, deleted, requests, _runtime: runtime }
+        GithubApi { url, deleted, _runtime: runtime }
     }
 }
 
@@ -76,17 +73,9 @@ fn created(i: u64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-async fn serve(
-    mut client: TcpStream,
-    url: &str,
-    p: &Package,
-    deleted: &Mutex<Vec<u64>>,
-    requests: &AtomicU64,
-    throttled: &AtomicBool,
-) -> std::io::Result<()> {
+async fn serve(mut client: TcpStream, url: &str, p: &Package, deleted: &Mutex<Vec<u64>>, throttled: &AtomicBool) -> std::io::Result<()> {
     loop {
         let Some((head, _body)) = read_request(&mut client).await? else { return Ok(()) };
-        requests.fetch_add(1, Ordering::Relaxed);
         let first = head.lines().next().unwrap_or_default().to_owned();
         let mut parts = first.split_whitespace();
         let method = parts.next().unwrap_or_default().to_owned();
