@@ -69,9 +69,12 @@ fn push_builder(tag: &str) {
     import_and_push(&b.into_inner().unwrap(), tag);
 }
 
-/// Pushes the upstream images, then makes what the build jobs would: each planned base (the
-/// first as a Docker image, the others converted to OCI with skopeo) and the builder image.
-fn fixtures(reg: &Registry, dir: &Path) -> Value {
+/// The spec for `reg`, after pushing the upstream images and making what the build jobs
+/// would: each planned base (the first as a Docker image, the others converted to OCI with
+/// skopeo) and the builder image. Returns the spec's directory and the plan then.
+fn fixtures(reg: &Registry) -> (tempfile::TempDir, Value) {
+    let spec = alpha_beta_spec(&reg.host, &reg.host);
+    let dir = spec.path();
     push_upstreams(reg);
     let creds: Vec<String> =
         reg.auth.iter().flat_map(|(u, p)| [format!("--registry-username={u}"), format!("--registry-password={p}")]).collect();
@@ -99,7 +102,8 @@ fn fixtures(reg: &Registry, dir: &Path) -> Value {
         }
     }
     push_builder(p["builder"]["image"].as_str().unwrap());
-    plan(dir, &creds)
+    let p = plan(dir, &creds);
+    (spec, p)
 }
 
 fn statuses(plan: &Value, stage: &str) -> Vec<String> {
@@ -139,8 +143,7 @@ fn check_agents(reg: &Registry, plan: &Value) {
 fn online_plan_then_assemble_at_the_registry() {
     docker();
     let reg = Registry::start();
-    let dir = alpha_beta_spec(&reg.host, &reg.host);
-    let p = fixtures(&reg, dir.path());
+    let (dir, p) = fixtures(&reg);
     assert_eq!(p["builder"]["status"], "hit");
     assert_eq!(statuses(&p, "bases"), ["hit"; 3]);
     assert_eq!(statuses(&p, "agents"), ["cold"; 6]);
@@ -183,8 +186,7 @@ fn online_plan_then_assemble_at_the_registry() {
 fn items_pick_instances_and_unknown_ones_are_refused() {
     docker();
     let reg = Registry::start();
-    let dir = alpha_beta_spec(&reg.host, &reg.host);
-    fixtures(&reg, dir.path());
+    let (dir, _) = fixtures(&reg);
     let out = split_build(dir.path(), &["assemble", "--items", "lib__lib-9", "--report", "r.json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report = json_file(dir.path(), "r.json");
@@ -199,8 +201,7 @@ fn items_pick_instances_and_unknown_ones_are_refused() {
 fn a_missing_base_fails_that_image_only() {
     docker();
     let reg = Registry::start();
-    let dir = alpha_beta_spec(&reg.host, &reg.host);
-    let p = fixtures(&reg, dir.path());
+    let (dir, p) = fixtures(&reg);
     // Delete one base's manifest: its agents cannot be made, the others can.
     let base = p["bases"][1]["image"].as_str().unwrap();
     let digest = reg.inspect(base.split_once('/').unwrap().1, "").unwrap()["Digest"].as_str().unwrap().to_owned();
@@ -225,8 +226,7 @@ fn credentials_from_flags_and_from_docker_config() {
     docker();
     let reg = Registry::start_with_auth("alice", "s3cret-pw");
     docker_login(&reg);
-    let dir = alpha_beta_spec(&reg.host, &reg.host);
-    fixtures(&reg, dir.path());
+    let (dir, _) = fixtures(&reg);
 
     let out = split_build(dir.path(), &["plan"]);
     assert_eq!(out.status.code(), Some(1), "anonymous plan against an auth registry fails");
@@ -278,8 +278,7 @@ fn every_image_is_made_through_a_faulty_proxy() {
     let proxy = FaultyProxy::start(&reg.host, 0.15, 0.10, 0x5eed);
     // split-build talks through the proxy; fixtures are pushed straight to the registry
     // under the proxy's name, since both name the same storage only through the path.
-    let dir = alpha_beta_spec(&proxy.host, &reg.host);
-    let p = fixtures_behind(&reg, &proxy.host, dir.path());
+    let (dir, p) = fixtures_behind(&reg, &proxy.host);
     let out = split_build(dir.path(), &["assemble", "--report", "r.json", "--concurrency", "8"]);
     assert!(out.status.success(), "assemble through faults: {}", String::from_utf8_lossy(&out.stderr));
     let report = json_file(dir.path(), "r.json");
@@ -300,9 +299,11 @@ fn every_image_is_made_through_a_faulty_proxy() {
     check_agents(&reg, &direct);
 }
 
-/// Pushes upstream images, the planned bases and the builder straight to `reg` for a spec
-/// whose registry is `front` (a proxy in front of `reg`).
-fn fixtures_behind(reg: &Registry, front: &str, dir: &Path) -> Value {
+/// The spec for `front` (a proxy in front of `reg`), after pushing upstream images, the
+/// planned bases and the builder straight to `reg`: its directory and its plan.
+fn fixtures_behind(reg: &Registry, front: &str) -> (tempfile::TempDir, Value) {
+    let spec = alpha_beta_spec(front, &reg.host);
+    let dir = spec.path();
     push_upstreams(reg);
     let p = plan(dir, &[]);
     for b in p["bases"].as_array().unwrap() {
@@ -311,7 +312,7 @@ fn fixtures_behind(reg: &Registry, front: &str, dir: &Path) -> Value {
         import_and_push(&busybox_rootfs_tar(&[("base.txt", format!("base of {instance}\n").as_bytes())]), &tag);
     }
     push_builder(&format!("{}/t/builder:v1", reg.host));
-    p
+    (spec, p)
 }
 
 #[test]
@@ -319,8 +320,7 @@ fn bearer_tokens_cover_every_repository_an_append_touches() {
     docker();
     let reg = Registry::start();
     let front = TokenProxy::start(&reg.host);
-    let dir = alpha_beta_spec(&front.host, &reg.host);
-    let p = fixtures_behind(&reg, &front.host, dir.path());
+    let (dir, p) = fixtures_behind(&reg, &front.host);
     let out = split_build(dir.path(), &["assemble", "--report", "r.json"]);
     assert!(out.status.success(), "assemble behind a token registry: {}", String::from_utf8_lossy(&out.stderr));
     let report = json_file(dir.path(), "r.json");

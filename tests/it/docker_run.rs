@@ -12,32 +12,32 @@ fn instances() -> Vec<String> {
     (1..=10).map(|i| format!("repo__proj-{i}")).collect()
 }
 
-/// A spec of ten instances and two variants (`one`, `two`) made by `method`, whose base
-/// Dockerfile fails for the instance named `bad` (when given).
-fn ten_instance_spec(reg: &Registry, bad: &str, method: &str) -> tempfile::TempDir {
-    let check =
-        if bad.is_empty() { String::new() } else { format!("RUN echo \"checking $INSTANCE\" && test \"$INSTANCE\" != \"{bad}\"\n") };
-    let base = format!("ARG BASE_IMAGE\nFROM ${{BASE_IMAGE}}\nARG INSTANCE\n{check}RUN echo \"base of $INSTANCE\" > /base.txt\n");
+/// The daemon, a registry holding an upstream image for each of ten instances, and a spec
+/// of those instances and two variants (`one`, `two`) made by `method`, whose base
+/// Dockerfile runs `base_steps` (Dockerfile lines) before it writes `/base.txt`. The
+/// registry stops when the returned value is dropped: keep it bound for the whole test.
+fn ten_instances(base_steps: &str, method: &str) -> (Registry, tempfile::TempDir) {
+    docker();
+    let reg = Registry::start();
+    for id in instances() {
+        import_and_push(&busybox_rootfs_tar(&[]), &format!("{}/upstream/{id}:1", reg.host));
+    }
+    let base = format!("ARG BASE_IMAGE\nFROM ${{BASE_IMAGE}}\nARG INSTANCE\n{base_steps}RUN echo \"base of $INSTANCE\" > /base.txt\n");
     let spec = format!(
         "registry: {}/e2e\nbuilder: {{ repository: builder, context: agent }}\nbases:\n  repository: base\n  context: base\n  from: \"{}/upstream/{{instance}}:1\"\n  build-args: {{ INSTANCE: \"{{instance}}\" }}\n  instances: [{}]\nagents:\n  repository: agent\n  method: {method}\n  variants:\n    - {{ name: one, entrypoint: [\"/bin/sh\", \"/agent/run.sh\"], env: {{ VARIANT: one }} }}\n    - {{ name: two, entrypoint: [\"/bin/sh\", \"/agent/run.sh\"], env: {{ VARIANT: two }} }}\n",
         reg.host,
         reg.host,
         instances().join(", ")
     );
-    spec_dir(&[
+    let dir = spec_dir(&[
         ("agent/run.sh", "echo \"agent $VARIANT on $(cat /base.txt)\"\n"),
         ("agent/Dockerfile", "FROM scratch AS payload\nCOPY run.sh /agent/run.sh\n"),
         ("agent/.dockerignore", "*.tmp\n"),
         ("agent/ignored.tmp", "not in the context"),
         ("base/Dockerfile", &base),
         ("split-build.yml", &spec),
-    ])
-}
-
-fn upstreams(reg: &Registry) {
-    for id in instances() {
-        import_and_push(&busybox_rootfs_tar(&[]), &format!("{}/upstream/{id}:1", reg.host));
-    }
+    ]);
+    (reg, dir)
 }
 
 fn count(report: &Value, stage: &str, status: &str) -> usize {
@@ -46,10 +46,8 @@ fn count(report: &Value, stage: &str, status: &str) -> usize {
 
 #[test]
 fn run_end_to_end_isolates_a_failing_base_and_a_rerun_builds_nothing() {
-    docker();
-    let reg = Registry::start();
-    upstreams(&reg);
-    let dir = ten_instance_spec(&reg, "repo__proj-7", "append");
+    // The base of repo__proj-7 fails.
+    let (_registry, dir) = ten_instances("RUN echo \"checking $INSTANCE\" && test \"$INSTANCE\" != \"repo__proj-7\"\n", "append");
     let d = dir.path();
 
     // First run: one base fails, the other nine and their agents are made.
@@ -88,20 +86,10 @@ fn run_end_to_end_isolates_a_failing_base_and_a_rerun_builds_nothing() {
 
 #[test]
 fn a_fix_outside_the_hash_rebuilds_only_the_failed_base() {
-    docker();
-    let reg = Registry::start();
-    upstreams(&reg);
-    let dir = ten_instance_spec(&reg, "", "append");
-    let d = dir.path();
     // The base fails when its upstream lacks /ok; the fix is a new upstream for that one
     // instance, which changes only that instance's base tag.
-    write_files(
-        d,
-        &[(
-            "base/Dockerfile",
-            "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nARG INSTANCE\nRUN test \"$INSTANCE\" != repo__proj-3 || test -f /ok\nRUN echo \"base of $INSTANCE\" > /base.txt\n",
-        )],
-    );
+    let (reg, dir) = ten_instances("RUN test \"$INSTANCE\" != repo__proj-3 || test -f /ok\n", "append");
+    let d = dir.path();
     let out = split_build(d, &["run", "--report", "r1.json"]);
     assert_eq!(out.status.code(), Some(1));
     let r1 = json_file(d, "r1.json");
@@ -131,10 +119,7 @@ fn a_fix_outside_the_hash_rebuilds_only_the_failed_base() {
 
 #[test]
 fn build_by_stage_and_the_dockerfile_method() {
-    docker();
-    let reg = Registry::start();
-    upstreams(&reg);
-    let dir = ten_instance_spec(&reg, "", "dockerfile");
+    let (reg, dir) = ten_instances("", "dockerfile");
     let d = dir.path();
     // In Actions the build log is folded into one group per image.
     let out = SplitBuild::new(d).args(["build", "--stage", "builder", "--report", "b.json"]).env("GITHUB_ACTIONS", "true").output();
@@ -176,19 +161,9 @@ fn plan_builder_tag(d: &Path) -> String {
 #[test]
 fn a_run_killed_halfway_is_finished_by_a_rerun() {
     use std::io::BufRead as _;
-    docker();
-    let reg = Registry::start();
-    upstreams(&reg);
-    let dir = ten_instance_spec(&reg, "", "append");
-    let d = dir.path();
     // Slow the bases a little so the kill lands while some are still to be built.
-    write_files(
-        d,
-        &[(
-            "base/Dockerfile",
-            "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nARG INSTANCE\nRUN sleep 1\nRUN echo \"base of $INSTANCE\" > /base.txt\n",
-        )],
-    );
+    let (_registry, dir) = ten_instances("RUN sleep 1\n", "append");
+    let d = dir.path();
     let mut child = SplitBuild::new(d)
         .args(["run", "--parallel", "1"])
         .command()

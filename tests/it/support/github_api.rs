@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::AsyncWriteExt as _;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-use super::faulty_proxy::read_request;
+use super::http::{read_request, serve_loopback};
 
 /// The good token.
 pub const TOKEN: &str = "ghp_test_token_with_packages_scope";
@@ -43,23 +43,14 @@ pub struct Package {
 impl GithubApi {
     /// Serves `package`.
     pub fn start(package: Package) -> GithubApi {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let deleted: Arc<Mutex<Vec<u64>>> = Arc::default();
         let throttled = Arc::new(AtomicBool::new(false));
-        let (d, u) = (deleted.clone(), url.clone());
-        let package = Arc::new(package);
-        runtime.spawn(async move {
-            loop {
-                let Ok((client, _)) = listener.accept().await else { return };
-                let (d, u, p, t) = (d.clone(), u.clone(), package.clone(), throttled.clone());
-                tokio::spawn(async move {
-                    let _ = serve(client, &u, &p, &d, &t).await;
-                });
-            }
+        let (d, package) = (deleted.clone(), Arc::new(package));
+        let (runtime, addr) = serve_loopback(move |client, me| {
+            let (d, p, t) = (d.clone(), package.clone(), throttled.clone());
+            async move { serve(client, &format!("http://{me}"), &p, &d, &t).await }
         });
-        GithubApi { url, deleted, _runtime: runtime }
+        GithubApi { url: format!("http://{addr}"), deleted, _runtime: runtime }
     }
 }
 

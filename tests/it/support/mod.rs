@@ -6,6 +6,7 @@
 
 pub mod faulty_proxy;
 pub mod github_api;
+mod http;
 mod runner;
 pub mod token_proxy;
 
