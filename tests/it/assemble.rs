@@ -2,27 +2,19 @@
 //! builder image pushed from local files, agents written at the registry, checked by skopeo
 //! and by `docker run`; auth by flags and by docker config; a proxy that fails requests.
 
-mod support;
-
 use std::path::Path;
-use std::process::Output;
 
 use serde_json::Value;
-use support::faulty_proxy::FaultyProxy;
-use support::token_proxy::TokenProxy;
-use support::*;
+
+use crate::support::faulty_proxy::FaultyProxy;
+use crate::support::token_proxy::TokenProxy;
+use crate::support::*;
 
 const INSTANCES: [&str; 3] = ["proj__proj-1", "proj__proj-2", "lib__lib-9"];
 
-/// A spec directory for `registry` (the host split-build talks to) whose upstream images
-/// live on `upstream`.
-fn spec_dir(registry: &str, upstream: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("Dockerfile"), "FROM scratch AS payload\nCOPY run.sh /agent/run.sh\n").unwrap();
-    // The base context is its own folder: reports and summaries written next to the spec
-    // must not change the base hash (inputs default to every file of the context).
-    std::fs::create_dir_all(dir.path().join("base")).unwrap();
-    std::fs::write(dir.path().join("base/Dockerfile"), "ARG BASE_IMAGE\nFROM $BASE_IMAGE\n").unwrap();
+/// A spec for `registry` (the host split-build talks to) of three instances and two
+/// variants (`alpha`, `beta`), whose upstream images live on `upstream`.
+fn alpha_beta_spec(registry: &str, upstream: &str) -> tempfile::TempDir {
     let spec = format!(
         r#"registry: {registry}/t
 builder: {{ repository: builder, version: "v1" }}
@@ -46,33 +38,44 @@ agents:
 "#,
         INSTANCES.join(", ")
     );
-    std::fs::write(dir.path().join("split-build.yml"), spec).unwrap();
-    dir
-}
-
-fn split_build(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = bin();
-    cmd.current_dir(dir).args(args).env_remove("GITHUB_ACTIONS").env("DOCKER_CONFIG", dir.join("no-docker-config"));
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
+    spec_dir(&[
+        ("Dockerfile", "FROM scratch AS payload\nCOPY run.sh /agent/run.sh\n"),
+        // The base context is its own folder: reports and summaries written next to the
+        // spec must not change the base hash (inputs default to every file of the context).
+        ("base/Dockerfile", "ARG BASE_IMAGE\nFROM $BASE_IMAGE\n"),
+        ("split-build.yml", &spec),
+    ])
 }
 
 fn plan(dir: &Path, extra: &[&str]) -> Value {
     let mut args = vec!["plan", "--summary", "summary.md"];
     args.extend(extra);
-    let out = split_build(dir, &args, &[]);
+    let out = split_build(dir, &args);
     assert!(out.status.success(), "plan: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// Pushes the upstream images, then makes what the build jobs would: each planned base (the
-/// first as a Docker image, the others converted to OCI with skopeo) and the builder image.
-fn fixtures(reg: &Registry, dir: &Path) -> Value {
+/// Pushes an upstream image for every instance to `reg`.
+fn push_upstreams(reg: &Registry) {
     for id in INSTANCES {
         import_and_push(&busybox_rootfs_tar(&[]), &format!("{}/up/{}:1", reg.host, id.replace("__", "_1776_")));
     }
+}
+
+/// Pushes the builder image (the agent's `run.sh`) as `tag`.
+fn push_builder(tag: &str) {
+    let mut b = tar::Builder::new(Vec::new());
+    append_file(&mut b, "agent/run.sh", b"echo \"agent $VARIANT on $(cat /base.txt) in $(pwd) $*\"\n", 0o755);
+    import_and_push(&b.into_inner().unwrap(), tag);
+}
+
+/// The spec for `reg`, after pushing the upstream images and making what the build jobs
+/// would: each planned base (the first as a Docker image, the others converted to OCI with
+/// skopeo) and the builder image. Returns the spec's directory and the plan then.
+fn fixtures(reg: &Registry) -> (tempfile::TempDir, Value) {
+    let spec = alpha_beta_spec(&reg.host, &reg.host);
+    let dir = spec.path();
+    push_upstreams(reg);
     let creds: Vec<String> =
         reg.auth.iter().flat_map(|(u, p)| [format!("--registry-username={u}"), format!("--registry-password={p}")]).collect();
     let creds: Vec<&str> = creds.iter().map(String::as_str).collect();
@@ -98,10 +101,9 @@ fn fixtures(reg: &Registry, dir: &Path) -> Value {
             assert!(out.status.success(), "skopeo copy: {}", String::from_utf8_lossy(&out.stderr));
         }
     }
-    let mut b = tar::Builder::new(Vec::new());
-    append_file(&mut b, "agent/run.sh", b"echo \"agent $VARIANT on $(cat /base.txt) in $(pwd) $*\"\n", 0o755);
-    import_and_push(&b.into_inner().unwrap(), p["builder"]["image"].as_str().unwrap());
-    plan(dir, &creds)
+    push_builder(p["builder"]["image"].as_str().unwrap());
+    let p = plan(dir, &creds);
+    (spec, p)
 }
 
 fn statuses(plan: &Value, stage: &str) -> Vec<String> {
@@ -141,17 +143,16 @@ fn check_agents(reg: &Registry, plan: &Value) {
 fn online_plan_then_assemble_at_the_registry() {
     docker();
     let reg = Registry::start();
-    let dir = spec_dir(&reg.host, &reg.host);
-    let p = fixtures(&reg, dir.path());
+    let (dir, p) = fixtures(&reg);
     assert_eq!(p["builder"]["status"], "hit");
     assert_eq!(statuses(&p, "bases"), ["hit"; 3]);
     assert_eq!(statuses(&p, "agents"), ["cold"; 6]);
     assert!(p["bases"][0]["from_digest"].as_str().unwrap().starts_with("sha256:"), "upstream digest resolved");
     assert!(p["matrices"]["bases"]["include"].as_array().unwrap().is_empty(), "only missing items enter a matrix");
 
-    let out = split_build(dir.path(), &["assemble", "--report", "report.json", "--summary", "assemble.md"], &[]);
+    let out = split_build(dir.path(), &["assemble", "--report", "report.json", "--summary", "assemble.md"]);
     assert!(out.status.success(), "assemble: {}", String::from_utf8_lossy(&out.stderr));
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap()).unwrap();
+    let report = json_file(dir.path(), "report.json");
     let images = report["images"].as_array().unwrap();
     assert_eq!(images.len(), 6);
     assert!(images.iter().all(|i| i["status"] == "assembled"), "{report}");
@@ -163,9 +164,9 @@ fn online_plan_then_assemble_at_the_registry() {
     // Everything exists now: the plan says so, and a rerun writes nothing.
     let again = plan(dir.path(), &[]);
     assert_eq!(statuses(&again, "agents"), ["hit"; 6]);
-    let out = split_build(dir.path(), &["assemble", "--report", "report2.json"], &[]);
+    let out = split_build(dir.path(), &["assemble", "--report", "report2.json"]);
     assert!(out.status.success());
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("report2.json")).unwrap()).unwrap();
+    let report = json_file(dir.path(), "report2.json");
     assert!(report["images"].as_array().unwrap().iter().all(|i| i["status"] == "hit"));
 
     // A moved upstream gives a new base tag, so its agents are no longer current.
@@ -185,14 +186,13 @@ fn online_plan_then_assemble_at_the_registry() {
 fn items_pick_instances_and_unknown_ones_are_refused() {
     docker();
     let reg = Registry::start();
-    let dir = spec_dir(&reg.host, &reg.host);
-    fixtures(&reg, dir.path());
-    let out = split_build(dir.path(), &["assemble", "--items", "lib__lib-9", "--report", "r.json"], &[]);
+    let (dir, _) = fixtures(&reg);
+    let out = split_build(dir.path(), &["assemble", "--items", "lib__lib-9", "--report", "r.json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("r.json")).unwrap()).unwrap();
+    let report = json_file(dir.path(), "r.json");
     let made: Vec<&str> = report["images"].as_array().unwrap().iter().map(|i| i["instance"].as_str().unwrap()).collect();
     assert_eq!(made, ["lib__lib-9", "lib__lib-9"]);
-    let out = split_build(dir.path(), &["assemble", "--items", "nope"], &[]);
+    let out = split_build(dir.path(), &["assemble", "--items", "nope"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`nope`"));
 }
@@ -201,8 +201,7 @@ fn items_pick_instances_and_unknown_ones_are_refused() {
 fn a_missing_base_fails_that_image_only() {
     docker();
     let reg = Registry::start();
-    let dir = spec_dir(&reg.host, &reg.host);
-    let p = fixtures(&reg, dir.path());
+    let (dir, p) = fixtures(&reg);
     // Delete one base's manifest: its agents cannot be made, the others can.
     let base = p["bases"][1]["image"].as_str().unwrap();
     let digest = reg.inspect(base.split_once('/').unwrap().1, "").unwrap()["Digest"].as_str().unwrap().to_owned();
@@ -212,9 +211,9 @@ fn a_missing_base_fails_that_image_only() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = split_build(dir.path(), &["assemble", "--report", "r.json"], &[]);
+    let out = split_build(dir.path(), &["assemble", "--report", "r.json"]);
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("r.json")).unwrap()).unwrap();
+    let report = json_file(dir.path(), "r.json");
     let images = report["images"].as_array().unwrap();
     let failed: Vec<&Value> = images.iter().filter(|i| i["status"] == "failed").collect();
     assert_eq!(failed.len(), 2, "{report}");
@@ -227,10 +226,9 @@ fn credentials_from_flags_and_from_docker_config() {
     docker();
     let reg = Registry::start_with_auth("alice", "s3cret-pw");
     docker_login(&reg);
-    let dir = spec_dir(&reg.host, &reg.host);
-    fixtures(&reg, dir.path());
+    let (dir, _) = fixtures(&reg);
 
-    let out = split_build(dir.path(), &["plan"], &[]);
+    let out = split_build(dir.path(), &["plan"]);
     assert_eq!(out.status.code(), Some(1), "anonymous plan against an auth registry fails");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("user name and password") || stderr.contains("401"), "{stderr}");
@@ -238,7 +236,6 @@ fn credentials_from_flags_and_from_docker_config() {
     let out = split_build(
         dir.path(),
         &["assemble", "--items", "proj__proj-1", "--registry-username", "alice", "--registry-password", "s3cret-pw"],
-        &[],
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("s3cret-pw"), "the password never reaches the logs");
@@ -250,18 +247,14 @@ fn credentials_from_flags_and_from_docker_config() {
         base64::engine::general_purpose::STANDARD.encode("alice:s3cret-pw")
     };
     std::fs::write(config_dir.join("config.json"), format!(r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#, reg.host)).unwrap();
-    let out = split_build(dir.path(), &["assemble", "--report", "r.json"], &[("DOCKER_CONFIG", config_dir.to_str().unwrap())]);
+    let out = SplitBuild::new(dir.path()).args(["assemble", "--report", "r.json"]).env("DOCKER_CONFIG", &config_dir).output();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report = std::fs::read_to_string(dir.path().join("r.json")).unwrap();
     assert!(!report.contains("s3cret-pw"));
-    let p = plan_with_env(dir.path(), &[("DOCKER_CONFIG", config_dir.to_str().unwrap())]);
-    assert_eq!(statuses(&p, "agents"), ["hit"; 6]);
-}
-
-fn plan_with_env(dir: &Path, env: &[(&str, &str)]) -> Value {
-    let out = split_build(dir, &["plan"], env);
+    let out = SplitBuild::new(dir.path()).arg("plan").env("DOCKER_CONFIG", &config_dir).output();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+    let p: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(statuses(&p, "agents"), ["hit"; 6]);
 }
 
 fn docker_login(reg: &Registry) {
@@ -285,11 +278,10 @@ fn every_image_is_made_through_a_faulty_proxy() {
     let proxy = FaultyProxy::start(&reg.host, 0.15, 0.10, 0x5eed);
     // split-build talks through the proxy; fixtures are pushed straight to the registry
     // under the proxy's name, since both name the same storage only through the path.
-    let dir = spec_dir(&proxy.host, &reg.host);
-    let p = fixtures_behind(&reg, &proxy.host, dir.path());
-    let out = split_build(dir.path(), &["assemble", "--report", "r.json", "--concurrency", "8"], &[]);
+    let (dir, p) = fixtures_behind(&reg, &proxy.host);
+    let out = split_build(dir.path(), &["assemble", "--report", "r.json", "--concurrency", "8"]);
     assert!(out.status.success(), "assemble through faults: {}", String::from_utf8_lossy(&out.stderr));
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("r.json")).unwrap()).unwrap();
+    let report = json_file(dir.path(), "r.json");
     assert!(report["images"].as_array().unwrap().iter().all(|i| i["status"] == "assembled"), "{report}");
     let retries: u64 = report["images"].as_array().unwrap().iter().map(|i| i["retries"].as_u64().unwrap()).sum();
     let c = &proxy.counts;
@@ -307,22 +299,20 @@ fn every_image_is_made_through_a_faulty_proxy() {
     check_agents(&reg, &direct);
 }
 
-/// Pushes upstream images, the planned bases and the builder straight to `reg` for a spec
-/// whose registry is `front` (a proxy in front of `reg`).
-fn fixtures_behind(reg: &Registry, front: &str, dir: &Path) -> Value {
-    for id in INSTANCES {
-        import_and_push(&busybox_rootfs_tar(&[]), &format!("{}/up/{}:1", reg.host, id.replace("__", "_1776_")));
-    }
+/// The spec for `front` (a proxy in front of `reg`), after pushing upstream images, the
+/// planned bases and the builder straight to `reg`: its directory and its plan.
+fn fixtures_behind(reg: &Registry, front: &str) -> (tempfile::TempDir, Value) {
+    let spec = alpha_beta_spec(front, &reg.host);
+    let dir = spec.path();
+    push_upstreams(reg);
     let p = plan(dir, &[]);
     for b in p["bases"].as_array().unwrap() {
         let tag = b["image"].as_str().unwrap().replacen(front, &reg.host, 1);
         let instance = b["instance"].as_str().unwrap();
         import_and_push(&busybox_rootfs_tar(&[("base.txt", format!("base of {instance}\n").as_bytes())]), &tag);
     }
-    let mut b = tar::Builder::new(Vec::new());
-    append_file(&mut b, "agent/run.sh", b"echo \"agent $VARIANT on $(cat /base.txt) in $(pwd) $*\"\n", 0o755);
-    import_and_push(&b.into_inner().unwrap(), &format!("{}/t/builder:v1", reg.host));
-    p
+    push_builder(&format!("{}/t/builder:v1", reg.host));
+    (spec, p)
 }
 
 #[test]
@@ -330,11 +320,10 @@ fn bearer_tokens_cover_every_repository_an_append_touches() {
     docker();
     let reg = Registry::start();
     let front = TokenProxy::start(&reg.host);
-    let dir = spec_dir(&front.host, &reg.host);
-    let p = fixtures_behind(&reg, &front.host, dir.path());
-    let out = split_build(dir.path(), &["assemble", "--report", "r.json"], &[]);
+    let (dir, p) = fixtures_behind(&reg, &front.host);
+    let out = split_build(dir.path(), &["assemble", "--report", "r.json"]);
     assert!(out.status.success(), "assemble behind a token registry: {}", String::from_utf8_lossy(&out.stderr));
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("r.json")).unwrap()).unwrap();
+    let report = json_file(dir.path(), "r.json");
     let images = report["images"].as_array().unwrap();
     assert!(images.iter().all(|i| i["status"] == "assembled"), "{report}");
     let pushed: u64 = images.iter().map(|i| i["bytes_pushed"].as_u64().unwrap()).sum();

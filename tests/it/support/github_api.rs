@@ -3,13 +3,13 @@
 //! with `Link` (per_page, page), `x-ratelimit-*` headers, one 429 with `retry-after` on the
 //! second page, a 403 for a token without the packages scopes, and DELETE recorded.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::AsyncWriteExt as _;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-use super::faulty_proxy::read_request;
+use super::http::{read_request, serve_loopback};
 
 /// The good token.
 pub const TOKEN: &str = "ghp_test_token_with_packages_scope";
@@ -20,8 +20,6 @@ pub struct GithubApi {
     pub url: String,
     /// Version ids deleted, in order.
     pub deleted: Arc<Mutex<Vec<u64>>>,
-    /// Requests answered.
-    pub requests: Arc<AtomicU64>,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -45,24 +43,14 @@ pub struct Package {
 impl GithubApi {
     /// Serves `package`.
     pub fn start(package: Package) -> GithubApi {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
         let deleted: Arc<Mutex<Vec<u64>>> = Arc::default();
-        let requests = Arc::new(AtomicU64::new(0));
         let throttled = Arc::new(AtomicBool::new(false));
-        let (d, r, u) = (deleted.clone(), requests.clone(), url.clone());
-        let package = Arc::new(package);
-        runtime.spawn(async move {
-            loop {
-                let Ok((client, _)) = listener.accept().await else { return };
-                let (d, r, u, p, t) = (d.clone(), r.clone(), u.clone(), package.clone(), throttled.clone());
-                tokio::spawn(async move {
-                    let _ = serve(client, &u, &p, &d, &r, &t).await;
-                });
-            }
+        let (d, package) = (deleted.clone(), Arc::new(package));
+        let (runtime, addr) = serve_loopback(move |client, me| {
+            let (d, p, t) = (d.clone(), package.clone(), throttled.clone());
+            async move { serve(client, &format!("http://{me}"), &p, &d, &t).await }
         });
-        GithubApi { url, deleted, requests, _runtime: runtime }
+        GithubApi { url: format!("http://{addr}"), deleted, _runtime: runtime }
     }
 }
 
@@ -76,17 +64,9 @@ fn created(i: u64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-async fn serve(
-    mut client: TcpStream,
-    url: &str,
-    p: &Package,
-    deleted: &Mutex<Vec<u64>>,
-    requests: &AtomicU64,
-    throttled: &AtomicBool,
-) -> std::io::Result<()> {
+async fn serve(mut client: TcpStream, url: &str, p: &Package, deleted: &Mutex<Vec<u64>>, throttled: &AtomicBool) -> std::io::Result<()> {
     loop {
         let Some((head, _body)) = read_request(&mut client).await? else { return Ok(()) };
-        requests.fetch_add(1, Ordering::Relaxed);
         let first = head.lines().next().unwrap_or_default().to_owned();
         let mut parts = first.split_whitespace();
         let method = parts.next().unwrap_or_default().to_owned();

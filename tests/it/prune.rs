@@ -2,35 +2,35 @@
 //! variants made by `run`) and GitHub's packages API (a local server answering as GitHub
 //! does, 133,000 versions).
 
-mod support;
-
 use std::path::Path;
-use std::process::Output;
 use std::time::Instant;
 
 use serde_json::Value;
-use support::github_api::{GithubApi, Package, TOKEN};
-use support::*;
 
-fn split_build(dir: &Path, args: &[&str]) -> Output {
-    bin().current_dir(dir).args(args).env_remove("GITHUB_ACTIONS").env_remove("GITHUB_TOKEN").output().unwrap()
-}
+use crate::support::github_api::{GithubApi, Package, TOKEN};
+use crate::support::*;
 
-fn spec_dir(registry: &str, upstream: &str, instances: &[String]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    std::fs::create_dir_all(d.join("agent")).unwrap();
-    std::fs::write(d.join("agent/run.sh"), "echo agent\n").unwrap();
-    std::fs::write(d.join("agent/Dockerfile"), "FROM scratch AS payload\nCOPY run.sh version.txt /agent/\n").unwrap();
-    std::fs::write(d.join("agent/version.txt"), "0").unwrap();
-    std::fs::create_dir_all(d.join("base")).unwrap();
-    std::fs::write(d.join("base/Dockerfile"), "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n").unwrap();
+/// A spec of `instances` and two variants (`one`, `two`) for `registry`, upstream images on
+/// `upstream`, whose builder payload says its version in `agent/version.txt`; `extra` is
+/// appended to the spec.
+fn versioned_payload_spec(registry: &str, upstream: &str, instances: &[String], extra: &str) -> tempfile::TempDir {
     let spec = format!(
-        "registry: {registry}\nbuilder: {{ repository: builder, context: agent }}\nbases:\n  repository: base\n  context: base\n  from: \"{upstream}/upstream/{{instance}}:1\"\n  instances: [{}]\nagents:\n  repository: agent\n  variants: [{{ name: one }}, {{ name: two }}]\n",
+        "registry: {registry}\nbuilder: {{ repository: builder, context: agent }}\nbases:\n  repository: base\n  context: base\n  from: \"{upstream}/upstream/{{instance}}:1\"\n  instances: [{}]\nagents:\n  repository: agent\n  variants: [{{ name: one }}, {{ name: two }}]\n{extra}",
         instances.join(", ")
     );
-    std::fs::write(d.join("split-build.yml"), spec).unwrap();
-    dir
+    spec_dir(&[
+        ("agent/run.sh", "echo agent\n"),
+        ("agent/Dockerfile", "FROM scratch AS payload\nCOPY run.sh version.txt /agent/\n"),
+        ("agent/version.txt", "0"),
+        ("base/Dockerfile", "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n"),
+        ("split-build.yml", &spec),
+    ])
+}
+
+/// The spec the GitHub-packages tests prune: one instance in `{reg}/acme`, keeping `keep-*`
+/// tags.
+fn acme_keep_spec(reg: &Registry) -> tempfile::TempDir {
+    versioned_payload_spec(&format!("{}/acme", reg.host), &reg.host, &["inst-1".to_owned()], "keep: [\"keep-*\"]\n")
 }
 
 fn tags(reg: &Registry, repo: &str) -> Vec<String> {
@@ -51,7 +51,7 @@ fn registry_prune_keeps_the_plan_and_the_newest_version() {
     for id in &instances {
         import_and_push(&busybox_rootfs_tar(&[]), &format!("{}/upstream/{id}:1", reg.host));
     }
-    let dir = spec_dir(&format!("{}/ns", reg.host), &reg.host, &instances);
+    let dir = versioned_payload_spec(&format!("{}/ns", reg.host), &reg.host, &instances, "");
     let d = dir.path();
     for v in ["v1", "v2", "v3"] {
         // Each version's payload differs, as a real agent commit's would: BuildKit gives
@@ -73,7 +73,7 @@ fn registry_prune_keeps_the_plan_and_the_newest_version() {
         &["prune", "--builder-version", "v3", "--keep-versions", "1", "--grace", "0s", "--report", "dry.json", "--summary", "dry.md"],
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let dry: Value = serde_json::from_str(&std::fs::read_to_string(d.join("dry.json")).unwrap()).unwrap();
+    let dry = json_file(d, "dry.json");
     let would: Vec<&Value> = dry["manifests"].as_array().unwrap().iter().filter(|m| m["action"] == "would-delete").collect();
     assert_eq!(would.len(), 42, "40 agents and 2 builders of v1 and v2");
     assert_eq!(tags(&reg, "ns/agent").len(), 60, "a dry run deletes nothing");
@@ -99,7 +99,7 @@ fn registry_prune_keeps_the_plan_and_the_newest_version() {
     assert!(agents.iter().all(|t| t.starts_with("v3-")), "{agents:?}");
     assert_eq!(tags(&reg, "ns/builder"), ["v3"]);
     assert_eq!(tags(&reg, "ns/base"), bases_before, "the plan's bases and every -latest stay");
-    let applied: Value = serde_json::from_str(&std::fs::read_to_string(d.join("apply.json")).unwrap()).unwrap();
+    let applied = json_file(d, "apply.json");
     assert_eq!(applied["manifests"].as_array().unwrap().iter().filter(|m| m["action"] == "deleted").count(), 42);
 
     // What is left is exactly what the plan needs: it finds everything.
@@ -113,10 +113,8 @@ fn ghcr_prune_lists_133000_versions_and_deletes_by_id() {
     let reg = Registry::start();
     let tags_newest: Vec<Vec<String>> = vec![vec!["keep-me".into()], vec![]];
     let api = GithubApi::start(Package { org: "acme".into(), name: "agent".into(), versions: 133_000, tags: tags_newest, digests: vec![] });
-    let dir = spec_dir(&format!("{}/acme", reg.host), &reg.host, &["inst-1".to_owned()]);
+    let dir = acme_keep_spec(&reg);
     let d = dir.path();
-    std::fs::write(d.join("split-build.yml"), std::fs::read_to_string(d.join("split-build.yml")).unwrap() + "keep: [\"keep-*\"]\n")
-        .unwrap();
     let common = ["prune", "--source", "ghcr", "--github-api", &api.url, "--grace", "0s", "--builder-version", "v9"];
 
     let t = Instant::now();
@@ -124,22 +122,12 @@ fn ghcr_prune_lists_133000_versions_and_deletes_by_id() {
     args.extend(["--registry-password", TOKEN, "--report", "dry.json"]);
     // GNU time, where present, reports the peak memory of the listing (information only).
     let timed = Path::new("/usr/bin/time").exists();
-    let out = if timed {
-        let mut cmd = std::process::Command::new("/usr/bin/time");
-        cmd.args(["-f", "peak RSS %M KB"])
-            .arg(env!("CARGO_BIN_EXE_split-build"))
-            .args(&args)
-            .current_dir(d)
-            .env_remove("GITHUB_ACTIONS")
-            .env_remove("GITHUB_TOKEN");
-        cmd.output().unwrap()
-    } else {
-        split_build(d, &args)
-    };
+    let run = SplitBuild::new(d).args(&args);
+    let out = if timed { run.under("/usr/bin/time", &["-f", "peak RSS %M KB"]).output() } else { run.output() };
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let rss = String::from_utf8_lossy(&out.stderr).lines().filter(|l| l.starts_with("peak RSS")).collect::<String>();
     eprintln!("listed 133,000 versions (1,330 pages, one 429 waited out) and decided in {:.1}s; {rss}", t.elapsed().as_secs_f64());
-    let dry: Value = serde_json::from_str(&std::fs::read_to_string(d.join("dry.json")).unwrap()).unwrap();
+    let dry = json_file(d, "dry.json");
     let manifests = dry["manifests"].as_array().unwrap();
     assert_eq!(manifests.len(), 133_000);
     let kept: Vec<&Value> = manifests.iter().filter(|m| m["keep"] == true).collect();
@@ -194,7 +182,7 @@ fn ghcr_prune_keeps_the_children_of_a_kept_index() {
     let (dir, deleted) = apply_ghcr(&reg, &api);
     let d = dir.path();
     assert_eq!(deleted, (4..=23).collect::<Vec<u64>>(), "the index (id 1) and its children (ids 2, 3) stay");
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(d.join("r.json")).unwrap()).unwrap();
+    let report = json_file(d, "r.json");
     let kept_children = report["manifests"].as_array().unwrap().iter().filter(|m| m["reason"]["rule"] == "child-of-kept").count();
     assert_eq!(kept_children, 2);
 }
@@ -202,10 +190,8 @@ fn ghcr_prune_keeps_the_children_of_a_kept_index() {
 /// A spec for `{reg}/acme` that keeps `keep-*` tags, pruned with --apply against the fake
 /// GitHub API: the spec's directory and the version ids deleted, sorted.
 fn apply_ghcr(reg: &Registry, api: &GithubApi) -> (tempfile::TempDir, Vec<u64>) {
-    let dir = spec_dir(&format!("{}/acme", reg.host), &reg.host, &["inst-1".to_owned()]);
+    let dir = acme_keep_spec(reg);
     let d = dir.path();
-    std::fs::write(d.join("split-build.yml"), std::fs::read_to_string(d.join("split-build.yml")).unwrap() + "keep: [\"keep-*\"]\n")
-        .unwrap();
     let args = [
         "prune",
         "--source",

@@ -2,10 +2,10 @@
 //! input of action.yml as `INPUT_*` (defaults included, hyphens kept), and the outputs read
 //! back from `$GITHUB_OUTPUT` exactly as the runner parses them.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::Path;
+
+use crate::support::SplitBuild;
 
 /// The runner's parser for `$GITHUB_OUTPUT`: `name=value` lines and `name<<DELIM` blocks.
 fn runner_outputs(text: &str) -> BTreeMap<String, String> {
@@ -59,19 +59,15 @@ fn run_action(inputs: &[(&str, &str)]) -> ActionRun {
     let output = dir.path().join("output");
     let summary = dir.path().join("summary");
     std::fs::write(&output, "earlier=kept\n").unwrap();
-    let mut cmd = support::bin();
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env("GITHUB_ACTIONS", "true")
-        .env("GITHUB_OUTPUT", &output)
-        .env("GITHUB_STEP_SUMMARY", &summary)
-        .env_remove("BUILDER_VERSION");
+    let mut run =
+        SplitBuild::in_repo(dir.path()).env("GITHUB_ACTIONS", "true").env("GITHUB_OUTPUT", &output).env("GITHUB_STEP_SUMMARY", &summary);
     for (k, v) in action_defaults() {
-        cmd.env(k, v);
+        run = run.env(k, v);
     }
     for (k, v) in inputs {
-        cmd.env(format!("INPUT_{}", k.to_ascii_uppercase()), v);
+        run = run.env(format!("INPUT_{}", k.to_ascii_uppercase()), v);
     }
-    let out = cmd.output().unwrap();
+    let out = run.output();
     ActionRun {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

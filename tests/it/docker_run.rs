@@ -3,61 +3,41 @@
 //! and a rerun after the fix builds only it. Also `build` by stage, the dockerfile method
 //! and `report` merging job reports.
 
-mod support;
-
 use std::path::Path;
-use std::process::Output;
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 fn instances() -> Vec<String> {
     (1..=10).map(|i| format!("repo__proj-{i}")).collect()
 }
 
-/// A spec whose base Dockerfile fails for the instance named `bad` (when given).
-fn spec_dir(reg: &Registry, bad: &str, method: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    std::fs::create_dir_all(d.join("agent")).unwrap();
-    std::fs::write(d.join("agent/run.sh"), "echo \"agent $VARIANT on $(cat /base.txt)\"\n").unwrap();
-    std::fs::write(d.join("agent/Dockerfile"), "FROM scratch AS payload\nCOPY run.sh /agent/run.sh\n").unwrap();
-    std::fs::write(d.join("agent/.dockerignore"), "*.tmp\n").unwrap();
-    std::fs::write(d.join("agent/ignored.tmp"), "not in the context").unwrap();
-    write_base_dockerfile(d, bad);
+/// The daemon, a registry holding an upstream image for each of ten instances, and a spec
+/// of those instances and two variants (`one`, `two`) made by `method`, whose base
+/// Dockerfile runs `base_steps` (Dockerfile lines) before it writes `/base.txt`. The
+/// registry stops when the returned value is dropped: keep it bound for the whole test.
+fn ten_instances(base_steps: &str, method: &str) -> (Registry, tempfile::TempDir) {
+    docker();
+    let reg = Registry::start();
+    for id in instances() {
+        import_and_push(&busybox_rootfs_tar(&[]), &format!("{}/upstream/{id}:1", reg.host));
+    }
+    let base = format!("ARG BASE_IMAGE\nFROM ${{BASE_IMAGE}}\nARG INSTANCE\n{base_steps}RUN echo \"base of $INSTANCE\" > /base.txt\n");
     let spec = format!(
         "registry: {}/e2e\nbuilder: {{ repository: builder, context: agent }}\nbases:\n  repository: base\n  context: base\n  from: \"{}/upstream/{{instance}}:1\"\n  build-args: {{ INSTANCE: \"{{instance}}\" }}\n  instances: [{}]\nagents:\n  repository: agent\n  method: {method}\n  variants:\n    - {{ name: one, entrypoint: [\"/bin/sh\", \"/agent/run.sh\"], env: {{ VARIANT: one }} }}\n    - {{ name: two, entrypoint: [\"/bin/sh\", \"/agent/run.sh\"], env: {{ VARIANT: two }} }}\n",
         reg.host,
         reg.host,
         instances().join(", ")
     );
-    std::fs::write(d.join("split-build.yml"), spec).unwrap();
-    dir
-}
-
-fn write_base_dockerfile(d: &Path, bad: &str) {
-    std::fs::create_dir_all(d.join("base")).unwrap();
-    let check =
-        if bad.is_empty() { String::new() } else { format!("RUN echo \"checking $INSTANCE\" && test \"$INSTANCE\" != \"{bad}\"\n") };
-    std::fs::write(
-        d.join("base/Dockerfile"),
-        format!("ARG BASE_IMAGE\nFROM ${{BASE_IMAGE}}\nARG INSTANCE\n{check}RUN echo \"base of $INSTANCE\" > /base.txt\n"),
-    )
-    .unwrap();
-}
-
-fn upstreams(reg: &Registry) {
-    for id in instances() {
-        import_and_push(&busybox_rootfs_tar(&[]), &format!("{}/upstream/{id}:1", reg.host));
-    }
-}
-
-fn split_build(dir: &Path, args: &[&str]) -> Output {
-    bin().current_dir(dir).args(args).env_remove("GITHUB_ACTIONS").output().unwrap()
-}
-
-fn report(dir: &Path, name: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap()
+    let dir = spec_dir(&[
+        ("agent/run.sh", "echo \"agent $VARIANT on $(cat /base.txt)\"\n"),
+        ("agent/Dockerfile", "FROM scratch AS payload\nCOPY run.sh /agent/run.sh\n"),
+        ("agent/.dockerignore", "*.tmp\n"),
+        ("agent/ignored.tmp", "not in the context"),
+        ("base/Dockerfile", &base),
+        ("split-build.yml", &spec),
+    ]);
+    (reg, dir)
 }
 
 fn count(report: &Value, stage: &str, status: &str) -> usize {
@@ -66,16 +46,14 @@ fn count(report: &Value, stage: &str, status: &str) -> usize {
 
 #[test]
 fn run_end_to_end_isolates_a_failing_base_and_a_rerun_builds_nothing() {
-    docker();
-    let reg = Registry::start();
-    upstreams(&reg);
-    let dir = spec_dir(&reg, "repo__proj-7", "append");
+    // The base of repo__proj-7 fails.
+    let (_registry, dir) = ten_instances("RUN echo \"checking $INSTANCE\" && test \"$INSTANCE\" != \"repo__proj-7\"\n", "append");
     let d = dir.path();
 
     // First run: one base fails, the other nine and their agents are made.
     let out = split_build(d, &["run", "--report", "r1.json", "--summary", "s1.md"]);
     assert_eq!(out.status.code(), Some(1), "one base fails: {}", String::from_utf8_lossy(&out.stderr));
-    let r1 = report(d, "r1.json");
+    let r1 = json_file(d, "r1.json");
     assert_eq!(count(&r1, "builder", "built"), 1, "the builder is built once");
     assert_eq!(count(&r1, "bases", "built"), 9);
     assert_eq!(count(&r1, "bases", "failed"), 1);
@@ -98,7 +76,7 @@ fn run_end_to_end_isolates_a_failing_base_and_a_rerun_builds_nothing() {
     // Second run, nothing changed: nothing is rebuilt; the failing base is tried again.
     let second = split_build(d, &["run", "--report", "r2.json"]);
     assert_eq!(second.status.code(), Some(1));
-    let r2 = report(d, "r2.json");
+    let r2 = json_file(d, "r2.json");
     assert_eq!(count(&r2, "builder", "hit"), 1, "no builder rebuild");
     assert_eq!(count(&r2, "bases", "hit"), 9, "nothing rebuilt");
     assert_eq!(count(&r2, "bases", "failed"), 1, "only the failing base is tried again");
@@ -108,29 +86,20 @@ fn run_end_to_end_isolates_a_failing_base_and_a_rerun_builds_nothing() {
 
 #[test]
 fn a_fix_outside_the_hash_rebuilds_only_the_failed_base() {
-    docker();
-    let reg = Registry::start();
-    upstreams(&reg);
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
     // The base fails when its upstream lacks /ok; the fix is a new upstream for that one
     // instance, which changes only that instance's base tag.
-    let src = spec_dir(&reg, "", "append");
-    for f in ["agent", "split-build.yml"] {
-        copy(&src.path().join(f), &d.join(f));
-    }
-    std::fs::create_dir_all(d.join("base")).unwrap();
-    std::fs::write(d.join("base/Dockerfile"), "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nARG INSTANCE\nRUN test \"$INSTANCE\" != repo__proj-3 || test -f /ok\nRUN echo \"base of $INSTANCE\" > /base.txt\n").unwrap();
+    let (reg, dir) = ten_instances("RUN test \"$INSTANCE\" != repo__proj-3 || test -f /ok\n", "append");
+    let d = dir.path();
     let out = split_build(d, &["run", "--report", "r1.json"]);
     assert_eq!(out.status.code(), Some(1));
-    let r1 = report(d, "r1.json");
+    let r1 = json_file(d, "r1.json");
     assert_eq!(count(&r1, "bases", "failed"), 1, "{r1}");
     assert_eq!(count(&r1, "agents", "assembled"), 18, "{r1}");
 
     import_and_push(&busybox_rootfs_tar(&[("ok", b"1")]), &format!("{}/upstream/repo__proj-3:1", reg.host));
     let out = split_build(d, &["run", "--report", "r2.json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let r2 = report(d, "r2.json");
+    let r2 = json_file(d, "r2.json");
     assert_eq!(count(&r2, "bases", "built"), 1, "only the fixed base is built");
     assert_eq!(count(&r2, "bases", "hit"), 9);
     assert_eq!(count(&r2, "agents", "assembled"), 2, "and only its two agents made: {r2}");
@@ -138,7 +107,7 @@ fn a_fix_outside_the_hash_rebuilds_only_the_failed_base() {
 
     let out = split_build(d, &["run", "--report", "r3.json"]);
     assert!(out.status.success());
-    let r3 = report(d, "r3.json");
+    let r3 = json_file(d, "r3.json");
     assert!(r3["images"].as_array().unwrap().iter().all(|i| i["status"] == "hit"), "a third run builds nothing");
 
     // `report` merges the three into one summary.
@@ -148,54 +117,32 @@ fn a_fix_outside_the_hash_rebuilds_only_the_failed_base() {
     assert!(md.contains("3 report(s)") && md.contains("### Failures (1)"), "{md}");
 }
 
-fn copy(from: &Path, to: &Path) {
-    if from.is_dir() {
-        std::fs::create_dir_all(to).unwrap();
-        for e in std::fs::read_dir(from).unwrap() {
-            let e = e.unwrap();
-            copy(&e.path(), &to.join(e.file_name()));
-        }
-    } else {
-        std::fs::copy(from, to).unwrap();
-    }
-}
-
 #[test]
 fn build_by_stage_and_the_dockerfile_method() {
-    docker();
-    let reg = Registry::start();
-    upstreams(&reg);
-    let dir = spec_dir(&reg, "", "dockerfile");
+    let (reg, dir) = ten_instances("", "dockerfile");
     let d = dir.path();
     // In Actions the build log is folded into one group per image.
-    let out = bin()
-        .current_dir(d)
-        .args(["build", "--stage", "builder", "--report", "b.json"])
-        .env("GITHUB_ACTIONS", "true")
-        .env_remove("GITHUB_OUTPUT")
-        .env_remove("GITHUB_STEP_SUMMARY")
-        .output()
-        .unwrap();
+    let out = SplitBuild::new(d).args(["build", "--stage", "builder", "--report", "b.json"]).env("GITHUB_ACTIONS", "true").output();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(count(&report(d, "b.json"), "builder", "built"), 1);
+    assert_eq!(count(&json_file(d, "b.json"), "builder", "built"), 1);
     let log = String::from_utf8_lossy(&out.stdout);
     let group = log.split("::group::built ").nth(1).and_then(|g| g.split("::endgroup::").next()).unwrap_or_default();
     assert!(group.contains("e2e/builder:") && group.contains("COPY run.sh /agent/run.sh"), "the builder's log, grouped: {log}");
     let out = split_build(d, &["build", "--stage", "builder", "--report", "b2.json"]);
     assert!(out.status.success());
-    assert_eq!(count(&report(d, "b2.json"), "builder", "hit"), 1, "a hit is skipped");
+    assert_eq!(count(&json_file(d, "b2.json"), "builder", "hit"), 1, "a hit is skipped");
     // The builder's context honoured .dockerignore.
     let builder = reg.inspect(&format!("e2e/builder:{}", plan_builder_tag(d)), "").unwrap();
     assert_eq!(builder["Layers"].as_array().unwrap().len(), 1);
 
     let out = split_build(d, &["build", "--stage", "bases", "--items", "repo__proj-1 repo__proj-2", "--report", "s.json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(count(&report(d, "s.json"), "bases", "built"), 2);
+    assert_eq!(count(&json_file(d, "s.json"), "bases", "built"), 2);
     assert!(reg.inspect("e2e/base:repo__proj-1-latest", "").is_some(), "{{instance}}-latest moved");
 
     let out = split_build(d, &["assemble", "--items", "repo__proj-1", "--report", "a.json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(count(&report(d, "a.json"), "agents", "assembled"), 2);
+    assert_eq!(count(&json_file(d, "a.json"), "agents", "assembled"), 2);
     let plan: Value = serde_json::from_slice(&split_build(d, &["plan"]).stdout).unwrap();
     for a in plan["agents"].as_array().unwrap().iter().filter(|a| a["instance"] == "repo__proj-1") {
         assert_eq!(a["status"], "hit", "the planner recognises dockerfile-method agents by their labels");
@@ -214,21 +161,12 @@ fn plan_builder_tag(d: &Path) -> String {
 #[test]
 fn a_run_killed_halfway_is_finished_by_a_rerun() {
     use std::io::BufRead as _;
-    docker();
-    let reg = Registry::start();
-    upstreams(&reg);
-    let dir = spec_dir(&reg, "", "append");
-    let d = dir.path();
     // Slow the bases a little so the kill lands while some are still to be built.
-    std::fs::write(
-        d.join("base/Dockerfile"),
-        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nARG INSTANCE\nRUN sleep 1\nRUN echo \"base of $INSTANCE\" > /base.txt\n",
-    )
-    .unwrap();
-    let mut child = bin()
-        .current_dir(d)
+    let (_registry, dir) = ten_instances("RUN sleep 1\n", "append");
+    let d = dir.path();
+    let mut child = SplitBuild::new(d)
         .args(["run", "--parallel", "1"])
-        .env_remove("GITHUB_ACTIONS")
+        .command()
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -250,12 +188,12 @@ fn a_run_killed_halfway_is_finished_by_a_rerun() {
 
     let out = split_build(d, &["run", "--report", "r.json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let r = report(d, "r.json");
+    let r = json_file(d, "r.json");
     let (hit, built) = (count(&r, "bases", "hit"), count(&r, "bases", "built"));
     assert!(hit >= 3 && hit + built == 10 && built > 0, "the rerun builds only what is missing: {hit} hits, {built} built");
     assert_eq!(count(&r, "builder", "built") + count(&r, "builder", "hit"), 1);
     assert_eq!(count(&r, "agents", "assembled") + count(&r, "agents", "hit"), 20);
     let out = split_build(d, &["run", "--report", "r2.json"]);
     assert!(out.status.success());
-    assert!(report(d, "r2.json")["images"].as_array().unwrap().iter().all(|i| i["status"] == "hit"));
+    assert!(json_file(d, "r2.json")["images"].as_array().unwrap().iter().all(|i| i["status"] == "hit"));
 }

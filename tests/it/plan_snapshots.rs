@@ -1,25 +1,15 @@
 //! Snapshots of what `plan --offline` generates for the bundled SWE-bench Verified example
 //! (plan JSON, each matrix, the step summary) and for a small two-platform spec.
 
-mod support;
-
 use std::path::Path;
+
+use crate::support::{SplitBuild, copy_tree, spec_dir};
 
 fn plan(spec: &Path, extra: &[&str]) -> (serde_json::Value, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let summary = dir.path().join("summary.md");
-    let out = support::bin()
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env_remove("GITHUB_ACTIONS")
-        .env_remove("GITHUB_STEP_SUMMARY")
-        .env_remove("BUILDER_VERSION")
-        .args(["plan", "--offline", "--spec"])
-        .arg(spec)
-        .arg("--summary")
-        .arg(&summary)
-        .args(extra)
-        .output()
-        .unwrap();
+    let out =
+        SplitBuild::in_repo(dir.path()).args(["plan", "--offline", "--spec"]).arg(spec).arg("--summary").arg(&summary).args(extra).output();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).unwrap();
     (serde_json::from_str(&stdout).unwrap(), stdout, std::fs::read_to_string(summary).unwrap())
@@ -60,7 +50,7 @@ fn builder_version_changes_no_base_tag_and_the_base_dockerfile_changes_all() {
     assert_ne!(a["agents"], b["agents"]);
 
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/swebench-verified").as_path(), dir.path());
+    copy_tree(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/swebench-verified").as_path(), dir.path());
     let (c, _, _) = plan(&dir.path().join("split-build.yml"), &["--builder-version", "1"]);
     assert_eq!(a["bases"], c["bases"], "a copy of the example hashes the same");
     let dockerfile = dir.path().join("docker/Dockerfile.base");
@@ -71,29 +61,16 @@ fn builder_version_changes_no_base_tag_and_the_base_dockerfile_changes_all() {
     assert!(ca.iter().zip(da).all(|(x, y)| x["image"] != y["image"]), "every base tag changed");
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    for entry in walkdir::WalkDir::new(from) {
-        let entry = entry.unwrap();
-        let rel = entry.path().strip_prefix(from).unwrap();
-        let dest = to.join(rel);
-        if entry.file_type().is_dir() {
-            std::fs::create_dir_all(&dest).unwrap();
-        } else {
-            std::fs::copy(entry.path(), &dest).unwrap();
-        }
-    }
-}
-
 #[test]
 fn two_platforms_small_spec() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("Dockerfile"), "FROM scratch AS payload\nCOPY x /x\n").unwrap();
-    std::fs::write(dir.path().join("x"), "x").unwrap();
-    std::fs::write(
-        dir.path().join("split-build.yml"),
-        "registry: 127.0.0.1:5000/t\nplatforms: [linux/amd64, linux/arm64]\nbuilder: { repository: b, version: \"7\" }\nbases:\n  repository: base\n  from: \"up/{instance}:1\"\n  instances: [a, b, c]\nagents:\n  repository: agent\n  variants: [{ name: x }, { name: y }]\njobs: { max-parallel: 4 }\n",
-    )
-    .unwrap();
+    let dir = spec_dir(&[
+        ("Dockerfile", "FROM scratch AS payload\nCOPY x /x\n"),
+        ("x", "x"),
+        (
+            "split-build.yml",
+            "registry: 127.0.0.1:5000/t\nplatforms: [linux/amd64, linux/arm64]\nbuilder: { repository: b, version: \"7\" }\nbases:\n  repository: base\n  from: \"up/{instance}:1\"\n  instances: [a, b, c]\nagents:\n  repository: agent\n  variants: [{ name: x }, { name: y }]\njobs: { max-parallel: 4 }\n",
+        ),
+    ]);
     let (plan, _, summary) = plan(&dir.path().join("split-build.yml"), &[]);
     insta::assert_json_snapshot!("two_platforms_plan", plan);
     insta::assert_snapshot!("two_platforms_summary", summary);

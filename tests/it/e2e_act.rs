@@ -9,13 +9,13 @@
 //! cannot be fetched) and reports pass between jobs through the workspace, which act binds
 //! (`--bind`) instead of copying.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::{Value, json};
+
+use crate::support;
 
 const ACTION_IMAGE: &str = "ghcr.io/openhands/split-build:v1";
 const INSTANCES: [&str; 5] = ["proj__proj-1", "proj__proj-2", "other__lib-30", "other__lib-31", "third__x-7"];
@@ -74,23 +74,18 @@ fn build_action_image() -> u64 {
 /// The workspace act runs in: the spec, its Dockerfiles, action.yml and the rewritten
 /// workflow, as a git repository.
 fn workspace(registry: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let w = dir.path();
-    std::fs::copy(repo().join("action.yml"), w.join("action.yml")).unwrap();
-    std::fs::create_dir_all(w.join("agent")).unwrap();
-    std::fs::write(w.join("agent/agent.sh"), "echo \"agent $VARIANT on $(cat /base.txt)\"\n").unwrap();
-    std::fs::write(w.join("agent/Dockerfile"), "FROM scratch AS payload\nCOPY agent.sh /agent/agent.sh\n").unwrap();
-    std::fs::create_dir_all(w.join("base")).unwrap();
-    std::fs::write(
-        w.join("base/Dockerfile"),
-        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nARG INSTANCE\nRUN echo \"base of $INSTANCE\" > /base.txt\n",
-    )
-    .unwrap();
     let spec = format!(
         "registry: {registry}/e2e\nbuilder:\n  repository: builder\n  context: agent\nbases:\n  repository: base\n  context: base\n  from: \"{registry}/upstream/{{instance|replace(\\\"__\\\", \\\"_1776_\\\")}}:latest\"\n  build-args: {{ INSTANCE: \"{{instance}}\" }}\n  instances: [{}]\nagents:\n  repository: agent\n  variants:\n    - name: one\n      entrypoint: [\"/bin/sh\", \"/agent/agent.sh\"]\n      env: {{ VARIANT: one }}\n    - name: two\n      entrypoint: [\"/bin/sh\", \"/agent/agent.sh\"]\n      env: {{ VARIANT: two }}\njobs: {{ max-parallel: 2 }}\n",
         INSTANCES.join(", ")
     );
-    std::fs::write(w.join("split-build.yml"), spec).unwrap();
+    let dir = support::spec_dir(&[
+        ("agent/agent.sh", "echo \"agent $VARIANT on $(cat /base.txt)\"\n"),
+        ("agent/Dockerfile", "FROM scratch AS payload\nCOPY agent.sh /agent/agent.sh\n"),
+        ("base/Dockerfile", "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nARG INSTANCE\nRUN echo \"base of $INSTANCE\" > /base.txt\n"),
+        ("split-build.yml", &spec),
+    ]);
+    let w = dir.path();
+    std::fs::copy(repo().join("action.yml"), w.join("action.yml")).unwrap();
     std::fs::create_dir_all(w.join(".github/workflows")).unwrap();
     git(w, &["init", "-q"]);
     dir

@@ -1,12 +1,16 @@
 //! Real local services for integration tests: Debian's `docker-registry` on a free
 //! loopback port with a temp storage dir, the Docker daemon, and skopeo as an independent
 //! checker. Each test starts what it needs; a missing program fails the test with a message
-//! naming it (CI installs them in `.ci/run`; tests never skip).
-#![allow(dead_code)]
+//! naming it (CI installs them in `.ci/run`; tests never skip). Also the one runner of the
+//! binary under test and the file helpers the tests share.
 
 pub mod faulty_proxy;
 pub mod github_api;
+mod http;
+mod runner;
 pub mod token_proxy;
+
+pub use runner::{SplitBuild, split_build};
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -14,6 +18,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use split_build::adapters::credentials::Credentials;
+use split_build::adapters::registry;
+use split_build::core::image_config::{DOCKER_LIST, DOCKER_MANIFEST};
+use split_build::core::image_ref::{Digest, ImageRef};
 
 /// The path of `program`, or a panic that says which Debian package provides it.
 pub fn require(program: &str, package: &str) -> PathBuf {
@@ -124,20 +133,6 @@ impl Registry {
         }
         serde_json::from_slice(&out.stdout).ok()
     }
-
-    /// Copies an OCI layout or docker archive into this registry with skopeo.
-    pub fn skopeo_copy(&self, source: &str, reference: &str, extra: &[&str]) {
-        let out = Command::new(require("skopeo", "skopeo"))
-            .arg("copy")
-            .arg("--dest-tls-verify=false")
-            .args(self.auth.as_ref().map(|(u, p)| format!("--dest-creds={u}:{p}")))
-            .args(extra)
-            .arg(source)
-            .arg(format!("docker://{}/{reference}", self.host))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "skopeo copy {source}: {}", String::from_utf8_lossy(&out.stderr));
-    }
 }
 
 impl Drop for Registry {
@@ -229,22 +224,15 @@ pub fn import_and_push(rootfs: &[u8], tag: &str) {
     docker_cmd(&["push", tag]);
 }
 
-/// The `split-build` binary under test.
-pub fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_split-build"))
-}
-
 /// Turns the single-platform image `staging` into an index under `target` with an amd64
 /// and an arm64 child (same layers; the arm64 config says arm64).
 pub fn make_two_platform_index(host: &str, staging: &str, target: &str) -> (String, Vec<String>) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-        const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-        let client = split_build::adapters::registry::Registry::new(split_build::adapters::credentials::Credentials::default(), &[], 8).unwrap();
-        let s = split_build::adapters::registry::Stats::default();
-        let src: split_build::core::image_ref::ImageRef = format!("{host}/{staging}").parse().unwrap();
-        let dst: split_build::core::image_ref::ImageRef = format!("{host}/{target}").parse().unwrap();
+        let client = registry::Registry::new(Credentials::default(), &[], 8).unwrap();
+        let s = registry::Stats::default();
+        let src: ImageRef = format!("{host}/{staging}").parse().unwrap();
+        let dst: ImageRef = format!("{host}/{target}").parse().unwrap();
         let m = client.get_manifest(&src, &s).await.unwrap().unwrap();
         let manifest: serde_json::Value = serde_json::from_slice(&m.bytes).unwrap();
         let config_digest = manifest["config"]["digest"].as_str().unwrap().parse().unwrap();
@@ -264,7 +252,7 @@ pub fn make_two_platform_index(host: &str, staging: &str, target: &str) -> (Stri
             child["config"]["size"] = serde_json::json!(len);
             let child = bytes::Bytes::from(serde_json::to_vec(&child).unwrap());
             let size = child.len();
-            let d = split_build::core::image_ref::Digest::sha256_of(&child);
+            let d = Digest::sha256_of(&child);
             client.put_manifest(&dst, &d.to_string(), DOCKER_MANIFEST, child, &s).await.unwrap();
             children.push(serde_json::json!({"mediaType": DOCKER_MANIFEST, "digest": d.to_string(), "size": size, "platform": {"architecture": arch, "os": "linux"}}));
         }
@@ -274,4 +262,41 @@ pub fn make_two_platform_index(host: &str, staging: &str, target: &str) -> (Stri
         let d = client.put_manifest(&dst, &tag, DOCKER_LIST, bytes::Bytes::from(serde_json::to_vec(&index).unwrap()), &s).await.unwrap();
         (d.to_string(), child_digests)
     })
+}
+
+/// A temp dir holding `files` (path relative to it, text): a spec and its contexts.
+pub fn spec_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_files(dir.path(), files);
+    dir
+}
+
+/// Writes `files` (path relative to `dir`, text), making their folders.
+pub fn write_files(dir: &Path, files: &[(&str, &str)]) {
+    for (path, text) in files {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+}
+
+/// Copies a file, or a folder with everything below it, to `to`.
+pub fn copy_tree(from: &Path, to: &Path) {
+    for entry in walkdir::WalkDir::new(from) {
+        let entry = entry.unwrap();
+        let dest = match entry.path().strip_prefix(from).unwrap() {
+            rel if rel.as_os_str().is_empty() => to.to_owned(),
+            rel => to.join(rel),
+        };
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&dest).unwrap();
+        } else {
+            std::fs::copy(entry.path(), &dest).unwrap();
+        }
+    }
+}
+
+/// The JSON file `name` in `dir` (a report, usually).
+pub fn json_file(dir: &Path, name: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap()
 }

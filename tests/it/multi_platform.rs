@@ -2,34 +2,29 @@
 //! one image with a second, arm64-labelled config), agents come out as indexes whose
 //! children each stack their platform's base and payload layers; the amd64 child runs.
 
-mod support;
-
 use serde_json::Value;
-use support::*;
+use split_build::core::image_config::DOCKER_LIST;
 
-const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+use crate::support::*;
 
 #[test]
 fn two_platform_agents_are_indexes_of_stacked_children() {
     docker();
     let reg = Registry::start();
-    let dir = tempfile::tempdir().unwrap();
+    let spec = format!(
+        "registry: {}/mp\nplatforms: [linux/amd64, linux/arm64]\nbuilder: {{ repository: builder, version: v1 }}\nbases: {{ repository: base, context: base, from: \"{}/up/{{instance}}:1\", instances: [one, two] }}\nagents:\n  repository: agent\n  variants: [{{ name: x, entrypoint: [\"/bin/sh\", \"/agent/run.sh\"] }}]\n",
+        reg.host, reg.host
+    );
+    let dir = spec_dir(&[
+        ("base/Dockerfile", "ARG BASE_IMAGE\nFROM $BASE_IMAGE\n"),
+        ("Dockerfile", "FROM scratch AS payload\n"),
+        ("split-build.yml", &spec),
+    ]);
     let d = dir.path();
-    std::fs::create_dir_all(d.join("base")).unwrap();
-    std::fs::write(d.join("base/Dockerfile"), "ARG BASE_IMAGE\nFROM $BASE_IMAGE\n").unwrap();
-    std::fs::write(d.join("Dockerfile"), "FROM scratch AS payload\n").unwrap();
-    std::fs::write(
-        d.join("split-build.yml"),
-        format!(
-            "registry: {}/mp\nplatforms: [linux/amd64, linux/arm64]\nbuilder: {{ repository: builder, version: v1 }}\nbases: {{ repository: base, context: base, from: \"{}/up/{{instance}}:1\", instances: [one, two] }}\nagents:\n  repository: agent\n  variants: [{{ name: x, entrypoint: [\"/bin/sh\", \"/agent/run.sh\"] }}]\n",
-            reg.host, reg.host
-        ),
-    )
-    .unwrap();
     for id in ["one", "two"] {
         import_and_push(&busybox_rootfs_tar(&[]), &format!("{}/up/{id}:1", reg.host));
     }
-    let out = bin().current_dir(d).args(["plan"]).output().unwrap();
+    let out = split_build(d, &["plan"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plan["bases"].as_array().unwrap().len(), 4, "one entry per instance and platform");
@@ -46,9 +41,9 @@ fn two_platform_agents_are_indexes_of_stacked_children() {
     import_and_push(&t.into_inner().unwrap(), &format!("{}/staging/builder:v1", reg.host));
     make_two_platform_index(&reg.host, "staging/builder:v1", "mp/builder:v1");
 
-    let out = bin().current_dir(d).args(["assemble", "--report", "r.json"]).output().unwrap();
+    let out = split_build(d, &["assemble", "--report", "r.json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(d.join("r.json")).unwrap()).unwrap();
+    let report = json_file(d, "r.json");
     assert_eq!(report["images"].as_array().unwrap().len(), 2, "one record per agent image (an index over both platforms)");
 
     for instance in ["one", "two"] {
@@ -61,7 +56,7 @@ fn two_platform_agents_are_indexes_of_stacked_children() {
         let out = docker_cmd(&["run", "--rm", "--pull=always", &format!("{}/{tag}", reg.host)]);
         assert_eq!(out.trim(), format!("agent on base of {instance}"));
     }
-    let out = bin().current_dir(d).args(["plan"]).output().unwrap();
+    let out = split_build(d, &["plan"]);
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(plan["agents"].as_array().unwrap().iter().all(|a| a["status"] == "hit"), "the index's provenance is read back");
 }

@@ -8,9 +8,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::AsyncWriteExt as _;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-use super::faulty_proxy::{forward, read_request};
+use super::http::{forward, read_request, serve_loopback};
 
 /// A running token front; stops with its runtime.
 pub struct TokenProxy {
@@ -24,22 +24,14 @@ pub struct TokenProxy {
 impl TokenProxy {
     /// Fronts `upstream`.
     pub fn start(upstream: &str) -> TokenProxy {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
-        let host = listener.local_addr().unwrap().to_string();
         let issued: Arc<Mutex<Vec<BTreeSet<String>>>> = Arc::default();
         let tokens: Arc<Mutex<HashMap<String, BTreeSet<String>>>> = Arc::default();
-        let (up, me, iss) = (upstream.to_owned(), host.clone(), issued.clone());
-        runtime.spawn(async move {
-            loop {
-                let Ok((client, _)) = listener.accept().await else { return };
-                let (up, me, iss, tokens) = (up.clone(), me.clone(), iss.clone(), tokens.clone());
-                tokio::spawn(async move {
-                    let _ = serve(client, &up, &me, &iss, &tokens).await;
-                });
-            }
+        let (up, iss) = (upstream.to_owned(), issued.clone());
+        let (runtime, addr) = serve_loopback(move |client, me| {
+            let (up, iss, tokens) = (up.clone(), iss.clone(), tokens.clone());
+            async move { serve(client, &up, &me.to_string(), &iss, &tokens).await }
         });
-        TokenProxy { host, issued, _runtime: runtime }
+        TokenProxy { host: addr.to_string(), issued, _runtime: runtime }
     }
 }
 

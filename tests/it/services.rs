@@ -1,9 +1,7 @@
 //! The test harness's own services work: a registry (open and htpasswd), the daemon, and
 //! skopeo seeing an image pushed through the daemon.
 
-mod support;
-
-use support::*;
+use crate::support::*;
 
 #[test]
 fn registry_daemon_and_skopeo_work_together() {

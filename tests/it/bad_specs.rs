@@ -1,9 +1,9 @@
 //! A table of unusable specs: each must exit 2 and name file, line, column and what is
 //! wrong, without a panic or a backtrace.
 
-mod support;
-
 use std::path::Path;
+
+use crate::support::{SplitBuild, spec_dir, split_build, write_files};
 
 /// A valid spec; each case edits it.
 const GOOD: &str = r#"registry: ghcr.io/acme
@@ -232,12 +232,8 @@ fn cases() -> Vec<Case> {
 }
 
 fn run_case(case: &Case) -> (i32, String) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("Dockerfile.agent"), "FROM scratch AS payload\n").unwrap();
-    std::fs::write(dir.path().join("Dockerfile.base"), "ARG BASE_IMAGE\nFROM $BASE_IMAGE\n").unwrap();
-    for (name, text) in case.files {
-        std::fs::write(dir.path().join(name), text).unwrap();
-    }
+    let dir = spec_dir(&[("Dockerfile.agent", "FROM scratch AS payload\n"), ("Dockerfile.base", "ARG BASE_IMAGE\nFROM $BASE_IMAGE\n")]);
+    write_files(dir.path(), case.files);
     let text = if case.edit.0.is_empty() {
         case.edit.1.to_owned()
     } else {
@@ -245,13 +241,7 @@ fn run_case(case: &Case) -> (i32, String) {
         GOOD.replacen(case.edit.0, case.edit.1, 1)
     };
     std::fs::write(dir.path().join("split-build.yml"), text).unwrap();
-    let out = support::bin()
-        .current_dir(dir.path())
-        .args(["plan", "--offline"])
-        .env_remove("GITHUB_ACTIONS")
-        .env("RUST_BACKTRACE", "1")
-        .output()
-        .unwrap();
+    let out = SplitBuild::new(dir.path()).args(["plan", "--offline"]).env("RUST_BACKTRACE", "1").output();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
@@ -289,7 +279,7 @@ fn every_bad_spec_exits_2_with_its_location() {
 #[test]
 fn a_missing_spec_exits_2_and_names_it() {
     let dir = tempfile::tempdir().unwrap();
-    let out = support::bin().current_dir(dir.path()).args(["plan", "--offline"]).output().unwrap();
+    let out = split_build(dir.path(), &["plan", "--offline"]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("split-build.yml") && stderr.contains("--spec"), "{stderr}");
