@@ -262,6 +262,7 @@ mod report_tests {
             bytes_pushed: 1500,
             requests: 8,
             retries: u64::from(i.is_multiple_of(7)),
+            writes: 0,
             error: (status == Outcome::Failed).then(|| format!("pushing `reg/x:{i}`: 500 | boom\nline")),
         }
     }
@@ -274,13 +275,23 @@ mod report_tests {
             seconds: 3.5,
             images: (0..6).map(|i| rec(i, if i == 4 { Outcome::Failed } else { Outcome::Assembled })).collect(),
         };
-        let b = Report { command: "build".into(), seconds: 70.0, registry: Default::default(), images: vec![rec(9, Outcome::Built), rec(12, Outcome::Hit)] };
+        let b = Report {
+            command: "build".into(),
+            seconds: 70.0,
+            registry: Default::default(),
+            images: vec![rec(9, Outcome::Built), rec(12, Outcome::Hit)],
+        };
         insta::assert_snapshot!("merged_report_summary", report_summary("split-build report", &[a, b], SUMMARY_BUDGET));
     }
 
     #[test]
     fn ten_thousand_images_stay_under_the_limit() {
-        let r = Report { command: "run".into(), seconds: 1.0, registry: Default::default(), images: (0..10_000).map(|i| rec(i, Outcome::Failed)).collect() };
+        let r = Report {
+            command: "run".into(),
+            seconds: 1.0,
+            registry: Default::default(),
+            images: (0..10_000).map(|i| rec(i, Outcome::Failed)).collect(),
+        };
         let s = report_summary("t", &[r], SUMMARY_BUDGET);
         assert!(s.len() <= SUMMARY_BUDGET, "{}", s.len());
         assert!(s.contains("more rows, cut"));

@@ -14,7 +14,7 @@ const INSTANCES: [&str; 3] = ["proj__proj-1", "proj__proj-2", "lib__lib-9"];
 
 /// A spec for `registry` (the host split-build talks to) of three instances and two
 /// variants (`alpha`, `beta`), whose upstream images live on `upstream`.
-fn alpha_beta_spec(registry: &str, upstream: &str) -> tempfile::TempDir {
+pub(crate) fn alpha_beta_spec(registry: &str, upstream: &str) -> tempfile::TempDir {
     let spec = format!(
         r#"registry: {registry}/t
 builder: {{ repository: builder, version: "v1" }}
@@ -301,11 +301,16 @@ fn every_image_is_made_through_a_faulty_proxy() {
 
 /// The spec for `front` (a proxy in front of `reg`), after pushing upstream images, the
 /// planned bases and the builder straight to `reg`: its directory and its plan.
-fn fixtures_behind(reg: &Registry, front: &str) -> (tempfile::TempDir, Value) {
+pub(crate) fn fixtures_behind(reg: &Registry, front: &str) -> (tempfile::TempDir, Value) {
+    fixtures_behind_as(reg, front, &[])
+}
+
+/// [`fixtures_behind`] for a front that wants `creds` (flags) from split-build.
+pub(crate) fn fixtures_behind_as(reg: &Registry, front: &str, creds: &[&str]) -> (tempfile::TempDir, Value) {
     let spec = alpha_beta_spec(front, &reg.host);
     let dir = spec.path();
     push_upstreams(reg);
-    let p = plan(dir, &[]);
+    let p = plan(dir, creds);
     for b in p["bases"].as_array().unwrap() {
         let tag = b["image"].as_str().unwrap().replacen(front, &reg.host, 1);
         let instance = b["instance"].as_str().unwrap();

@@ -6,6 +6,7 @@
 
 pub mod faulty_proxy;
 pub mod github_api;
+pub mod hostile;
 mod http;
 mod runner;
 pub mod token_proxy;
