@@ -179,6 +179,8 @@ pub struct Registry {
     secrets: Arc<std::sync::Mutex<Vec<String>>>,
     /// Paces writes per host, across every task of the process.
     pacer: Arc<Pacer>,
+    /// Hosts that answered a monolithic upload `POST` by opening a session (202).
+    two_step: Arc<std::sync::Mutex<BTreeSet<String>>>,
     /// Every request of this client and its clones.
     totals: Arc<Stats>,
 }
@@ -240,6 +242,7 @@ impl Registry {
             secrets,
             pacer: Arc::new(Pacer { rate: f64::from(DEFAULT_WRITES_PER_SECOND), ..Pacer::default() }),
             totals: Arc::default(),
+            two_step: Arc::default(),
             insecure: Arc::new(insecure.iter().cloned().collect()),
             hosts: Arc::default(),
             tokens: Arc::default(),
@@ -433,11 +436,27 @@ impl Registry {
         }
     }
 
+    /// One upload: a single monolithic `POST ...?digest=` with the bytes where the registry
+    /// takes it (201), else `POST` then `PUT` (a registry that answers the POST with 202 is
+    /// remembered, and later uploads to it start without the bytes).
     async fn upload_once(&self, registry: &str, repository: &str, digest: &Digest, bytes: Bytes, stats: &Stats) -> anyhow::Result<()> {
-        let url = format!("{}/v2/{repository}/blobs/uploads/", self.base_url(registry));
-        let resp = self.send(registry, Method::POST, &url, HeaderMap::new(), Some(empty_body()), &[Scope::push(repository)], stats).await?;
+        let monolithic = !self.two_step.lock().is_ok_and(|hosts| hosts.contains(registry));
+        let (url, body) = if monolithic {
+            let url = format!("{}/v2/{repository}/blobs/uploads/?digest={digest}", self.base_url(registry));
+            (url, Body { bytes: bytes.clone(), content_type: "application/octet-stream" })
+        } else {
+            (format!("{}/v2/{repository}/blobs/uploads/", self.base_url(registry)), empty_body())
+        };
+        let resp = self.send(registry, Method::POST, &url, HeaderMap::new(), Some(body), &[Scope::push(repository)], stats).await?;
+        if monolithic && resp.status() == StatusCode::CREATED {
+            return Ok(());
+        }
         if resp.status() != StatusCode::ACCEPTED {
             return Err(self.status_error(resp.status(), &format!("starting an upload to `{repository}`"), resp).await);
+        }
+        if monolithic && let Ok(mut hosts) = self.two_step.lock() {
+            tracing::debug!("{registry} opened an upload session for a monolithic POST: uploads to it take POST + PUT");
+            hosts.insert(registry.to_owned());
         }
         let location = upload_location(registry, &self.base_url(registry), resp.headers())?;
         self.finish_upload(registry, repository, &location, digest, bytes, stats).await

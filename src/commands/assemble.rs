@@ -27,7 +27,7 @@ pub(crate) async fn run(args: AssembleArgs, actions: &ActionsEnv) -> anyhow::Res
     let client = connect(&args.registry, &prepared.spec.registry.host)?;
     let concurrency = usize::from(args.registry.concurrency);
     actions.group("split-build assemble: planning");
-    let plan = make_plan(&prepared, Some(&client), concurrency).await;
+    let plan = make_plan(&prepared, Some(&client), concurrency, &pick).await;
     actions.end_group();
     let plan = plan?;
 

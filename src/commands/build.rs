@@ -9,7 +9,7 @@ use crate::outcome::{Done, UsageError};
 use crate::stages::daemon::{build_bases, build_builder, connect_daemon};
 use crate::stages::emit::finish;
 use crate::stages::observe::{connect, make_plan};
-use crate::stages::prepare::prepare;
+use crate::stages::prepare::{Pick, prepare};
 
 /// `split-build build`.
 pub(crate) async fn run(args: BuildArgs, actions: &ActionsEnv) -> anyhow::Result<Done> {
@@ -20,7 +20,12 @@ pub(crate) async fn run(args: BuildArgs, actions: &ActionsEnv) -> anyhow::Result
         return Err(UsageError("--items is for --stage bases; the builder has one image per version".into()).into());
     }
     let client = connect(&args.registry, &prepared.spec.registry.host)?;
-    let plan = make_plan(&prepared, Some(&client), usize::from(args.registry.concurrency)).await?;
+    // The builder job asks about the builder alone; a bases job about its own instances.
+    let asks = match args.stage {
+        BuildStage::Builder => Pick::instances(Default::default()),
+        BuildStage::Bases => pick.clone(),
+    };
+    let plan = make_plan(&prepared, Some(&client), usize::from(args.registry.concurrency), &asks).await?;
     let engine = connect_daemon(&args.registry, &prepared.spec.registry.host).await?;
     let records = match args.stage {
         BuildStage::Builder => build_builder(&engine, &prepared, &plan, actions).await,

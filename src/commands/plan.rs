@@ -8,7 +8,7 @@ use crate::core::summary::{SUMMARY_BUDGET, plan_summary};
 use crate::outcome::Done;
 use crate::stages::emit::{emit_summary, log_counts, write_json_stdout, write_report};
 use crate::stages::observe::{connect, make_plan};
-use crate::stages::prepare::prepare;
+use crate::stages::prepare::{Pick, prepare};
 
 /// `split-build plan`.
 pub(crate) async fn run(args: PlanArgs, actions: &ActionsEnv) -> anyhow::Result<Done> {
@@ -17,7 +17,7 @@ pub(crate) async fn run(args: PlanArgs, actions: &ActionsEnv) -> anyhow::Result<
     actions.end_group();
     let prepared = prepared?;
     let client = if args.offline { None } else { Some(connect(&args.registry, &prepared.spec.registry.host)?) };
-    let plan = make_plan(&prepared, client.as_ref(), usize::from(args.registry.concurrency)).await?;
+    let plan = make_plan(&prepared, client.as_ref(), usize::from(args.registry.concurrency), &Pick::default()).await?;
 
     write_json_stdout(&plan)?;
     if actions.output.is_some() {

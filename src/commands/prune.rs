@@ -19,7 +19,7 @@ use crate::outcome::{Done, UsageError};
 use crate::stages::emit::{emit_summary, write_report};
 use crate::stages::inventory::{fill_children, list_registry};
 use crate::stages::observe::{connect, make_plan};
-use crate::stages::prepare::prepare;
+use crate::stages::prepare::{Pick, prepare};
 
 /// `split-build prune`.
 pub(crate) async fn run(args: PruneArgs, actions: &ActionsEnv) -> anyhow::Result<Done> {
@@ -28,7 +28,7 @@ pub(crate) async fn run(args: PruneArgs, actions: &ActionsEnv) -> anyhow::Result
     let spec = &prepared.spec;
     let concurrency = usize::from(args.registry.concurrency);
     let client = connect(&args.registry, &prepared.spec.registry.host)?;
-    let plan = make_plan(&prepared, Some(&client), concurrency).await?;
+    let plan = make_plan(&prepared, Some(&client), concurrency, &Pick::default()).await?;
     let host = spec.registry.host.clone();
     let token = client.credentials().github_api_token();
     let token = token.as_ref().map(|t| t.expose());

@@ -23,7 +23,7 @@ pub(crate) async fn run(args: RunArgs, actions: &ActionsEnv) -> anyhow::Result<D
     let prepared = prepare(&args.common)?;
     let concurrency = usize::from(args.registry.concurrency);
     let client = connect(&args.registry, &prepared.spec.registry.host)?;
-    let plan = make_plan(&prepared, Some(&client), concurrency).await?;
+    let plan = make_plan(&prepared, Some(&client), concurrency, &Pick::default()).await?;
     log_counts(&plan);
     let c = plan.counts();
     let parallel = usize::from(args.parallel);

@@ -12,7 +12,7 @@ use tokio::sync::{Mutex, OnceCell};
 
 use crate::adapters::actions_env::ActionsEnv;
 use crate::adapters::registry::{Registry, Stats};
-use crate::core::image_config::{Family, Payload, Provenance, agent_index, agent_manifest, append_layers, payload_of};
+use crate::core::image_config::{Family, Manifest, Payload, Provenance, agent_index, agent_manifest, append_layers, payload_of};
 use crate::core::image_ref::{Digest, ImageRef};
 use crate::core::plan::{AgentPlan, Plan, Status};
 use crate::core::platform::Platform;
@@ -75,12 +75,12 @@ pub(crate) async fn assemble_append(
             return Ok(records);
         }
     };
-    let present = Blobs::default();
+    let (present, bases) = (Blobs::default(), Bases::default());
     let builder = Builder { repository: &plan.builder.image.repository, name: plan.builder.image.to_string(), payloads };
-    let (builder, present) = (&builder, &present);
+    let (builder, present, bases) = (&builder, &present, &bases);
     Ok(run_jobs(hits, todo, concurrency, actions, |job| async move {
         let stats = Stats::default();
-        let r = attempt(job.record(Outcome::Cold), Outcome::Assembled, write_agent(client, &job, builder, present, &stats)).await;
+        let r = attempt(job.record(Outcome::Cold), Outcome::Assembled, write_agent(client, &job, builder, (present, bases), &stats)).await;
         r.counted(stats.counters())
     })
     .await)
@@ -117,31 +117,32 @@ async fn load_payload(
 }
 
 /// Writes one agent image (every platform; an index when there are several).
-async fn write_agent(client: &Registry, job: &Job<'_>, builder: &Builder<'_>, present: &Blobs, stats: &Stats) -> anyhow::Result<()> {
+async fn write_agent(
+    client: &Registry,
+    job: &Job<'_>,
+    builder: &Builder<'_>,
+    (present, bases): (&Blobs, &Bases),
+    stats: &Stats,
+) -> anyhow::Result<()> {
     let first = job.entries[0];
     let target = &first.image;
     let base = &first.base;
-    let base_top =
-        client.get_manifest(base, stats).await?.ok_or_else(|| anyhow!("its base `{base}` does not exist (has the bases job run?)"))?;
+    let platforms: Vec<Platform> = job.entries.iter().map(|e| e.platform.clone()).collect();
+    let read = bases.read(client, base, &platforms, stats).await?;
     let base_name = base.to_string();
-    let from = Provenance { base_name: &base_name, base_digest: &base_top.digest, builder: &builder.name };
+    let from = Provenance { base_name: &base_name, base_digest: &read.digest, builder: &builder.name };
 
     let mut children = Vec::new();
     let mut family = None;
     for entry in &job.entries {
         let p = &entry.platform;
-        let base_image = client
-            .platform_manifest(base, &base_top, Some(p), stats)
-            .await?
-            .ok_or_else(|| anyhow!("its base `{base}` has no {p} image"))?;
-        let (base_manifest, media_type) = (base_image.manifest, base_image.media_type);
-        let fam = Family::of(&media_type).ok_or_else(|| anyhow!("its base has an unknown manifest type `{media_type}`"))?;
+        let (base_manifest, media_type, base_config) =
+            read.platforms.get(p).ok_or_else(|| anyhow!("its base `{base}` has no {p} image"))?;
+        let fam = Family::of(media_type).ok_or_else(|| anyhow!("its base has an unknown manifest type `{media_type}`"))?;
         family.get_or_insert(fam);
         let payload = builder.payloads.get(p).ok_or_else(|| anyhow!("no payload for {p}"))?;
-        let base_config = client.get_blob(&base.registry, &base.repository, &base_manifest.config.digest, stats).await?;
-        let base_config: serde_json::Value = serde_json::from_slice(&base_config).context("reading the base's config")?;
-        let config = serde_json::to_vec(&append_layers(&base_config, payload, job.variant, from))?;
-        let manifest = agent_manifest(&base_manifest, &media_type, payload, &config, from).map_err(|e| anyhow!(e))?;
+        let config = serde_json::to_vec(&append_layers(base_config, payload, job.variant, from))?;
+        let manifest = agent_manifest(base_manifest, media_type, payload, &config, from).map_err(|e| anyhow!(e))?;
 
         // Blobs first: base layers from the base repository, payload layers from the builder's.
         for l in &base_manifest.layers {
@@ -161,7 +162,7 @@ async fn write_agent(client: &Registry, job: &Job<'_>, builder: &Builder<'_>, pr
     match put_agent(client, target, &children, fam, from, stats).await {
         Err(e) if names_a_missing_blob(&e) => {
             tracing::debug!("{target}: the registry does not have a blob it was given ({e:#}): mounting again, writing once more");
-            reensure(client, job, builder, present, stats).await?;
+            reensure(client, job, builder, &read, present, stats).await?;
             put_agent(client, target, &children, fam, from, stats).await
         }
         other => other,
@@ -242,22 +243,57 @@ fn names_a_missing_blob(e: &anyhow::Error) -> bool {
 }
 
 /// Mounts every blob of a job's agent again, whatever was remembered.
-async fn reensure(client: &Registry, job: &Job<'_>, builder: &Builder<'_>, present: &Blobs, stats: &Stats) -> anyhow::Result<()> {
+async fn reensure(
+    client: &Registry,
+    job: &Job<'_>,
+    builder: &Builder<'_>,
+    read: &BaseRead,
+    present: &Blobs,
+    stats: &Stats,
+) -> anyhow::Result<()> {
     let first = job.entries[0];
     let (target, base) = (&first.image, &first.base);
-    let base_top = client.get_manifest(base, stats).await?.ok_or_else(|| anyhow!("its base `{base}` does not exist"))?;
-    for entry in &job.entries {
-        let p = &entry.platform;
-        let m = client
-            .platform_manifest(base, &base_top, Some(p), stats)
-            .await?
-            .ok_or_else(|| anyhow!("its base `{base}` has no {p} image"))?;
+    for (p, (manifest, _, _)) in &read.platforms {
         let payload = builder.payloads.get(p).ok_or_else(|| anyhow!("no payload for {p}"))?;
-        let blobs = m.manifest.layers.iter().map(|l| (base.repository.as_str(), &l.digest));
+        let blobs = manifest.layers.iter().map(|l| (base.repository.as_str(), &l.digest));
         for (from, digest) in blobs.chain(payload.layers.iter().map(|l| (builder.repository, &l.descriptor.digest))) {
             present.forget(&target.repository, digest).await;
             ensure_blob(client, &target.registry, from, &target.repository, digest, present, stats).await?;
         }
     }
     Ok(())
+}
+
+/// A base as every agent made on it needs it: its digest, and per platform its manifest,
+/// media type and config.
+struct BaseRead {
+    digest: Digest,
+    platforms: BTreeMap<Platform, (Manifest, String, serde_json::Value)>,
+}
+
+/// Each base read once for all the agents made on it (its variants and platforms): the first
+/// job to need a base reads it, the others wait for that read.
+#[derive(Default)]
+struct Bases(Mutex<HashMap<String, Arc<OnceCell<Arc<BaseRead>>>>>);
+
+impl Bases {
+    async fn read(&self, client: &Registry, base: &ImageRef, platforms: &[Platform], stats: &Stats) -> anyhow::Result<Arc<BaseRead>> {
+        let cell = self.0.lock().await.entry(base.to_string()).or_default().clone();
+        cell.get_or_try_init(|| async {
+            let top = client
+                .get_manifest(base, stats)
+                .await?
+                .ok_or_else(|| anyhow!("its base `{base}` does not exist (has the bases job run?)"))?;
+            let mut read = BaseRead { digest: top.digest.clone(), platforms: BTreeMap::new() };
+            for p in platforms {
+                let Some(m) = client.platform_manifest(base, &top, Some(p), stats).await? else { continue };
+                let config = client.get_blob(&base.registry, &base.repository, &m.manifest.config.digest, stats).await?;
+                let config: serde_json::Value = serde_json::from_slice(&config).context("reading the base's config")?;
+                read.platforms.insert(p.clone(), (m.manifest, m.media_type, config));
+            }
+            Ok(Arc::new(read))
+        })
+        .await
+        .cloned()
+    }
 }

@@ -16,7 +16,7 @@ use crate::core::image_config::{is_index, provenance_of};
 use crate::core::image_ref::{Digest, ImageRef};
 use crate::core::plan::{Layout, LayoutInputs, Observed, Plan, Presence, decide, layout};
 use crate::core::template::Vars;
-use crate::stages::prepare::Prepared;
+use crate::stages::prepare::{Pick, Prepared};
 
 /// A registry client from the flags (for the spec's `registry` host only), docker config
 /// and `GITHUB_TOKEN`, bounded by `--timeout`. (Every secret was masked at start-up.)
@@ -99,47 +99,65 @@ async fn upstream_digests(
     (digests, unresolved)
 }
 
-/// Which of the layout's images exist: the builder, each base and its `-latest`, each
-/// agent with its provenance. An image the registry would not tell about is left out of
-/// `present` with the reason in `unchecked` (it plans cold; the others go on); when no image
-/// could be checked at all, the registry is unusable and that is the error.
-async fn existing(registry: &Registry, layout: &Layout, concurrency: usize, observed: &mut Observed) -> anyhow::Result<()> {
-    let mut heads: Vec<ImageRef> = vec![layout.builder.clone()];
-    for b in &layout.bases {
-        heads.push(b.image.clone());
-        heads.push(b.latest.clone());
+/// Which of the layout's images the job picks exist, asking only what can change a
+/// decision: the builder and the picked bases first; then `{instance}-latest` only for a
+/// missing base (a warm cache matters only then), and an agent (with its provenance) only
+/// when the builder and its base exist (else it is cold whatever the registry says). An image
+/// the registry would not tell about is left out of `present` with the reason in `unchecked`
+/// (it plans cold; the others go on); when none of the first round could be checked, the
+/// registry is unusable and that is the error.
+async fn existing(registry: &Registry, layout: &Layout, pick: &Pick, concurrency: usize, observed: &mut Observed) -> anyhow::Result<()> {
+    let bases: Vec<_> = layout.bases.iter().filter(|b| pick.wants_instance(&b.instance)).collect();
+    let first: Vec<ImageRef> = std::iter::once(layout.builder.clone()).chain(bases.iter().map(|b| b.image.clone())).collect();
+    let total = first.len();
+    record(observed, heads(registry, first, concurrency).await);
+    if observed.unchecked.len() == total
+        && let Some(e) = observed.unchecked.values().next()
+    {
+        anyhow::bail!("{e}");
     }
-    let found: Vec<(String, anyhow::Result<Option<Presence>>)> = stream::iter(heads)
+    let found = |image: &ImageRef| observed.present.contains_key(&image.to_string());
+    let latest: Vec<ImageRef> = bases.iter().filter(|b| !found(&b.image)).map(|b| b.latest.clone()).collect();
+    let agents: Vec<ImageRef> = if found(&layout.builder) {
+        layout.agents.iter().filter(|a| pick.wants_instance(&a.instance) && found(&a.base)).map(|a| a.image.clone()).collect()
+    } else {
+        Vec::new()
+    };
+    let (latest, agents) = tokio::join!(heads(registry, latest, concurrency), async {
+        stream::iter(agents)
+            .map(|image| async move { (image.to_string(), agent_presence(registry, &image).await) })
+            .buffer_unordered(concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await
+    });
+    record(observed, latest);
+    record(observed, agents);
+    Ok(())
+}
+
+/// HEADs of `images`: present (with no provenance), absent, or the registry's error.
+async fn heads(registry: &Registry, images: Vec<ImageRef>, concurrency: usize) -> Vec<(String, anyhow::Result<Option<Presence>>)> {
+    stream::iter(images)
         .map(|image| async move {
             let stats = Stats::default();
             (image.to_string(), registry.head_manifest(&image, &stats).await.map(|h| h.map(|_| Presence::default())))
         })
         .buffer_unordered(concurrency.max(1))
         .collect()
-        .await;
-    let agents: Vec<(String, anyhow::Result<Option<Presence>>)> = stream::iter(layout.agents.iter().map(|a| a.image.clone()))
-        .map(|image| async move { (image.to_string(), agent_presence(registry, &image).await) })
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
-    let total = found.len() + agents.len();
-    let mut first_error = None;
-    for (image, r) in found.into_iter().chain(agents) {
+        .await
+}
+
+fn record(observed: &mut Observed, results: Vec<(String, anyhow::Result<Option<Presence>>)>) {
+    for (image, r) in results {
         match r {
             Ok(Some(p)) => {
                 observed.present.insert(image, p);
             }
             Ok(None) => {}
             Err(e) => {
-                let reason = format!("{e:#}");
-                first_error.get_or_insert_with(|| reason.clone());
-                observed.unchecked.insert(image, reason);
+                observed.unchecked.insert(image, format!("{e:#}"));
             }
         }
-    }
-    match first_error {
-        Some(e) if observed.unchecked.len() == total => Err(anyhow::anyhow!(e)),
-        _ => Ok(()),
     }
 }
 
@@ -171,15 +189,21 @@ async fn agent_presence(registry: &Registry, image: &ImageRef) -> anyhow::Result
     Ok(Some(Presence { base_name, builder }))
 }
 
-/// Names every image and, with a client, asks the registry what exists (`None`: offline,
-/// every image cold).
-pub(crate) async fn make_plan(prepared: &Prepared, client: Option<&Registry>, concurrency: usize) -> anyhow::Result<Plan> {
+/// Names every image and, with a client, asks the registry about the images `pick` names
+/// (`None`: offline, every image cold). A job that makes some instances asks only about
+/// theirs: their upstreams, bases, `-latest` and agents; what it does not pick plans cold.
+pub(crate) async fn make_plan(prepared: &Prepared, client: Option<&Registry>, concurrency: usize, pick: &Pick) -> anyhow::Result<Plan> {
     let spec = &prepared.spec;
     let mut observed = Observed::default();
     let mut upstream_digests = BTreeMap::new();
     if let Some(client) = client {
-        let refs: BTreeSet<String> =
-            spec.bases.instances.iter().map(|i| spec.bases.from.render(&Vars { instance: Some(i), ..Vars::default() })).collect();
+        let refs: BTreeSet<String> = spec
+            .bases
+            .instances
+            .iter()
+            .filter(|i| pick.wants_instance(i))
+            .map(|i| spec.bases.from.render(&Vars { instance: Some(i), ..Vars::default() }))
+            .collect();
         let (digests, unresolved) = self::upstream_digests(client, &refs, concurrency).await;
         upstream_digests = digests;
         observed.unresolved_upstreams = unresolved;
@@ -193,7 +217,7 @@ pub(crate) async fn make_plan(prepared: &Prepared, client: Option<&Registry>, co
         },
     );
     if let Some(client) = client {
-        existing(client, &layout, concurrency, &mut observed)
+        existing(client, &layout, pick, concurrency, &mut observed)
             .await
             .with_context(|| format!("asking {} which images exist (use --offline to plan without it)", spec.registry.host))?;
     }
