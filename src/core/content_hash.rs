@@ -122,6 +122,14 @@ impl Recipe {
     }
 }
 
+/// A digest of a recipe alone (Dockerfile, target, context inputs): what a plan's
+/// fingerprint keeps of the bases' local inputs.
+pub fn recipe_digest(recipe: &Recipe) -> String {
+    let mut h = ContentHasher::new("split-build/recipe/v1");
+    recipe.feed(&mut h);
+    h.finish()
+}
+
 fn feed_args_and_platforms(h: &mut ContentHasher, build_args: &BTreeMap<String, String>, platforms: &[Platform]) {
     // A BTreeMap iterates in key order: the build args come sorted.
     for (k, v) in build_args {

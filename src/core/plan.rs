@@ -245,6 +245,10 @@ pub struct Plan {
     /// Things the user should know about this plan (unresolved upstream digests, ...).
     #[serde(default)]
     pub notes: Vec<String>,
+    /// What the plan was computed from: a job handed this plan refuses it when its own
+    /// checkout says otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub made_from: Option<crate::core::fingerprint::Fingerprint>,
 }
 
 /// Counts of a plan, as the `plan` outputs and the summary give them.
@@ -281,6 +285,31 @@ impl Plan {
     }
 }
 
+/// Whether an agent found with `presence` was made on `base` (and, where it says so, from
+/// `builder`): a rebuilt base makes every agent on it stale.
+fn made_from(presence: &Presence, base: &ImageRef, builder: &str) -> bool {
+    presence.base_name.as_deref() == Some(base.to_string().as_str()) && presence.builder.as_deref().is_none_or(|b| b == builder)
+}
+
+/// A plan made earlier (and handed to a job), brought up to date with what the job saw
+/// since: an image found now is a hit. Nothing else changes: the tags, upstream digests and
+/// warm caches stay the plan's, so a job makes exactly what the plan named.
+pub fn refresh(plan: &mut Plan, observed: &Observed) {
+    if observed.has(&plan.builder.image).is_some() {
+        plan.builder.status = Status::Hit;
+    }
+    for b in plan.bases.iter_mut().filter(|b| observed.has(&b.image).is_some()) {
+        b.status = Status::Hit;
+        b.cache_from = None;
+    }
+    let builder = plan.builder.image.to_string();
+    for a in plan.agents.iter_mut() {
+        if observed.has(&a.image).is_some_and(|p| made_from(p, &a.base, &builder)) {
+            a.status = Status::Hit;
+        }
+    }
+}
+
 /// Decides each image's status from what the registry said, and shards the missing work
 /// into at most `max_parallel` matrix entries per stage.
 pub fn decide(layout: Layout, observed: &Observed, max_parallel: usize) -> Plan {
@@ -294,7 +323,7 @@ pub fn decide(layout: Layout, observed: &Observed, max_parallel: usize) -> Plan 
     let Some((last, others)) = platforms.split_last() else {
         // The spec parser never yields an empty platform list; nothing to plan without one.
         let builder = BuilderPlan { image: builder, status: builder_status, platforms };
-        return Plan { builder, bases: vec![], agents: vec![], matrices: Matrices::default(), notes: vec![] };
+        return Plan { builder, bases: vec![], agents: vec![], matrices: Matrices::default(), notes: vec![], made_from: None };
     };
 
     let mut bases = Vec::with_capacity(base_layouts.len() * platforms.len());
@@ -324,12 +353,7 @@ pub fn decide(layout: Layout, observed: &Observed, max_parallel: usize) -> Plan 
 
     let mut agents = Vec::with_capacity(agent_layouts.len() * platforms.len());
     for a in agent_layouts {
-        let base_name = a.base.to_string();
-        // An agent is current only when it was made on this plan's base (and, where it
-        // says so, from this plan's builder): a rebuilt base makes every agent on it stale.
-        let current = observed
-            .has(&a.image)
-            .is_some_and(|p| p.base_name.as_deref() == Some(base_name.as_str()) && p.builder.as_deref().is_none_or(|b| b == builder_name));
+        let current = observed.has(&a.image).is_some_and(|p| made_from(p, &a.base, &builder_name));
         let status = if current { Status::Hit } else { Status::Cold };
         let entry = AgentPlan { instance: a.instance, variant: a.variant, platform: last.clone(), image: a.image, base: a.base, status };
         for p in others {
@@ -355,7 +379,7 @@ pub fn decide(layout: Layout, observed: &Observed, max_parallel: usize) -> Plan 
         )
         .collect();
 
-    Plan { builder: BuilderPlan { image: builder, status: builder_status, platforms }, bases, agents, matrices, notes }
+    Plan { builder: BuilderPlan { image: builder, status: builder_status, platforms }, bases, agents, matrices, notes, made_from: None }
 }
 
 fn builder_matrix(builder: &ImageRef, platforms: &[Platform], status: Status) -> GithubMatrix {
@@ -510,6 +534,25 @@ mod tests {
         let plan = decide(l, &observed, 64);
         assert_eq!(plan.notes.len(), 1);
         assert!(plan.notes[0].contains("u:1") && plan.notes[0].contains("reference alone"));
+    }
+
+    #[test]
+    fn a_handed_over_plan_learns_what_was_made_since_and_nothing_else() {
+        let l = small_layout(&["a", "b"], &["v"], "1", b"FROM x");
+        let mut plan = decide(l.clone(), &Observed::default(), 64);
+        let before = plan.clone();
+        let mut seen = Observed::default();
+        seen.present.insert(plan.bases[0].image.to_string(), Presence::default());
+        let good = Presence { base_name: Some(plan.agents[0].base.to_string()), builder: None };
+        seen.present.insert(plan.agents[0].image.to_string(), good);
+        let stale = Presence { base_name: Some("other/base:1".into()), builder: None };
+        seen.present.insert(plan.agents[1].image.to_string(), stale);
+        refresh(&mut plan, &seen);
+        assert_eq!(plan.bases[0].status, Status::Hit);
+        assert_eq!(plan.bases[1].status, before.bases[1].status);
+        assert_eq!(plan.agents[0].status, Status::Hit);
+        assert_eq!(plan.agents[1].status, Status::Cold, "made on another base: stale");
+        assert_eq!(plan.bases.iter().map(|b| &b.image).collect::<Vec<_>>(), before.bases.iter().map(|b| &b.image).collect::<Vec<_>>());
     }
 
     #[test]
