@@ -9,7 +9,7 @@ use globset::{Glob, GlobSetBuilder};
 
 use crate::core::content_hash::{InputFile, Recipe, sha256_hex};
 use crate::core::dockerignore::{DockerIgnore, kept};
-use crate::core::spec::{Site, Spec, SpecEnv, SpecError, parse_spec};
+use crate::core::spec::{Site, Spec, SpecEnv, SpecError, parse_spec, spec_text};
 
 /// The real process environment and file system.
 pub(crate) struct FsEnv;
@@ -28,16 +28,24 @@ impl SpecEnv for FsEnv {
         // The spec's own directory may be named as "" when the spec is a bare file name.
         path.as_os_str().is_empty() || path.is_dir()
     }
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
 }
 
-/// Reads and validates the spec at `path`. A missing or unreadable spec is a spec error
-/// too (exit code 2), located at the file itself.
+/// Reads and validates the spec at `path`. A missing, unreadable or non-UTF-8 spec is a
+/// spec error too (exit code 2), located at the file itself or its first bad byte.
 pub(crate) fn load_spec(path: &Path) -> Result<Spec, SpecError> {
-    let text = std::fs::read_to_string(path).map_err(|e| SpecError {
-        site: Site { file: path.to_path_buf(), line: 0, column: 0, key: String::new() },
-        message: format!("cannot read the spec: {e} (give its path with --spec; the default is split-build.yml)"),
-    })?;
-    parse_spec(&text, path, &FsEnv)
+    let at_file = |message: String| SpecError { site: Site { file: path.to_path_buf(), line: 0, column: 0, key: String::new() }, message };
+    let hint = "give its path with --spec; the default is split-build.yml";
+    match std::fs::metadata(path) {
+        // Reading a device or a pipe may never end (`/dev/zero`), so only files are read.
+        Ok(m) if !m.is_file() => return Err(at_file(format!("the spec is not a regular file (a directory, device or pipe): {hint}"))),
+        Ok(_) => {}
+        Err(e) => return Err(at_file(format!("cannot read the spec: {e} ({hint})"))),
+    }
+    let bytes = std::fs::read(path).map_err(|e| at_file(format!("cannot read the spec: {e} ({hint})")))?;
+    parse_spec(spec_text(&bytes, path)?, path, &FsEnv)
 }
 
 /// The files below `context` that match any of `globs` (paths relative to the context,
