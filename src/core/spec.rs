@@ -307,6 +307,16 @@ struct RawJobs {
 pub const DEFAULT_AGENT_TAG: &str = "{builder}-{instance}-{variant}";
 /// The default most matrix entries per stage.
 pub const DEFAULT_MAX_PARALLEL: u16 = 64;
+/// The most images (bases and agents, on every platform) one plan may hold: 100,000
+/// instances × 2 variants × 1 platform (300,000) plans in ~1.4 s and ~260 MB; 500,000 stays
+/// well under 1 GB, while a million is what used to end in an allocation failure.
+pub const MAX_IMAGES: u64 = 500_000;
+
+/// How many images a spec asks for: per instance and platform, a base and one agent per variant.
+pub fn image_count(instances: usize, variants: usize, platforms: usize) -> u64 {
+    (instances as u64).saturating_mul(variants as u64 + 1).saturating_mul(platforms as u64)
+}
+
 /// GitHub's limit on one matrix.
 pub const MATRIX_LIMIT: i64 = 256;
 
@@ -454,7 +464,7 @@ pub fn parse_spec(text: &str, file: &Path, env: &dyn SpecEnv) -> Result<Spec, Sp
 
     let builder = builder_spec(&c, &registry, &raw.builder)?;
     let bases = bases_spec(&c, &registry, &raw.bases)?;
-    let agents = agents_spec(&c, &registry, &raw.agents, &bases.instances)?;
+    let agents = agents_spec(&c, &registry, &raw.agents, &bases.instances, platforms.len())?;
 
     let cache = match raw.cache.as_ref().and_then(|c| c.mode.as_ref()) {
         None => CacheMode::Min,
@@ -664,6 +674,7 @@ fn agents_spec(
     registry: &RegistryPrefix,
     raw: &Spanned<RawAgents>,
     instances: &[String],
+    platforms: usize,
 ) -> Result<AgentsSpec, SpecError> {
     let a = &raw.value;
     let repository = c.repository(registry, &a.repository, "agents.repository")?;
@@ -728,17 +739,39 @@ fn agents_spec(
             ),
         });
     }
-    // A sample rendering shows a template whose literal parts break the tag grammar.
+    // Before any image is named: a plan is held in memory whole, so its size is refused
+    // here, with the numbers, rather than by the allocator.
+    let images = image_count(instances.len(), variants.len(), platforms);
+    if images > MAX_IMAGES {
+        return Err(c.err(
+            &a.variants,
+            "agents.variants",
+            format!(
+                "{} instances × {} variants × {platforms} platform(s) make {images} images (a base and one agent per variant, for each instance and platform), more than the {MAX_IMAGES} one plan may hold: split the instances over several specs",
+                instances.len(),
+                variants.len()
+            ),
+        ));
+    }
+    // Every tag is rendered once here: a filter may turn one instance's id into something
+    // that is not a tag (`replace("x", "é")`), and that instance alone would otherwise get
+    // a hashed stand-in tag without a word.
     let sample_builder = "0".repeat(crate::core::content_hash::HASH_LEN);
-    for variant in &variants {
-        let rendered = tag.render(&Vars {
-            instance: instances.first().map(String::as_str),
-            variant: Some(&variant.name),
-            builder: Some(&sample_builder),
-        });
-        let fitted = crate::core::content_hash::fit_tag(&rendered);
-        if let Err(e) = check_tag(&fitted) {
-            return Err(SpecError { site: tag_site, message: format!("`{tag_text}` renders `{rendered}`, not a tag: {e}") });
+    for instance in instances {
+        for variant in &variants {
+            let rendered = tag.render(&Vars { instance: Some(instance), variant: Some(&variant.name), builder: Some(&sample_builder) });
+            let fitted = crate::core::content_hash::fit_tag(&rendered);
+            if let Err(e) = check_tag(&fitted) {
+                return Err(SpecError {
+                    site: tag_site,
+                    message: format!(
+                        "for instance {} and variant `{}`, `{tag_text}` renders {}, not a tag: {e}",
+                        quoted(instance),
+                        variant.name,
+                        quoted(&rendered)
+                    ),
+                });
+            }
         }
     }
     Ok(AgentsSpec { repository, tag, method, variants })
@@ -1204,5 +1237,32 @@ pub(crate) mod tests {
         }
         let text = PLAIN.replace("instances: [a]", "instances: nope.txt");
         assert!(parse_spec(&text, Path::new("s.yml"), &e).unwrap_err().message.contains("does not exist"));
+    }
+
+    /// Every instance's tag is checked, not only the first one's.
+    #[test]
+    fn a_tag_that_breaks_for_one_instance_names_it() {
+        let text = yaml(&["a1", "b2", "xy"], &["v", "w"])
+            .replace("  repository: agent\n", "  repository: agent\n  tag: '{instance|replace(\"x\",\"é\")}-{variant}'\n");
+        let err = parse_spec(&text, Path::new("split-build.yml"), &env()).unwrap_err();
+        assert_eq!((err.site.key.as_str(), err.site.line, err.site.column), ("agents.tag", 12, 8), "{err}");
+        assert!(err.message.contains("for instance `xy` and variant `v`") && err.message.contains("`éy-v`"), "{err}");
+    }
+
+    #[test]
+    fn a_plan_over_the_most_images_is_refused_with_the_numbers() {
+        let mut e = env();
+        let ids: String = (0..500).map(|i| format!("i{i}\n")).collect();
+        e.files.insert(PathBuf::from("ids.txt"), ids);
+        let variants: Vec<String> = (0..2000).map(|i| format!("v{i}")).collect();
+        let variants: Vec<&str> = variants.iter().map(String::as_str).collect();
+        let text = yaml(&["a"], &variants).replace("instances: [a]", "instances: ids.txt");
+        let err = parse_spec(&text, Path::new("split-build.yml"), &e).unwrap_err();
+        assert_eq!((err.site.key.as_str(), err.site.line), ("agents.variants", 13), "{err}");
+        assert!(err.message.contains("500 instances × 2000 variants × 1 platform(s) make 1000500 images"), "{err}");
+        assert!(err.message.contains(&MAX_IMAGES.to_string()), "{err}");
+        // The benchmark's 100,000 instances × 2 variants × 1 platform still plans.
+        assert!(image_count(100_000, 2, 1) <= MAX_IMAGES);
+        assert!(image_count(100_000, 2, 2) > MAX_IMAGES);
     }
 }
