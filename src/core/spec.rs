@@ -365,9 +365,12 @@ impl Checker<'_> {
         let p = self.path(s, key)?;
         if !self.env.is_file(&p) {
             // A device, pipe or directory is never read: `/dev/zero` would never end.
-            let why =
-                if self.env.exists(&p) { "is not a regular file (a directory, device or pipe): name a file" } else { "does not exist" };
-            return Err(self.err(s, key, format!("`{}` {why} (paths are relative to the spec file's directory)", p.display())));
+            let why = if self.env.exists(&p) {
+                "is not a regular file (a directory, device or pipe): name a file"
+            } else {
+                "does not exist (paths are relative to the spec file's directory)"
+            };
+            return Err(self.err(s, key, format!("`{}` {why}", p.display())));
         }
         Ok(p)
     }
@@ -753,11 +756,14 @@ fn agents_spec(
             ),
         ));
     }
-    // Every tag is rendered once here: a filter may turn one instance's id into something
+    // Every tag is checked here: a filter may turn one instance's id into something
     // that is not a tag (`replace("x", "é")`), and that instance alone would otherwise get
     // a hashed stand-in tag without a word.
+    // Ids are tags already, so without a `replace` on {instance} one instance stands for
+    // all, and 100,000 instances cost one rendering per variant.
+    let checked = if tag.rewrites(Field::Instance) { instances } else { &instances[..instances.len().min(1)] };
     let sample_builder = "0".repeat(crate::core::content_hash::HASH_LEN);
-    for instance in instances {
+    for instance in checked {
         for variant in &variants {
             let rendered = tag.render(&Vars { instance: Some(instance), variant: Some(&variant.name), builder: Some(&sample_builder) });
             let fitted = crate::core::content_hash::fit_tag(&rendered);
