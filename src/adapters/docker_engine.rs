@@ -13,10 +13,10 @@ use bollard::query_parameters::{
     BuildImageOptionsBuilder, BuilderVersion, CreateImageOptionsBuilder, PushImageOptionsBuilder, TagImageOptionsBuilder,
 };
 use futures::StreamExt as _;
-use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use crate::adapters::actions_env::ActionsEnv;
 use crate::adapters::credentials::Credentials;
+use crate::adapters::workspace::{context_entries, read_dockerignore};
 use crate::core::image_ref::ImageRef;
 
 /// How often a build that prints nothing says in Actions that it is still going.
@@ -340,63 +340,17 @@ fn tail(log: &[String]) -> String {
     format!(" (last build output: {})", lines[start..].join(" | "))
 }
 
-/// The `.dockerignore` patterns of a context: matched paths are left out, `!` patterns
-/// bring paths back (last match wins, as in Docker).
-#[derive(Debug, Default)]
-pub(crate) struct DockerIgnore {
-    rules: Vec<(GlobSet, bool)>,
-}
-
-impl DockerIgnore {
-    /// Parses a `.dockerignore` text.
-    pub(crate) fn parse(text: &str) -> anyhow::Result<DockerIgnore> {
-        let mut rules = Vec::new();
-        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-            let (keep, pattern) = match line.strip_prefix('!') {
-                Some(p) => (true, p.trim()),
-                None => (false, line),
-            };
-            let pattern = pattern.trim_start_matches("./").trim_start_matches('/').trim_end_matches('/');
-            let mut set = GlobSetBuilder::new();
-            set.add(Glob::new(pattern).with_context(|| format!(".dockerignore pattern `{line}`"))?);
-            // A directory pattern also covers everything below it.
-            set.add(Glob::new(&format!("{pattern}/**")).with_context(|| format!(".dockerignore pattern `{line}`"))?);
-            rules.push((set.build()?, keep));
-        }
-        Ok(DockerIgnore { rules })
-    }
-
-    /// Whether `path` (relative, `/`-separated) is left out.
-    pub(crate) fn excludes(&self, path: &Path) -> bool {
-        let mut out = false;
-        for (set, keep) in &self.rules {
-            if set.is_match(path) {
-                out = !keep;
-            }
-        }
-        out
-    }
-}
-
 /// The context as a tar: regular files, directories and symlinks in path order, mtime 0,
 /// owner root, `.dockerignore` honoured, the Dockerfile added as `.split-build.Dockerfile`.
 pub(crate) fn context_tar(context: &Path, dockerfile: &str) -> anyhow::Result<Vec<u8>> {
     let root = if context.as_os_str().is_empty() { Path::new(".") } else { context };
-    let ignore = match std::fs::read_to_string(root.join(".dockerignore")) {
-        Ok(text) => DockerIgnore::parse(&text)?,
-        Err(_) => DockerIgnore::default(),
-    };
+    let ignore = read_dockerignore(root)?;
     let mut b = tar::Builder::new(Vec::new());
     b.follow_symlinks(false);
-    let walker = walkdir::WalkDir::new(root).sort_by_file_name().min_depth(1);
-    for entry in walker {
-        let entry = entry?;
-        let rel = entry.path().strip_prefix(root).unwrap_or(entry.path());
-        if ignore.excludes(rel) {
-            continue;
-        }
-        let ft = entry.file_type();
-        let meta = entry.path().symlink_metadata()?;
+    // Docker's own context: what `.dockerignore` leaves out is neither sent nor built.
+    for (rel, ft) in context_entries(root, &ignore, |_| false)? {
+        let path = root.join(&rel);
+        let meta = path.symlink_metadata().with_context(|| format!("reading `{}`", path.display()))?;
         let mut h = tar::Header::new_gnu();
         h.set_mtime(0);
         h.set_uid(0);
@@ -408,16 +362,16 @@ pub(crate) fn context_tar(context: &Path, dockerfile: &str) -> anyhow::Result<Ve
         if ft.is_dir() {
             h.set_entry_type(tar::EntryType::Directory);
             h.set_size(0);
-            b.append_data(&mut h, rel, std::io::empty())?;
+            b.append_data(&mut h, &rel, std::io::empty())?;
         } else if ft.is_symlink() {
             h.set_entry_type(tar::EntryType::Symlink);
             h.set_size(0);
-            b.append_link(&mut h, rel, std::fs::read_link(entry.path())?)?;
+            b.append_link(&mut h, &rel, std::fs::read_link(&path)?)?;
         } else if ft.is_file() {
-            let data = std::fs::read(entry.path())?;
+            let data = std::fs::read(&path).with_context(|| format!("reading `{}`", path.display()))?;
             h.set_entry_type(tar::EntryType::Regular);
             h.set_size(data.len() as u64);
-            b.append_data(&mut h, rel, data.as_slice())?;
+            b.append_data(&mut h, &rel, data.as_slice())?;
         }
     }
     let mut h = tar::Header::new_gnu();
@@ -432,17 +386,6 @@ pub(crate) fn context_tar(context: &Path, dockerfile: &str) -> anyhow::Result<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dockerignore_rules() {
-        let ig = DockerIgnore::parse("# comment\ntarget\n*.log\n!keep.log\n/docs/\n").unwrap();
-        assert!(ig.excludes(Path::new("target")));
-        assert!(ig.excludes(Path::new("target/debug/x")));
-        assert!(ig.excludes(Path::new("a.log")));
-        assert!(!ig.excludes(Path::new("keep.log")));
-        assert!(ig.excludes(Path::new("docs/index.md")));
-        assert!(!ig.excludes(Path::new("src/main.rs")));
-    }
 
     #[test]
     fn context_tar_is_deterministic_and_honours_dockerignore() {

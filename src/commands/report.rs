@@ -1,7 +1,7 @@
 //! `report`: merges the `--report` files of many jobs (as `actions/download-artifact`
 //! leaves them: files, or directories searched for `*.json`) into one step summary.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
@@ -28,13 +28,7 @@ pub(crate) async fn run(args: ReportArgs, actions: &ActionsEnv) -> anyhow::Resul
             tracing::warn!("`{}` does not exist: no report there (a skipped job writes none)", p.display());
         }
     }
-    let mut reports = Vec::new();
-    for f in &files {
-        let text = std::fs::read_to_string(f).with_context(|| format!("reading `{}`", f.display()))?;
-        let r: Report =
-            serde_json::from_str(&text).map_err(|e| UsageError(format!("`{}` is not a split-build report: {e}", f.display())))?;
-        reports.push(r);
-    }
+    let reports = files.iter().map(|f| read_report(f)).collect::<anyhow::Result<Vec<Report>>>()?;
     let markdown = report_summary("split-build report", &reports, SUMMARY_BUDGET);
     println!("{markdown}");
     actions.append_summary(&markdown)?;
@@ -43,4 +37,31 @@ pub(crate) async fn run(args: ReportArgs, actions: &ActionsEnv) -> anyhow::Resul
     }
     tracing::info!("merged {} report(s) with {} images", reports.len(), reports.iter().map(|r| r.images.len()).sum::<usize>());
     Ok(Done::Ok)
+}
+
+/// One `--report` file. A file that cannot be read and one that is not a report are the
+/// same to the user: input to fix (exit 2), not a failed image.
+fn read_report(f: &Path) -> anyhow::Result<Report> {
+    let text = std::fs::read_to_string(f).map_err(|e| UsageError(format!("cannot read the report `{}`: {e}", f.display())))?;
+    let r = serde_json::from_str(&text).map_err(|e| UsageError(format!("`{}` is not a split-build report: {e}", f.display())))?;
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::exit_code;
+
+    #[test]
+    fn unreadable_and_malformed_reports_are_both_usage_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_utf8 = dir.path().join("latin1.json");
+        std::fs::write(&not_utf8, [b'{', 0xe9, b'}']).unwrap();
+        let bad_json = dir.path().join("bad.json");
+        std::fs::write(&bad_json, "{").unwrap();
+        for f in [not_utf8.as_path(), bad_json.as_path(), dir.path()] {
+            let r = read_report(f).map(|_| Done::Ok);
+            assert_eq!(exit_code(&r), 2, "{}: {:?}", f.display(), r.err());
+        }
+    }
 }

@@ -21,6 +21,7 @@ macro_rules! serde_via_str {
 pub(crate) use serde_via_str;
 
 pub mod content_hash;
+pub mod dockerignore;
 pub mod fingerprint;
 pub mod image_config;
 pub mod image_ref;

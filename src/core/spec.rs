@@ -50,6 +50,9 @@ pub trait SpecEnv {
     fn is_file(&self, path: &Path) -> bool;
     /// Whether `path` is an existing directory.
     fn is_dir(&self, path: &Path) -> bool;
+    /// Whether anything exists at `path` (a file, directory, device, pipe, ...), so that
+    /// "not a regular file" can be told from "does not exist".
+    fn exists(&self, path: &Path) -> bool;
 }
 
 /// How agent images are made.
@@ -304,6 +307,16 @@ struct RawJobs {
 pub const DEFAULT_AGENT_TAG: &str = "{builder}-{instance}-{variant}";
 /// The default most matrix entries per stage.
 pub const DEFAULT_MAX_PARALLEL: u16 = 64;
+/// The most images (bases and agents, on every platform) one plan may hold: 100,000
+/// instances × 2 variants × 1 platform (300,000) plans in ~1.4 s and ~260 MB; 500,000 stays
+/// well under 1 GB, while a million is what used to end in an allocation failure.
+pub const MAX_IMAGES: u64 = 500_000;
+
+/// How many images a spec asks for: per instance and platform, a base and one agent per variant.
+pub fn image_count(instances: usize, variants: usize, platforms: usize) -> u64 {
+    (instances as u64).saturating_mul(variants as u64 + 1).saturating_mul(platforms as u64)
+}
+
 /// GitHub's limit on one matrix.
 pub const MATRIX_LIMIT: i64 = 256;
 
@@ -351,11 +364,13 @@ impl Checker<'_> {
     fn existing_file(&self, s: &Spanned<String>, key: &str) -> Result<PathBuf, SpecError> {
         let p = self.path(s, key)?;
         if !self.env.is_file(&p) {
-            return Err(self.err(
-                s,
-                key,
-                format!("file `{}` does not exist (paths are relative to the spec file's directory)", p.display()),
-            ));
+            // A device, pipe or directory is never read: `/dev/zero` would never end.
+            let why = if self.env.exists(&p) {
+                "is not a regular file (a directory, device or pipe): name a file"
+            } else {
+                "does not exist (paths are relative to the spec file's directory)"
+            };
+            return Err(self.err(s, key, format!("`{}` {why}", p.display())));
         }
         Ok(p)
     }
@@ -363,10 +378,31 @@ impl Checker<'_> {
     fn existing_dir(&self, s: &Spanned<String>, key: &str) -> Result<PathBuf, SpecError> {
         let p = self.path(s, key)?;
         if !self.env.is_dir(&p) {
+            let why = if self.env.exists(&p) { "is not a directory" } else { "does not exist" };
+            return Err(self.err(s, key, format!("directory `{}` {why} (paths are relative to the spec file's directory)", p.display())));
+        }
+        Ok(p)
+    }
+
+    /// A build context: an existing directory, and not the file system's root, which
+    /// would send (and hash) every file of the machine.
+    fn context(&self, s: &Spanned<String>, key: &str) -> Result<PathBuf, SpecError> {
+        let p = self.existing_dir(s, key)?;
+        let mut depth = 0usize;
+        let mut rooted = false;
+        for c in p.components() {
+            match c {
+                std::path::Component::RootDir => rooted = true,
+                std::path::Component::ParentDir => depth = depth.saturating_sub(1),
+                std::path::Component::Normal(_) => depth += 1,
+                _ => {}
+            }
+        }
+        if rooted && depth == 0 {
             return Err(self.err(
                 s,
                 key,
-                format!("directory `{}` does not exist (paths are relative to the spec file's directory)", p.display()),
+                format!("`{}` is the file system's root: a context is sent whole to Docker and hashed; name the directory that holds what the Dockerfile copies", s.value),
             ));
         }
         Ok(p)
@@ -431,7 +467,7 @@ pub fn parse_spec(text: &str, file: &Path, env: &dyn SpecEnv) -> Result<Spec, Sp
 
     let builder = builder_spec(&c, &registry, &raw.builder)?;
     let bases = bases_spec(&c, &registry, &raw.bases)?;
-    let agents = agents_spec(&c, &registry, &raw.agents, &bases.instances)?;
+    let agents = agents_spec(&c, &registry, &raw.agents, &bases.instances, platforms.len())?;
 
     let cache = match raw.cache.as_ref().and_then(|c| c.mode.as_ref()) {
         None => CacheMode::Min,
@@ -479,7 +515,7 @@ fn builder_spec(c: &Checker<'_>, registry: &RegistryPrefix, raw: &Spanned<RawBui
     let b = &raw.value;
     let repository = c.repository(registry, &b.repository, "builder.repository")?;
     let context = match &b.context {
-        Some(s) => c.existing_dir(s, "builder.context")?,
+        Some(s) => c.context(s, "builder.context")?,
         None => c.dir.to_path_buf(),
     };
     let dockerfile = match &b.dockerfile {
@@ -522,7 +558,7 @@ fn bases_spec(c: &Checker<'_>, registry: &RegistryPrefix, raw: &Spanned<RawBases
     let b = &raw.value;
     let repository = c.repository(registry, &b.repository, "bases.repository")?;
     let context = match &b.context {
-        Some(s) => c.existing_dir(s, "bases.context")?,
+        Some(s) => c.context(s, "bases.context")?,
         None => c.dir.to_path_buf(),
     };
     let dockerfile = match &b.dockerfile {
@@ -620,15 +656,16 @@ fn instances(c: &Checker<'_>, raw: &Spanned<RawInstances>) -> Result<Vec<(String
     let mut first_seen: BTreeMap<&str, &Site> = BTreeMap::new();
     for (id, site) in &out {
         if id.parse::<Tag>().is_err() {
-            return Err(SpecError {
-                site: site.clone(),
-                message: format!("`{}` is not a valid instance id: {INSTANCE_HELP}", id.escape_debug()),
-            });
+            return Err(SpecError { site: site.clone(), message: format!("{} is not a valid instance id: {INSTANCE_HELP}", quoted(id)) });
         }
         if let Some(prev) = first_seen.insert(id, site) {
             return Err(SpecError {
                 site: site.clone(),
-                message: format!("duplicate instance `{id}`: it is already listed at line {}; each instance must appear once", prev.line),
+                message: format!(
+                    "duplicate instance {}: it is already listed at line {}; each instance must appear once",
+                    quoted(id),
+                    prev.line
+                ),
             });
         }
     }
@@ -640,6 +677,7 @@ fn agents_spec(
     registry: &RegistryPrefix,
     raw: &Spanned<RawAgents>,
     instances: &[String],
+    platforms: usize,
 ) -> Result<AgentsSpec, SpecError> {
     let a = &raw.value;
     let repository = c.repository(registry, &a.repository, "agents.repository")?;
@@ -704,43 +742,87 @@ fn agents_spec(
             ),
         });
     }
-    // A sample rendering shows a template whose literal parts break the tag grammar.
+    // Before any image is named: a plan is held in memory whole, so its size is refused
+    // here, with the numbers, rather than by the allocator.
+    let images = image_count(instances.len(), variants.len(), platforms);
+    if images > MAX_IMAGES {
+        return Err(c.err(
+            &a.variants,
+            "agents.variants",
+            format!(
+                "{} instances × {} variants × {platforms} platform(s) make {images} images (a base and one agent per variant, for each instance and platform), more than the {MAX_IMAGES} one plan may hold: split the instances over several specs",
+                instances.len(),
+                variants.len()
+            ),
+        ));
+    }
+    // Every tag is checked here: a filter may turn one instance's id into something
+    // that is not a tag (`replace("x", "é")`), and that instance alone would otherwise get
+    // a hashed stand-in tag without a word.
+    // Ids are tags already, so without a `replace` on {instance} one instance stands for
+    // all, and 100,000 instances cost one rendering per variant.
+    let checked = if tag.rewrites(Field::Instance) { instances } else { &instances[..instances.len().min(1)] };
     let sample_builder = "0".repeat(crate::core::content_hash::HASH_LEN);
-    for variant in &variants {
-        let rendered = tag.render(&Vars {
-            instance: instances.first().map(String::as_str),
-            variant: Some(&variant.name),
-            builder: Some(&sample_builder),
-        });
-        let fitted = crate::core::content_hash::fit_tag(&rendered);
-        if let Err(e) = check_tag(&fitted) {
-            return Err(SpecError { site: tag_site, message: format!("`{tag_text}` renders `{rendered}`, not a tag: {e}") });
+    for instance in checked {
+        for variant in &variants {
+            let rendered = tag.render(&Vars { instance: Some(instance), variant: Some(&variant.name), builder: Some(&sample_builder) });
+            let fitted = crate::core::content_hash::fit_tag(&rendered);
+            if let Err(e) = check_tag(&fitted) {
+                return Err(SpecError {
+                    site: tag_site,
+                    message: format!(
+                        "for instance {} and variant `{}`, `{tag_text}` renders {}, not a tag: {e}",
+                        quoted(instance),
+                        variant.name,
+                        quoted(&rendered)
+                    ),
+                });
+            }
         }
     }
     Ok(AgentsSpec { repository, tag, method, variants })
 }
 
+/// The spec's text from its bytes: a spec that is not UTF-8 is refused at its first bad
+/// byte, by line and column, rather than as a file that cannot be read at all.
+pub fn spec_text<'a>(bytes: &'a [u8], file: &Path) -> Result<&'a str, SpecError> {
+    let e = match std::str::from_utf8(bytes) {
+        Ok(text) => return Ok(text),
+        Err(e) => e,
+    };
+    let good = &bytes[..e.valid_up_to()];
+    let line_start = good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    // The bytes before the bad one are valid UTF-8, so columns count characters.
+    let column = String::from_utf8_lossy(&good[line_start..]).chars().count() as u64 + 1;
+    let line = good.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+    let bad = bytes[e.valid_up_to()];
+    let guess = if bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff]) {
+        "the file is UTF-16"
+    } else {
+        "is the file saved in Latin-1 or another legacy encoding?"
+    };
+    Err(SpecError {
+        site: Site { file: file.to_path_buf(), line, column, key: String::new() },
+        message: format!("byte 0x{bad:02X} is not UTF-8 ({guess}): save the spec as UTF-8"),
+    })
+}
+
 /// Turns a YAML or shape error into a [`SpecError`] with its location.
 fn yaml_error(e: &serde_saphyr::Error, text: &str, file: &Path) -> SpecError {
-    let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-    let mut opts = serde_saphyr::RenderOptions::default();
-    opts.snippets = serde_saphyr::SnippetMode::Off;
-    let mut message = e.without_snippet().render_with_options(opts);
-    // The plain rendering may end in its own " at line X column Y"; we print ours first.
-    if let Some(i) = message.find(" at line ") {
-        message.truncate(i);
-    }
-    // The parser names YAML events; say what the spec wants instead.
-    for (event, wanted) in [
-        ("expected sequence start", "expected a list (`[a, b]` or one `- item` a line)"),
-        ("expected string scalar", "expected a string"),
-        ("expected mapping start", "expected a mapping (`key: value` lines)"),
-        ("expected struct", "expected a mapping (`key: value` lines)"),
-    ] {
-        if message.starts_with(event) {
-            message = format!("{wanted}{}", &message[event.len()..]);
+    let (mut line, mut column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+    if is_second_document(e) {
+        // The parser points at the second document's first value; the separator before it
+        // is what to remove.
+        let lines: Vec<&str> = text.lines().take(usize::try_from(line).unwrap_or(usize::MAX)).collect();
+        if let Some(i) = lines.iter().rposition(|l| l.starts_with("---") || l.starts_with("...")) {
+            (line, column) = (i as u64 + 1, 1);
         }
     }
+    let message = if text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
+        "the spec is empty: it needs at least `registry`, `builder`, `bases` and `agents` (see the README's spec section)".to_owned()
+    } else {
+        yaml_message(e).unwrap_or_else(|| rendered_yaml_message(e))
+    };
     // The key on the error's line, when there is one, is the key the user should look at.
     let key = usize::try_from(line)
         .ok()
@@ -753,6 +835,158 @@ fn yaml_error(e: &serde_saphyr::Error, text: &str, file: &Path) -> SpecError {
     SpecError { site: Site { file: file.to_path_buf(), line, column, key }, message }
 }
 
+fn is_second_document(e: &serde_saphyr::Error) -> bool {
+    match e {
+        serde_saphyr::Error::WithSnippet { error, .. } => is_second_document(error),
+        serde_saphyr::Error::MultipleDocuments { .. } => true,
+        _ => false,
+    }
+}
+
+/// The parser's own text, where it already says what the spec wants (unknown and missing
+/// keys, wrong types), with its YAML event names put in the spec's words.
+fn rendered_yaml_message(e: &serde_saphyr::Error) -> String {
+    let mut opts = serde_saphyr::RenderOptions::default();
+    opts.snippets = serde_saphyr::SnippetMode::Off;
+    let mut message = e.without_snippet().render_with_options(opts);
+    // The plain rendering may end in its own " at line X column Y"; we print ours first.
+    if let Some(i) = message.find(" at line ") {
+        message.truncate(i);
+    }
+    for (event, wanted) in [
+        ("expected sequence start", "expected a list (`[a, b]` or one `- item` a line)"),
+        ("expected string scalar", "expected a string"),
+        ("expected mapping start", "expected a mapping (`key: value` lines)"),
+        ("expected struct", "expected a mapping (`key: value` lines)"),
+        (
+            "while parsing a block mapping, did not find expected key",
+            "this line does not line up with the keys above it: indent the keys of one mapping by the same number of spaces",
+        ),
+        ("tabs disallowed", "a tab indents this line: YAML indents with spaces only"),
+        (
+            "while parsing a quoted scalar, found unknown escape character",
+            "unknown escape in a double-quoted string: write `\\\\` for a backslash, or use single quotes",
+        ),
+    ] {
+        if let Some(rest) = message.strip_prefix(event) {
+            message = format!("{wanted}{}", if rest.starts_with(' ') || rest.starts_with(',') { rest } else { "" });
+        }
+    }
+    message.replace("invalid type: unit value", "no value (null)")
+}
+
+/// What a YAML error means for a spec, for the errors whose own text speaks to the Rust
+/// programmer using the parser ("use Option<String>", "set DuplicateKeyPolicy in Options",
+/// "budget breached: ScalarBytes") rather than to the person writing the spec. `None`: the
+/// parser's text says it well enough.
+fn yaml_message(e: &serde_saphyr::Error) -> Option<String> {
+    use serde_saphyr::Error as E;
+    use serde_saphyr::budget::BudgetBreach as B;
+    let limits = serde_saphyr::Budget::default();
+    let too_big = "put a long instance list in a file (`instances: instances.txt`, one id a line)";
+    let aliases = "aliases (`*name`) repeat the value marked `&name`; this many is how a YAML \"billion laughs\" bomb looks: write the values out, or use fewer aliases";
+    Some(match e {
+        E::WithSnippet { error, .. } => return yaml_message(error),
+        E::AliasError { error, .. } => return yaml_message(error),
+        E::DuplicateMappingKey { key: Some(k), .. } => {
+            format!("{} is given twice in the same mapping: keep one (YAML does not say which would win)", quoted(k))
+        }
+        E::DuplicateMappingKey { key: None, .. } => {
+            "a key is given twice in the same mapping: keep one (YAML does not say which would win)".to_owned()
+        }
+        E::MultipleDocuments { .. } | E::Budget { breach: B::Documents { .. }, .. } => {
+            "a second YAML document starts here (after `---` or `...`): a spec is one document; remove the separator and what follows, or merge it into the first".to_owned()
+        }
+        E::NullIntoString { .. } | E::InvalidCharNull { .. } => {
+            "has no value: write a string here (`\"\"` for an empty one), or leave the key out".to_owned()
+        }
+        E::TaggedScalarCannotDeserializeIntoString { .. } => {
+            "a YAML tag (`!!int`, `!!float`, `!!bool`, ...) makes this value something other than a string: remove the tag, or quote the value".to_owned()
+        }
+        E::UnsupportedTag { tag, .. } => {
+            format!("the YAML tag {} is not supported here: remove it; a spec is plain strings, numbers, lists and mappings", quoted(tag))
+        }
+        E::TaggedStructFieldName { tag, .. } => format!("a YAML tag ({}) on a key is not allowed: remove it", quoted(tag)),
+        E::InvalidBinaryBase64 { .. } | E::BinaryNotUtf8 { .. } | E::BytesNotSupportedMissingBinaryTag { .. } => {
+            "a `!!binary` value is not text: remove the `!!binary` tag and write the text itself".to_owned()
+        }
+        E::InvalidScalar { ty, .. } => match *ty {
+            "i8" | "i16" | "i32" | "i64" | "i128" | "u8" | "u16" | "u32" | "u64" | "u128" | "isize" | "usize" => {
+                "expected a whole number, for example 64".to_owned()
+            }
+            "f32" | "f64" => "expected a number, for example 1.5".to_owned(),
+            "bool" => "expected true or false".to_owned(),
+            other => format!("expected a value of type {other}"),
+        },
+        E::InvalidBooleanStrict { .. } => "expected true or false".to_owned(),
+        E::Eof { .. } => "the file ends inside a value: close the open bracket, brace or quote".to_owned(),
+        E::UnexpectedSequenceEnd { .. } | E::UnexpectedMappingEnd { .. } | E::ContainerEndMismatch { .. } => {
+            "a list or mapping ends here that never started: check the brackets `]` and braces `}`".to_owned()
+        }
+        E::UnknownAnchor { .. } => {
+            "this alias (`*name`) names no anchor: an alias repeats a value marked `&name` earlier in the file; mark it there, or write the value itself".to_owned()
+        }
+        E::RecursiveReferencesRequireWeakTypes { .. } => {
+            "an alias (`*name`) refers to the value that contains it: write the value out".to_owned()
+        }
+        E::MergeKeyNotAllowed { .. } | E::MergeValueNotMapOrSeqOfMaps { .. } => {
+            "`<<` merges mappings into this one: write `<<: *name` where `&name` marks a mapping, or write the keys out".to_owned()
+        }
+        E::AliasReplayLimitExceeded { total_replayed_events: n, .. } => format!("aliases expand to more than {n} values: {aliases}"),
+        E::AliasExpansionLimitExceeded { expansions: n, .. } => format!("one anchor is repeated more than {n} times: {aliases}"),
+        E::AliasReplayStackDepthExceeded { depth, .. } => format!("aliases are nested {depth} deep: {aliases}"),
+        E::AliasReplayCounterOverflow { .. } => format!("aliases expand to too many values: {aliases}"),
+        E::IndentationError { required, actual, .. } => {
+            format!("this line is indented by {actual} spaces where {required} is needed: indent the keys of one mapping alike")
+        }
+        E::QuotingRequired { value, .. } => format!("{} must be quoted here: write it as \"...\"", quoted(value)),
+        E::Budget { breach, .. } => match breach {
+            B::Events { .. } | B::Nodes { .. } => {
+                format!("the spec has more than {} YAML values (nodes): too large to read safely; {too_big}", limits.max_nodes.min(limits.max_events))
+            }
+            B::ScalarBytes { total_scalar_bytes } => format!(
+                "the spec's text adds up to {total_scalar_bytes} bytes, more than the {} one spec may hold: {too_big}",
+                limits.max_total_scalar_bytes
+            ),
+            B::InputBytes { input_bytes } => {
+                format!("the spec is {input_bytes} bytes, more than the {} one spec may be: {too_big}", limits.max_reader_input_bytes.unwrap_or(0))
+            }
+            B::Depth { depth } => format!(
+                "values are nested {depth} levels deep, more than the {} allowed (a spec needs four): check the brackets and indentation",
+                limits.max_depth
+            ),
+            B::AliasAnchorRatio { aliases: n, anchors: a } => format!(
+                "{n} aliases for {a} anchors, more than {} per anchor: {aliases}",
+                limits.alias_anchor_ratio_multiplier
+            ),
+            B::Aliases { aliases: n } => format!("{n} aliases, more than the {} allowed: {aliases}", limits.max_aliases),
+            B::Anchors { anchors: n } => format!("{n} anchors (`&name`), more than the {} allowed: write the values out", limits.max_anchors),
+            B::RecordedAnchorEvents { .. } | B::RecordedAnchorBytes { .. } => {
+                format!("the values marked with anchors (`&name`) are too large to repeat: {aliases}")
+            }
+            B::MergeKeys { merge_keys } => {
+                format!("{merge_keys} merge keys (`<<`), more than the {} allowed: write the keys out", limits.max_merge_keys)
+            }
+            B::SequenceUnbalanced => {
+                "a list or mapping ends here that never started: check the brackets `]` and braces `}`".to_owned()
+            }
+            _ => "the spec is too large or too deeply nested to read safely: keep it to plain keys, lists and strings, and put a long instance list in a file".to_owned(),
+        },
+        _ => return None,
+    })
+}
+
+/// A value in backticks for an error message, cut when long: an id pasted by mistake may
+/// be megabytes long, and the message must stay one readable line that says how long it was.
+pub fn quoted(value: &str) -> String {
+    const SHOWN: usize = 64;
+    if value.chars().nth(SHOWN).is_none() {
+        return format!("`{}`", value.escape_debug());
+    }
+    let head: String = value.chars().take(SHOWN).collect();
+    format!("`{}…` ({} bytes)", head.escape_debug(), value.len())
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -762,6 +996,8 @@ pub(crate) mod tests {
     pub(crate) struct MemEnv {
         pub files: BTreeMap<PathBuf, String>,
         pub vars: BTreeMap<String, String>,
+        /// Paths that exist but are neither files nor directories (devices, pipes).
+        pub special: BTreeSet<PathBuf>,
     }
 
     impl SpecEnv for MemEnv {
@@ -776,6 +1012,9 @@ pub(crate) mod tests {
         }
         fn is_dir(&self, path: &Path) -> bool {
             path.as_os_str().is_empty() || self.files.keys().any(|f| f.starts_with(path) && f != path)
+        }
+        fn exists(&self, path: &Path) -> bool {
+            self.is_file(path) || self.is_dir(path) || self.special.contains(path)
         }
     }
 
@@ -842,5 +1081,194 @@ pub(crate) mod tests {
         assert!(e.message.contains("twice") || e.message.contains("duplicate"), "{e}");
         assert_eq!(e.site.line, 9, "{e}");
         assert!(e.site.column > 0);
+    }
+
+    /// A minimal valid spec for the YAML tables (no instance filters).
+    const PLAIN: &str = "registry: reg.example/ns\nbuilder:\n  repository: builder\nbases:\n  repository: base\n  from: x\n  dockerfile: docker/Dockerfile.base\n  instances: [a]\nagents:\n  repository: agent\n  variants:\n    - name: v\n";
+
+    fn spec_error(text: &str) -> SpecError {
+        parse_spec(text, Path::new("s.yml"), &env()).unwrap_err()
+    }
+
+    /// Words of the parser's API that mean nothing to someone writing a spec.
+    const PARSER_SPEAK: &[&str] = &[
+        "Option<",
+        "Options",
+        "DuplicateKeyPolicy",
+        "budget breached",
+        "from_str",
+        "deserialize",
+        "scalar",
+        "i64",
+        "Nodes",
+        "ScalarBytes",
+    ];
+
+    /// Bad YAML in, the spec's words out: what was wrong and what would be valid, at a line.
+    #[test]
+    fn yaml_errors_speak_the_specs_language() {
+        let aliases = format!("{}keep: [{}]\n", PLAIN.replace("registry: reg", "registry: &r reg"), vec!["*r"; 200].join(","));
+        let cases: Vec<(&str, String, u64, &[&str])> = vec![
+            ("duplicate key", format!("{PLAIN}registry: other\n"), 13, &["`registry` is given twice", "keep one"]),
+            (
+                "duplicate nested key",
+                PLAIN.replace("  repository: base\n", "  repository: base\n  repository: b2\n"),
+                6,
+                &["`repository` is given twice"],
+            ),
+            ("second document", format!("{PLAIN}---\nregistry: x\n"), 13, &["second YAML document", "one document"]),
+            ("second document after ...", format!("{PLAIN}...\n---\n"), 14, &["second YAML document"]),
+            ("null", PLAIN.replace("registry: reg.example/ns", "registry:"), 1, &["has no value", "write a string"]),
+            ("null in a list", PLAIN.replace("    - name: v\n", "    - name: v\n      cmd: [~]\n"), 13, &["has no value"]),
+            ("tagged scalar", PLAIN.replace("registry: reg.example/ns", "registry: !!int 5"), 1, &["YAML tag", "remove the tag, or quote"]),
+            ("alias ratio", aliases, 14, &["200 aliases for 1 anchors", "billion laughs"]),
+            ("unknown anchor", PLAIN.replace("registry: reg.example/ns", "registry: *nope"), 1, &["names no anchor", "&name"]),
+            ("not a number", format!("{PLAIN}jobs: {{max-parallel: abc}}\n"), 13, &["expected a whole number"]),
+            ("not a whole number", format!("{PLAIN}jobs: {{max-parallel: 1.5}}\n"), 13, &["expected a whole number"]),
+            ("eof in a list", format!("{PLAIN}keep: [a"), 13, &["unclosed bracket"]),
+            ("empty file", String::new(), 1, &["the spec is empty", "registry"]),
+            ("comments only", "# nothing\n\n".into(), 0, &["the spec is empty"]),
+            ("tab indent", PLAIN.replace("  repository: builder", "\trepository: builder"), 3, &["tab", "spaces only"]),
+            ("misaligned key", PLAIN.replace("  repository: builder", "  repository: builder\n repository: x"), 4, &["does not line up"]),
+            ("bad escape", PLAIN.replace("registry: reg.example/ns", "registry: \"a\\q\""), 1, &["unknown escape", "single quotes"]),
+            ("null instance list", PLAIN.replace("instances: [a]", "instances:"), 8, &["no value (null)", "a list of instance ids"]),
+        ];
+        let mut failures = Vec::new();
+        for (name, text, line, says) in &cases {
+            let e = spec_error(text);
+            let shown = e.to_string();
+            let speaks = PARSER_SPEAK.iter().find(|w| shown.contains(*w));
+            if (*line != 0 && e.site.line != *line) || !says.iter().all(|w| shown.contains(w)) || speaks.is_some() {
+                failures.push(format!("{name}: {shown}"));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    /// Budget breaches need inputs of tens of megabytes; their errors are built directly.
+    #[test]
+    fn budget_and_alias_limits_say_what_to_do() {
+        use serde_saphyr::budget::BudgetBreach as B;
+        let at = serde_saphyr::Location::UNKNOWN;
+        let budget = |breach| serde_saphyr::Error::Budget { breach, location: at };
+        let cases = [
+            (budget(B::ScalarBytes { total_scalar_bytes: 70_000_000 }), "instances.txt"),
+            (budget(B::Nodes { nodes: 250_001 }), "instances.txt"),
+            (budget(B::Events { events: 1_000_001 }), "instances.txt"),
+            (budget(B::InputBytes { input_bytes: 300_000_000 }), "instances.txt"),
+            (budget(B::Depth { depth: 65 }), "nested 65 levels"),
+            (budget(B::Aliases { aliases: 50_001 }), "billion laughs"),
+            (budget(B::Documents { documents: 1025 }), "one document"),
+            (budget(B::SequenceUnbalanced), "never started"),
+            (
+                serde_saphyr::Error::AliasReplayLimitExceeded { total_replayed_events: 9, max_total_replayed_events: 8, location: at },
+                "billion laughs",
+            ),
+            (
+                serde_saphyr::Error::AliasExpansionLimitExceeded {
+                    anchor_id: 1,
+                    expansions: 9,
+                    max_expansions_per_anchor: 8,
+                    location: at,
+                },
+                "billion laughs",
+            ),
+            (serde_saphyr::Error::DuplicateMappingKey { key: None, location: at }, "keep one"),
+            (serde_saphyr::Error::UnsupportedTag { tag: "!custom".into(), location: at }, "`!custom` is not supported"),
+            (serde_saphyr::Error::InvalidBinaryBase64 { location: at }, "remove the `!!binary` tag"),
+            (serde_saphyr::Error::MultipleDocuments { hint: "use from_str_multiple", location: at }, "one document"),
+        ];
+        for (e, says) in cases {
+            let m = yaml_error(&e, "registry: x\n", Path::new("s.yml")).message;
+            assert!(m.contains(says), "{e:?}: {m}");
+            assert!(!PARSER_SPEAK.iter().any(|w| m.contains(w)), "{e:?} still speaks the parser's language: {m}");
+        }
+    }
+
+    #[test]
+    fn a_spec_that_is_not_utf8_is_refused_at_its_first_bad_byte() {
+        let mut bytes = b"registry: x\nbuilder:\n  repository: caf".to_vec();
+        bytes.extend_from_slice(&[0xe9, b'\n']);
+        let e = spec_text(&bytes, Path::new("s.yml")).unwrap_err();
+        assert_eq!((e.site.line, e.site.column), (3, 18), "{e}");
+        assert!(e.message.contains("0xE9") && e.message.contains("save the spec as UTF-8"), "{e}");
+        // Columns count characters: an `é` before the bad byte is one column.
+        let e =
+            spec_text("é\u{0}".as_bytes().iter().copied().chain([0xff]).collect::<Vec<_>>().as_slice(), Path::new("s.yml")).unwrap_err();
+        assert_eq!((e.site.line, e.site.column), (1, 3), "{e}");
+        let e = spec_text(&[0xff, 0xfe, b'r', 0], Path::new("s.yml")).unwrap_err();
+        assert!(e.message.contains("UTF-16"), "{e}");
+        assert_eq!(spec_text(b"ok", Path::new("s.yml")).unwrap(), "ok");
+    }
+
+    #[test]
+    fn a_huge_bad_instance_id_is_cut_and_its_length_told() {
+        let mut e = env();
+        // 50 MB of id, as a file pasted by mistake would give.
+        let id = "x y".repeat((50 << 20) / 3);
+        e.files.insert(PathBuf::from("ids.txt"), format!("ok-1\n{id}\n"));
+        let text = PLAIN.replace("instances: [a]", "instances: ids.txt");
+        let err = parse_spec(&text, Path::new("s.yml"), &e).unwrap_err();
+        let shown = err.to_string();
+        assert!(shown.len() < 1000, "{} bytes of message", shown.len());
+        assert!(shown.contains(&format!("({} bytes)", id.len())) && shown.contains("not a valid instance id"), "{shown}");
+        assert_eq!((err.site.file.as_path(), err.site.line, err.site.column), (Path::new("ids.txt"), 2, 1));
+    }
+
+    #[test]
+    fn the_root_as_a_context_is_a_spec_error_at_its_key() {
+        let mut e = env();
+        e.files.insert(PathBuf::from("/etc/hostname"), "h\n".into());
+        for (root, key, line) in [("/", "bases.context", 9), ("/./", "bases.context", 9), ("//", "builder.context", 4)] {
+            let text = if key == "bases.context" {
+                PLAIN.replace("  instances: [a]\n", &format!("  instances: [a]\n  context: {root}\n"))
+            } else {
+                PLAIN.replace("  repository: builder\n", &format!("  repository: builder\n  context: {root}\n"))
+            };
+            let err = parse_spec(&text, Path::new("s.yml"), &e).unwrap_err();
+            assert_eq!((err.site.key.as_str(), err.site.line), (key, line), "{err}");
+            assert!(err.message.contains("the file system's root"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_device_pipe_or_directory_is_not_a_regular_file() {
+        let mut e = env();
+        e.special.insert(PathBuf::from("/dev/zero"));
+        for name in ["/dev/zero", "docker"] {
+            let text = PLAIN.replace("instances: [a]", &format!("instances: {name}"));
+            let err = parse_spec(&text, Path::new("s.yml"), &e).unwrap_err();
+            assert!(err.message.contains("is not a regular file"), "{err}");
+            assert_eq!((err.site.key.as_str(), err.site.line), ("bases.instances", 8), "{err}");
+        }
+        let text = PLAIN.replace("instances: [a]", "instances: nope.txt");
+        assert!(parse_spec(&text, Path::new("s.yml"), &e).unwrap_err().message.contains("does not exist"));
+    }
+
+    /// Every instance's tag is checked, not only the first one's.
+    #[test]
+    fn a_tag_that_breaks_for_one_instance_names_it() {
+        let text = yaml(&["a1", "b2", "xy"], &["v", "w"])
+            .replace("  repository: agent\n", "  repository: agent\n  tag: '{instance|replace(\"x\",\"é\")}-{variant}'\n");
+        let err = parse_spec(&text, Path::new("split-build.yml"), &env()).unwrap_err();
+        assert_eq!((err.site.key.as_str(), err.site.line, err.site.column), ("agents.tag", 12, 8), "{err}");
+        assert!(err.message.contains("for instance `xy` and variant `v`") && err.message.contains("`éy-v`"), "{err}");
+    }
+
+    #[test]
+    fn a_plan_over_the_most_images_is_refused_with_the_numbers() {
+        let mut e = env();
+        let ids: String = (0..500).map(|i| format!("i{i}\n")).collect();
+        e.files.insert(PathBuf::from("ids.txt"), ids);
+        let variants: Vec<String> = (0..2000).map(|i| format!("v{i}")).collect();
+        let variants: Vec<&str> = variants.iter().map(String::as_str).collect();
+        let text = yaml(&["a"], &variants).replace("instances: [a]", "instances: ids.txt");
+        let err = parse_spec(&text, Path::new("split-build.yml"), &e).unwrap_err();
+        assert_eq!((err.site.key.as_str(), err.site.line), ("agents.variants", 13), "{err}");
+        assert!(err.message.contains("500 instances × 2000 variants × 1 platform(s) make 1000500 images"), "{err}");
+        assert!(err.message.contains(&MAX_IMAGES.to_string()), "{err}");
+        // The benchmark's 100,000 instances × 2 variants × 1 platform still plans.
+        assert!(image_count(100_000, 2, 1) <= MAX_IMAGES);
+        assert!(image_count(100_000, 2, 2) > MAX_IMAGES);
     }
 }

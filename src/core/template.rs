@@ -147,6 +147,15 @@ impl Template {
         out
     }
 
+    /// Whether a `replace` filter applies to `field`: only then can two values that are
+    /// both tags render to a tag and to something that is not (`lower`/`upper` keep the
+    /// tag grammar's characters and a tag's first character valid).
+    pub fn rewrites(&self, field: Field) -> bool {
+        self.parts
+            .iter()
+            .any(|p| matches!(p, Part::Field(f, filters) if *f == field && filters.iter().any(|x| matches!(x, Filter::Replace(..)))))
+    }
+
     /// Whether the template names `field`.
     pub fn uses(&self, field: Field) -> bool {
         self.parts.iter().any(|p| matches!(p, Part::Field(f, _) if *f == field))
@@ -376,5 +385,14 @@ mod tests {
     fn uses_reports_fields() {
         let t = Template::parse("{builder}-{instance}", ALL).unwrap();
         assert!(t.uses(Field::Builder) && t.uses(Field::Instance) && !t.uses(Field::Variant));
+    }
+
+    #[test]
+    fn rewrites_tells_replace_from_case_filters() {
+        let all = [Field::Instance, Field::Variant, Field::Builder];
+        let t = Template::parse("{instance|lower}-{variant|replace(\"a\",\"b\")}", &all).unwrap();
+        assert!(!t.rewrites(Field::Instance));
+        assert!(t.rewrites(Field::Variant));
+        assert!(!t.rewrites(Field::Builder));
     }
 }

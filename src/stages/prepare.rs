@@ -10,7 +10,7 @@ use crate::cli::{Common, MethodArg};
 use crate::core::content_hash::{Recipe, builder_hash};
 use crate::core::image_ref::Tag;
 use crate::core::platform::{Platform, PlatformError};
-use crate::core::spec::{Method, Spec};
+use crate::core::spec::{Method, Spec, quoted};
 use crate::outcome::UsageError;
 
 /// The spec with everything hashed that does not need the registry.
@@ -83,7 +83,7 @@ impl Prepared {
             return Err(UsageError(format!(
                 "--items names {} not in the spec's instances: {}",
                 if unknown.len() == 1 { "an instance" } else { "instances" },
-                unknown.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+                unknown.iter().map(|s| quoted(s)).collect::<Vec<_>>().join(", ")
             ))
             .into());
         }

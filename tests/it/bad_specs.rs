@@ -228,6 +228,62 @@ fn cases() -> Vec<Case> {
             says: &["BASE_IMAGE"],
         },
         Case { name: "not a mapping", edit: ("", "- just\n- a list\n"), files: &[], line: 1, col: None, says: &["map"] },
+        Case {
+            name: "duplicate key",
+            edit: ("registry: ghcr.io/acme\n", "registry: ghcr.io/acme\nregistry: ghcr.io/other\n"),
+            files: &[],
+            line: 2,
+            col: None,
+            says: &["`registry` is given twice", "keep one"],
+        },
+        Case {
+            name: "second YAML document",
+            edit: ("    - name: minimal\n", "    - name: minimal\n---\nregistry: x\n"),
+            files: &[],
+            line: 14,
+            col: Some(1),
+            says: &["second YAML document", "one document"],
+        },
+        Case {
+            name: "null where a string goes",
+            edit: ("  repository: agent\n", "  repository:\n"),
+            files: &[],
+            line: 11,
+            col: None,
+            says: &["has no value", "write a string"],
+        },
+        Case {
+            name: "YAML tag on a string",
+            edit: ("  repository: agent\n", "  repository: !!int 5\n"),
+            files: &[],
+            line: 11,
+            col: None,
+            says: &["YAML tag", "quote the value"],
+        },
+        Case {
+            name: "agent tag broken for the second instance only",
+            edit: ("  repository: agent\n", "  repository: agent\n  tag: '{instance|replace(\"astropy\",\"é\")}-{variant}'\n"),
+            files: &[],
+            line: 12,
+            col: Some(8),
+            says: &["agents.tag", "for instance `astropy__astropy-12907`", "not a tag"],
+        },
+        Case {
+            name: "the root as a context",
+            edit: ("  dockerfile: Dockerfile.base\n", "  dockerfile: Dockerfile.base\n  context: /\n"),
+            files: &[],
+            line: 9,
+            col: None,
+            says: &["bases.context", "file system's root"],
+        },
+        Case {
+            name: "a device as the instances file",
+            edit: ("[django__django-11099, astropy__astropy-12907]", "/dev/zero"),
+            files: &[],
+            line: 9,
+            col: None,
+            says: &["bases.instances", "not a regular file"],
+        },
     ]
 }
 
@@ -284,4 +340,52 @@ fn a_missing_spec_exits_2_and_names_it() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("split-build.yml") && stderr.contains("--spec"), "{stderr}");
     assert!(!Path::new(&dir.path().join("split-build.yml")).exists());
+}
+
+/// Specs too big or too odd for the table: bytes that are not UTF-8, a 50 MB id, a million images.
+#[test]
+fn unusable_inputs_beyond_the_table_exit_2_with_their_location() {
+    let dir = spec_dir(&[("Dockerfile.agent", "FROM scratch AS payload\n"), ("Dockerfile.base", "ARG BASE_IMAGE\nFROM $BASE_IMAGE\n")]);
+    let spec = dir.path().join("split-build.yml");
+    let plan = || {
+        let out = SplitBuild::new(dir.path()).args(["plan", "--offline"]).output();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+
+    let mut latin1 = GOOD.replace("name: minimal", "name: caf").into_bytes();
+    let at = latin1.len() - 1;
+    latin1.insert(at, 0xe9);
+    std::fs::write(&spec, &latin1).unwrap();
+    let (code, stderr) = plan();
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("split-build.yml:13:16:") && stderr.contains("0xE9") && stderr.contains("UTF-8"), "{stderr}");
+
+    let id = "x y".repeat((50 << 20) / 3);
+    std::fs::write(dir.path().join("ids.txt"), format!("ok-1\n{id}\n")).unwrap();
+    std::fs::write(&spec, GOOD.replace("[django__django-11099, astropy__astropy-12907]", "ids.txt")).unwrap();
+    let (code, stderr) = plan();
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.len() < 2000 && stderr.contains("ids.txt:2:1:") && stderr.contains(&format!("({} bytes)", id.len())),
+        "{}",
+        &stderr[..stderr.len().min(2000)]
+    );
+
+    let ids: String = (0..500).map(|i| format!("i{i}\n")).collect();
+    std::fs::write(dir.path().join("ids.txt"), ids).unwrap();
+    let variants: String = (0..2000).map(|i| format!("    - name: v{i}\n")).collect();
+    let text = GOOD.replace("[django__django-11099, astropy__astropy-12907]", "ids.txt").replace("    - name: minimal\n", &variants);
+    std::fs::write(&spec, text).unwrap();
+    let (code, stderr) = plan();
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("agents.variants") && stderr.contains("make 1000500 images") && stderr.contains("500000"), "{stderr}");
+}
+
+/// A report that cannot be read is unusable input, like one that is not JSON.
+#[test]
+fn an_unreadable_report_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("latin1.json"), [b'{', 0xe9, b'}']).unwrap();
+    let out = split_build(dir.path(), &["report", "latin1.json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
 }
