@@ -653,23 +653,53 @@ fn instances(c: &Checker<'_>, raw: &Spanned<RawInstances>) -> Result<Vec<(String
     if out.is_empty() {
         return Err(c.err(raw, "bases.instances", "no instances: list at least one instance id, inline or one a line in a file"));
     }
+    // An instances file is not the spec's own text (it could be any file, /proc/self/environ
+    // included): its ids are described, never echoed.
+    let from_file = matches!(raw.value, RawInstances::File(_));
+    let shown = |id: &str| if from_file { "on this line".to_owned() } else { quoted(id) };
     let mut first_seen: BTreeMap<&str, &Site> = BTreeMap::new();
     for (id, site) in &out {
         if id.parse::<Tag>().is_err() {
-            return Err(SpecError { site: site.clone(), message: format!("{} is not a valid instance id: {INSTANCE_HELP}", quoted(id)) });
+            let what = if from_file {
+                format!("the instance id on this line is not valid ({})", what_is_wrong(id))
+            } else {
+                format!("{} is not a valid instance id", quoted(id))
+            };
+            return Err(SpecError { site: site.clone(), message: format!("{what}: {INSTANCE_HELP}") });
         }
         if let Some(prev) = first_seen.insert(id, site) {
             return Err(SpecError {
                 site: site.clone(),
                 message: format!(
                     "duplicate instance {}: it is already listed at line {}; each instance must appear once",
-                    quoted(id),
+                    shown(id),
                     prev.line
                 ),
             });
         }
     }
     Ok(out)
+}
+
+/// Why an id is not a tag, without repeating it: its length, or its first character that a
+/// tag may not hold (a character outside letters, digits, `_`, `.` and `-` says nothing of a
+/// secret around it).
+fn what_is_wrong(id: &str) -> String {
+    let n = id.chars().count();
+    if n > 128 {
+        return format!("{n} characters long, more than 128");
+    }
+    if let Some((i, c)) = id.char_indices().find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))) {
+        let name = match c {
+            ' ' => "a space".to_owned(),
+            '\t' => "a tab".to_owned(),
+            '\0' => "a NUL byte".to_owned(),
+            c if c.is_control() => format!("a control character (U+{:04X})", u32::from(c)),
+            c => format!("`{}`", c.escape_debug()),
+        };
+        return format!("character {} is {name}", id[..i].chars().count() + 1);
+    }
+    "it starts with `.` or `-`".to_owned()
 }
 
 fn agents_spec(
@@ -1055,6 +1085,21 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_instances_file_is_described_never_echoed() {
+        let mut env = MemEnv::default();
+        env.files.insert(PathBuf::from("/s/Dockerfile"), "FROM scratch AS payload\n".into());
+        env.files.insert(PathBuf::from("/s/ids.txt"), "ok-1\nTOKEN=ghs_secret\0HOME=/root\n".into());
+        let spec = "registry: r.io/t\nbuilder: { repository: b, version: v1 }\nbases:\n  repository: base\n  from: \"up/{instance}:1\"\n  instances: ids.txt\nagents:\n  repository: a\n  variants: [{ name: x }]\n";
+        let e = parse_spec(spec, Path::new("/s/split-build.yml"), &env).unwrap_err();
+        assert_eq!((e.site.line, e.site.column), (2, 1), "{e}");
+        assert!(!e.to_string().contains("ghs_secret") && !e.to_string().contains("TOKEN"), "{e}");
+        assert!(e.to_string().contains("character 6 is `=`"), "{e}");
+        env.files.insert(PathBuf::from("/s/ids.txt"), "ok-1\nok-1\n".into());
+        let e = parse_spec(spec, Path::new("/s/split-build.yml"), &env).unwrap_err();
+        assert!(e.to_string().contains("duplicate instance on this line: it is already listed at line 1"), "{e}");
+    }
+
+    #[test]
     fn instances_file_with_comments_and_env_version() {
         let mut e = env();
         e.files.insert(PathBuf::from("ids.txt"), "# header\nx__y-1\n\n  z-2  # trailing\n".into());
@@ -1211,7 +1256,9 @@ pub(crate) mod tests {
         let err = parse_spec(&text, Path::new("s.yml"), &e).unwrap_err();
         let shown = err.to_string();
         assert!(shown.len() < 1000, "{} bytes of message", shown.len());
-        assert!(shown.contains(&format!("({} bytes)", id.len())) && shown.contains("not a valid instance id"), "{shown}");
+        // From a file, the id is described (its length), never echoed.
+        assert!(shown.contains(&format!("{} characters long", id.chars().count())) && shown.contains("is not valid"), "{shown}");
+        assert!(!shown.contains("x y"), "{shown}");
         assert_eq!((err.site.file.as_path(), err.site.line, err.site.column), (Path::new("ids.txt"), 2, 1));
     }
 
