@@ -32,6 +32,9 @@ pub(crate) struct BuildRequest {
     pub context: PathBuf,
     /// The Dockerfile's text.
     pub dockerfile: String,
+    /// Where that text was read from, when it is a file: inside the context it is sent as
+    /// itself, as `docker build` sends it.
+    pub dockerfile_path: Option<PathBuf>,
     /// The target stage, if any.
     pub target: Option<String>,
     /// Build args.
@@ -116,14 +119,15 @@ impl DockerEngine {
     }
 
     async fn build_with(&self, req: &BuildRequest, buildkit: bool, actions: &ActionsEnv) -> anyhow::Result<()> {
-        let tar = context_tar(&req.context, &req.dockerfile).with_context(|| format!("packing the context `{}`", req.context.display()))?;
+        let (tar, dockerfile_name) = context_tar(&req.context, &req.dockerfile, req.dockerfile_path.as_deref())
+            .with_context(|| format!("packing the context `{}`", req.context.display()))?;
         let mut build_args = req.build_args.clone();
         if buildkit && req.inline_cache {
             // The daemon's /build API exports cache only inline (cache.mode min and max alike).
             build_args.insert("BUILDKIT_INLINE_CACHE".into(), "1".into());
         }
         let mut options = BuildImageOptionsBuilder::default()
-            .dockerfile(DOCKERFILE_IN_TAR)
+            .dockerfile(&dockerfile_name)
             .t(&req.tag)
             .rm(true)
             .forcerm(true)
@@ -340,15 +344,30 @@ fn tail(log: &[String]) -> String {
     format!(" (last build output: {})", lines[start..].join(" | "))
 }
 
-/// The context as a tar: regular files, directories and symlinks in path order, mtime 0,
-/// owner root, `.dockerignore` honoured, the Dockerfile added as `.split-build.Dockerfile`.
-pub(crate) fn context_tar(context: &Path, dockerfile: &str) -> anyhow::Result<Vec<u8>> {
+/// The context as `docker build` sends it, as a tar: regular files, directories and
+/// symlinks in path order, mtime 0, owner root, what `.dockerignore` leaves out left out. A
+/// Dockerfile inside the context goes as itself (it and `.dockerignore` always go; the daemon
+/// leaves them out of `COPY` when they match an exclude); one from elsewhere, or generated,
+/// goes as `.split-build.Dockerfile`, appended to the tar's `.dockerignore` so that `COPY .`
+/// never picks it up (the CLI does the same with its random name). Returns the tar and the
+/// Dockerfile's name in it.
+pub(crate) fn context_tar(context: &Path, dockerfile: &str, dockerfile_path: Option<&Path>) -> anyhow::Result<(Vec<u8>, String)> {
     let root = if context.as_os_str().is_empty() { Path::new(".") } else { context };
     let ignore = read_dockerignore(root)?;
+    let inside = dockerfile_path.and_then(|p| inside_of(root, p));
+    let mut entries = context_entries(root, &ignore, |_| false)?;
+    for always in [Some(".dockerignore".to_owned()), inside.clone()].into_iter().flatten() {
+        let path = root.join(&always);
+        if !entries.iter().any(|(rel, _)| *rel == always)
+            && let Ok(meta) = path.symlink_metadata()
+        {
+            entries.push((always, meta.file_type()));
+        }
+    }
     let mut b = tar::Builder::new(Vec::new());
     b.follow_symlinks(false);
-    // Docker's own context: what `.dockerignore` leaves out is neither sent nor built.
-    for (rel, ft) in context_entries(root, &ignore, |_| false)? {
+    let mut wrote_ignore = false;
+    for (rel, ft) in entries {
         let path = root.join(&rel);
         let meta = path.symlink_metadata().with_context(|| format!("reading `{}`", path.display()))?;
         let mut h = tar::Header::new_gnu();
@@ -368,19 +387,39 @@ pub(crate) fn context_tar(context: &Path, dockerfile: &str) -> anyhow::Result<Ve
             h.set_size(0);
             b.append_link(&mut h, &rel, std::fs::read_link(&path)?)?;
         } else if ft.is_file() {
-            let data = std::fs::read(&path).with_context(|| format!("reading `{}`", path.display()))?;
+            let mut data = std::fs::read(&path).with_context(|| format!("reading `{}`", path.display()))?;
+            if rel == ".dockerignore" && inside.is_none() {
+                data.extend_from_slice(format!("\n{DOCKERFILE_IN_TAR}\n").as_bytes());
+                wrote_ignore = true;
+            }
             h.set_entry_type(tar::EntryType::Regular);
             h.set_size(data.len() as u64);
             b.append_data(&mut h, &rel, data.as_slice())?;
         }
     }
-    let mut h = tar::Header::new_gnu();
-    h.set_mtime(0);
-    h.set_mode(0o644);
-    h.set_size(dockerfile.len() as u64);
-    h.set_entry_type(tar::EntryType::Regular);
-    b.append_data(&mut h, DOCKERFILE_IN_TAR, dockerfile.as_bytes())?;
-    Ok(b.into_inner()?)
+    if let Some(name) = inside {
+        return Ok((b.into_inner()?, name));
+    }
+    let regular = |b: &mut tar::Builder<Vec<u8>>, name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_mtime(0);
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, name, data)
+    };
+    if !wrote_ignore {
+        regular(&mut b, ".dockerignore", format!("{DOCKERFILE_IN_TAR}\n").as_bytes())?;
+    }
+    regular(&mut b, DOCKERFILE_IN_TAR, dockerfile.as_bytes())?;
+    Ok((b.into_inner()?, DOCKERFILE_IN_TAR.to_owned()))
+}
+
+/// `path` as a `/`-separated path inside `root`, when it is a file there.
+fn inside_of(root: &Path, path: &Path) -> Option<String> {
+    let (root, path) = (root.canonicalize().ok()?, path.canonicalize().ok()?);
+    let rel = path.strip_prefix(&root).ok()?;
+    Some(rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")).filter(|r| !r.is_empty())
 }
 
 #[cfg(test)]
@@ -395,12 +434,31 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("b")).unwrap();
         std::fs::write(dir.path().join("b/z"), "z").unwrap();
         std::fs::write(dir.path().join("a"), "a").unwrap();
-        let t1 = context_tar(dir.path(), "FROM scratch\n").unwrap();
-        let t2 = context_tar(dir.path(), "FROM scratch\n").unwrap();
+        let (t1, name) = context_tar(dir.path(), "FROM scratch\n", None).unwrap();
+        let (t2, _) = context_tar(dir.path(), "FROM scratch\n", None).unwrap();
+        assert_eq!(name, DOCKERFILE_IN_TAR);
         assert_eq!(t1, t2);
         let mut archive = tar::Archive::new(t1.as_slice());
         let names: Vec<String> = archive.entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned()).collect();
         assert_eq!(names, [".dockerignore", "a", "b", "b/z", DOCKERFILE_IN_TAR]);
+        let mut archive = tar::Archive::new(t1.as_slice());
+        let text = std::io::read_to_string(archive.entries().unwrap().next().unwrap().unwrap()).unwrap();
+        assert!(text.ends_with(&format!("\n{DOCKERFILE_IN_TAR}\n")), "COPY . must not pick the Dockerfile up: {text:?}");
+    }
+
+    #[test]
+    fn a_dockerfile_inside_the_context_goes_as_itself_even_when_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".dockerignore"), "Dockerfile\n.dockerignore\n").unwrap();
+        std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
+        std::fs::write(dir.path().join("a"), "a").unwrap();
+        let (tar, name) = context_tar(dir.path(), "FROM scratch\n", Some(&dir.path().join("Dockerfile"))).unwrap();
+        assert_eq!(name, "Dockerfile");
+        let mut archive = tar::Archive::new(tar.as_slice());
+        let mut names: Vec<String> =
+            archive.entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned()).collect();
+        names.sort();
+        assert_eq!(names, [".dockerignore", "Dockerfile", "a"], "as the CLI sends them: the daemon drops what its excludes name");
     }
 
     #[test]

@@ -74,6 +74,7 @@ async fn build_builder_once(engine: &DockerEngine, prepared: &Prepared, plan: &P
     let req = BuildRequest {
         context: b.context.clone(),
         dockerfile,
+        dockerfile_path: Some(b.dockerfile.clone()),
         target: Some(b.target.clone()),
         build_args: b.build_args.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         labels: HashMap::from([("dev.split-build.builder-version".to_owned(), prepared.builder_version.to_string())]),
@@ -136,6 +137,7 @@ async fn build_base(
     let req = BuildRequest {
         context: prepared.spec.bases.context.clone(),
         dockerfile,
+        dockerfile_path: Some(prepared.spec.bases.dockerfile.clone()),
         target: prepared.spec.bases.target.clone(),
         build_args,
         labels: HashMap::from([(BASE_NAME.to_owned(), b.from.clone())]),

@@ -12,6 +12,7 @@ mod actions;
 mod assemble;
 mod bad_specs;
 mod docker_run;
+mod dockerignore;
 mod e2e_act;
 mod hardening;
 mod multi_platform;
