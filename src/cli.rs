@@ -110,6 +110,10 @@ pub(crate) struct PlanArgs {
     /// Do not ask the registry: every image is `cold`.
     #[arg(long)]
     pub offline: bool,
+    /// Also write the plan to this file, for the matrix jobs' `--plan` (hand it over as an
+    /// artifact: job outputs are capped at 1 MB).
+    #[arg(long = "plan-file")]
+    pub plan_file: Option<PathBuf>,
 }
 
 /// Which stage `build` builds.
@@ -140,6 +144,11 @@ pub(crate) struct BuildArgs {
     /// Images built at once.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub parallel: u16,
+    /// The plan file the `plan` job wrote (`--plan-file`): use its tags, upstream digests and
+    /// statuses and ask the registry only about this job's items. Refused when this checkout
+    /// would plan other images.
+    #[arg(long)]
+    pub plan: Option<PathBuf>,
 }
 
 /// How agent images are made.
@@ -170,6 +179,11 @@ pub(crate) struct AssembleArgs {
     /// Images built at once through the daemon (the dockerfile method).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub parallel: u16,
+    /// The plan file the `plan` job wrote (`--plan-file`): use its tags, upstream digests and
+    /// statuses and ask the registry only about this job's items. Refused when this checkout
+    /// would plan other images.
+    #[arg(long)]
+    pub plan: Option<PathBuf>,
 }
 
 /// `run`.
@@ -193,6 +207,10 @@ pub(crate) struct ReportArgs {
     /// Write the merged summary here as well as to stdout.
     #[arg(long)]
     pub summary: Option<PathBuf>,
+    /// The plan file: the images it found already made (hits no job touched) count in the
+    /// summary too.
+    #[arg(long)]
+    pub plan: Option<PathBuf>,
 }
 
 /// `prune`.

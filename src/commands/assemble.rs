@@ -12,7 +12,8 @@ use crate::stages::append::assemble_append;
 use crate::stages::daemon::connect_daemon;
 use crate::stages::dockerfile::assemble_with_daemon;
 use crate::stages::emit::finish;
-use crate::stages::observe::{connect, make_plan};
+use crate::stages::handover::load_plan;
+use crate::stages::observe::{connect, make_plan, recheck};
 use crate::stages::prepare::prepare;
 
 /// `split-build assemble`.
@@ -27,7 +28,16 @@ pub(crate) async fn run(args: AssembleArgs, actions: &ActionsEnv) -> anyhow::Res
     let client = connect(&args.registry, &prepared.spec.registry.host)?;
     let concurrency = usize::from(args.registry.concurrency);
     actions.group("split-build assemble: planning");
-    let plan = make_plan(&prepared, Some(&client), concurrency, &pick).await;
+    let plan = match &args.plan {
+        Some(path) => match load_plan(path, &prepared) {
+            Ok(mut plan) => {
+                recheck(&client, &mut plan, &pick, concurrency).await;
+                Ok(plan)
+            }
+            Err(e) => Err(e),
+        },
+        None => make_plan(&prepared, Some(&client), concurrency, &pick).await,
+    };
     actions.end_group();
     let plan = plan?;
 

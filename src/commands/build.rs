@@ -8,7 +8,8 @@ use crate::cli::{BuildArgs, BuildStage};
 use crate::outcome::{Done, UsageError};
 use crate::stages::daemon::{build_bases, build_builder, connect_daemon};
 use crate::stages::emit::finish;
-use crate::stages::observe::{connect, make_plan};
+use crate::stages::handover::load_plan;
+use crate::stages::observe::{connect, make_plan, recheck};
 use crate::stages::prepare::{Pick, prepare};
 
 /// `split-build build`.
@@ -25,7 +26,15 @@ pub(crate) async fn run(args: BuildArgs, actions: &ActionsEnv) -> anyhow::Result
         BuildStage::Builder => Pick::instances(Default::default()),
         BuildStage::Bases => pick.clone(),
     };
-    let plan = make_plan(&prepared, Some(&client), usize::from(args.registry.concurrency), &asks).await?;
+    let concurrency = usize::from(args.registry.concurrency);
+    let plan = match &args.plan {
+        Some(path) => {
+            let mut plan = load_plan(path, &prepared)?;
+            recheck(&client, &mut plan, &asks, concurrency).await;
+            plan
+        }
+        None => make_plan(&prepared, Some(&client), concurrency, &asks).await?,
+    };
     let engine = connect_daemon(&args.registry, &prepared.spec.registry.host).await?;
     let records = match args.stage {
         BuildStage::Builder => build_builder(&engine, &prepared, &plan, actions).await,

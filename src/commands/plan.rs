@@ -7,6 +7,7 @@ use crate::core::report::Report;
 use crate::core::summary::{SUMMARY_BUDGET, plan_summary};
 use crate::outcome::Done;
 use crate::stages::emit::{emit_summary, log_counts, write_json_stdout, write_report};
+use crate::stages::handover::write_plan;
 use crate::stages::observe::{connect, make_plan};
 use crate::stages::prepare::{Pick, prepare};
 
@@ -20,6 +21,9 @@ pub(crate) async fn run(args: PlanArgs, actions: &ActionsEnv) -> anyhow::Result<
     let plan = make_plan(&prepared, client.as_ref(), usize::from(args.registry.concurrency), &Pick::default()).await?;
 
     write_json_stdout(&plan)?;
+    if let Some(path) = &args.plan_file {
+        write_plan(path, &plan)?;
+    }
     if actions.output.is_some() {
         actions.set_outputs(&plan_outputs(&plan)?)?;
     }

@@ -7,9 +7,10 @@ use anyhow::Context as _;
 
 use crate::adapters::actions_env::ActionsEnv;
 use crate::cli::ReportArgs;
-use crate::core::report::Report;
+use crate::core::report::{Report, untouched_hits};
 use crate::core::summary::{SUMMARY_BUDGET, report_summary};
 use crate::outcome::{Done, UsageError};
+use crate::stages::handover::read_plan;
 
 /// `split-build report`.
 pub(crate) async fn run(args: ReportArgs, actions: &ActionsEnv) -> anyhow::Result<Done> {
@@ -28,7 +29,13 @@ pub(crate) async fn run(args: ReportArgs, actions: &ActionsEnv) -> anyhow::Resul
             tracing::warn!("`{}` does not exist: no report there (a skipped job writes none)", p.display());
         }
     }
-    let reports = files.iter().map(|f| read_report(f)).collect::<anyhow::Result<Vec<Report>>>()?;
+    let mut reports = files.iter().map(|f| read_report(f)).collect::<anyhow::Result<Vec<Report>>>()?;
+    if let Some(path) = &args.plan {
+        let hits = untouched_hits(&read_plan(path)?, &reports);
+        if !hits.images.is_empty() {
+            reports.push(hits);
+        }
+    }
     let markdown = report_summary("split-build report", &reports, SUMMARY_BUDGET);
     println!("{markdown}");
     actions.append_summary(&markdown)?;

@@ -202,6 +202,15 @@ impl Report {
     }
 }
 
+/// The images a plan found made that no job report names: the hits no job touched, as one
+/// report, so that a merged summary counts every planned image.
+pub fn untouched_hits(plan: &Plan, reports: &[Report]) -> Report {
+    let named: BTreeSet<&str> = reports.iter().flat_map(|r| r.images.iter().map(|i| i.image.as_str())).collect();
+    let mut hits = Report::of_plan(plan);
+    hits.images.retain(|i| i.status == Outcome::Hit && !named.contains(i.image.as_str()));
+    hits
+}
+
 /// The instances whose agents can be made after these builder and bases records: none when
 /// the builder failed, else every instance whose base did not fail.
 pub fn ready_instances<'a>(instances: &'a [String], records: &[ImageRecord]) -> BTreeSet<&'a str> {
@@ -324,6 +333,33 @@ mod tests {
         let no_builder = [rec(Stage::Builder, None, Outcome::Failed)];
         assert!(ready_instances(&instances, &no_builder).is_empty());
         assert_eq!(ready_instances(&instances, &[]).len(), 3);
+    }
+
+    #[test]
+    fn a_merged_summary_counts_the_hits_no_job_touched() {
+        use crate::core::plan::{AgentPlan, BuilderPlan, Matrices};
+        let image = |t: &str| format!("r.io/a:{t}").parse().unwrap();
+        let agent = |t: &str, status| AgentPlan {
+            instance: t.into(),
+            variant: "v".into(),
+            platform: "linux/amd64".parse().unwrap(),
+            image: image(t),
+            base: image("base"),
+            status,
+        };
+        let plan = Plan {
+            builder: BuilderPlan { image: image("b"), status: Status::Hit, platforms: vec!["linux/amd64".parse().unwrap()] },
+            bases: vec![],
+            agents: vec![agent("x", Status::Hit), agent("y", Status::Cold), agent("z", Status::Hit)],
+            matrices: Matrices::default(),
+            notes: vec![],
+            made_from: None,
+        };
+        let job = Report { images: vec![rec(Stage::Builder, None, Outcome::Hit)], ..Report::default() };
+        let job = Report { images: vec![ImageRecord { image: "r.io/a:z".into(), ..job.images[0].clone() }], ..job };
+        let hits = untouched_hits(&plan, &[job]);
+        let names: Vec<&str> = hits.images.iter().map(|i| i.image.as_str()).collect();
+        assert_eq!(names, ["r.io/a:b", "r.io/a:x"]);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use anyhow::Context as _;
 
 use crate::core::image_config::{is_index, provenance_of};
 use crate::core::image_ref::{Digest, ImageRef};
-use crate::core::plan::{Layout, LayoutInputs, Observed, Plan, Presence, decide, layout};
+use crate::core::plan::{Layout, LayoutInputs, Observed, Plan, Presence, Status, decide, layout, refresh};
 use crate::core::template::Vars;
 use crate::stages::prepare::{Pick, Prepared};
 
@@ -221,5 +221,44 @@ pub(crate) async fn make_plan(prepared: &Prepared, client: Option<&Registry>, co
             .await
             .with_context(|| format!("asking {} which images exist (use --offline to plan without it)", spec.registry.host))?;
     }
-    Ok(decide(layout, &observed, usize::from(spec.max_parallel)))
+    let mut plan = decide(layout, &observed, usize::from(spec.max_parallel));
+    plan.made_from = Some(prepared.fingerprint.clone());
+    Ok(plan)
+}
+
+/// Brings a handed-over plan up to date for a job: asks the registry only about what the job
+/// is about to make (the picked images the plan names missing), so a rerun still skips
+/// finished work; tags, upstream digests and warm caches stay the plan's.
+pub(crate) async fn recheck(registry: &Registry, plan: &mut Plan, pick: &Pick, concurrency: usize) {
+    let mut observed = Observed::default();
+    let mut to_head: Vec<ImageRef> = Vec::new();
+    if plan.builder.status != Status::Hit {
+        to_head.push(plan.builder.image.clone());
+    }
+    let mut seen = BTreeSet::new();
+    for b in plan.bases.iter().filter(|b| b.status != Status::Hit && pick.wants(&b.instance, &b.platform)) {
+        if seen.insert(b.image.to_string()) {
+            to_head.push(b.image.clone());
+        }
+    }
+    let agents: Vec<ImageRef> = plan
+        .agents
+        .iter()
+        .filter(|a| a.status != Status::Hit && pick.wants_instance(&a.instance))
+        .map(|a| a.image.clone())
+        .filter(|i| seen.insert(i.to_string()))
+        .collect();
+    let (heads, agents) = tokio::join!(heads(registry, to_head, concurrency), async {
+        stream::iter(agents)
+            .map(|image| async move { (image.to_string(), agent_presence(registry, &image).await) })
+            .buffer_unordered(concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await
+    });
+    record(&mut observed, heads);
+    record(&mut observed, agents);
+    for (image, why) in &observed.unchecked {
+        tracing::warn!("`{image}`: could not check whether it exists ({why}); making it as the plan says");
+    }
+    refresh(plan, &observed);
 }

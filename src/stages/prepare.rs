@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use crate::adapters::workspace::{load_spec, recipe};
 use crate::cli::{Common, MethodArg};
 use crate::core::content_hash::{Recipe, builder_hash};
+use crate::core::fingerprint::Fingerprint;
 use crate::core::image_ref::Tag;
 use crate::core::platform::{Platform, PlatformError};
 use crate::core::spec::{Method, Spec, quoted};
@@ -21,6 +22,8 @@ pub(crate) struct Prepared {
     pub(crate) builder_version: Tag,
     /// The base Dockerfile, target and context inputs.
     pub(crate) base_recipe: Recipe,
+    /// What a plan made from this checkout records it was made from.
+    pub(crate) fingerprint: Fingerprint,
 }
 
 /// Loads the spec and hashes its local inputs.
@@ -37,7 +40,10 @@ pub(crate) fn prepare(common: &Common) -> anyhow::Result<Prepared> {
     };
     let base_recipe = recipe(&spec.bases.context, &spec.bases.dockerfile, spec.bases.target.as_deref(), &spec.bases.inputs)
         .context("hashing the bases' inputs")?;
-    Ok(Prepared { spec, builder_version, base_recipe })
+    // The spec was just read whole; reading it again for its digest costs nothing next to it.
+    let spec_bytes = std::fs::read(&common.spec).with_context(|| format!("reading `{}`", common.spec.display()))?;
+    let fingerprint = Fingerprint::of(&spec_bytes, &base_recipe, builder_version.as_str(), env!("CARGO_PKG_VERSION"));
+    Ok(Prepared { spec, builder_version, base_recipe, fingerprint })
 }
 
 /// What a job works on: its instances (`--items`; `None`: every one) and its platform

@@ -56,7 +56,7 @@ fn plan(dir: &Path, extra: &[&str]) -> Value {
 }
 
 /// Pushes an upstream image for every instance to `reg`.
-fn push_upstreams(reg: &Registry) {
+pub(crate) fn push_upstreams(reg: &Registry) {
     for id in INSTANCES {
         import_and_push(&busybox_rootfs_tar(&[]), &format!("{}/up/{}:1", reg.host, id.replace("__", "_1776_")));
     }
@@ -72,7 +72,7 @@ fn push_builder(tag: &str) {
 /// The spec for `reg`, after pushing the upstream images and making what the build jobs
 /// would: each planned base (the first as a Docker image, the others converted to OCI with
 /// skopeo) and the builder image. Returns the spec's directory and the plan then.
-fn fixtures(reg: &Registry) -> (tempfile::TempDir, Value) {
+pub(crate) fn fixtures(reg: &Registry) -> (tempfile::TempDir, Value) {
     let spec = alpha_beta_spec(&reg.host, &reg.host);
     let dir = spec.path();
     push_upstreams(reg);

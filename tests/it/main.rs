@@ -16,6 +16,7 @@ mod dockerignore;
 mod e2e_act;
 mod hardening;
 mod multi_platform;
+mod plan_once;
 mod plan_snapshots;
 mod prune;
 mod services;
