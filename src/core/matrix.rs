@@ -1,6 +1,8 @@
 //! GitHub Actions matrices: `{"include": [...]}` with one entry per job, and the sharding
 //! that splits a stage's missing items into at most `max-parallel` balanced jobs.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::core::platform::Platform;
@@ -21,6 +23,8 @@ pub struct MatrixEntry {
     pub shards: usize,
     /// The platform this job works on.
     pub platform: String,
+    /// The `runs-on` label of a runner of that platform (`runs-on: ${{ matrix.runner }}`).
+    pub runner: String,
     /// The job's items (instance ids or the builder version), space-separated.
     pub items: String,
 }
@@ -32,7 +36,7 @@ pub type Work = (Platform, Vec<String>);
 /// all (never fewer than one per platform with work). Shards are allocated to platforms in
 /// proportion to their item counts (largest remainder, ties to the earlier platform);
 /// within a platform, shard sizes differ by at most one. Deterministic for equal input.
-pub fn shard(work: &[Work], max_jobs: usize) -> GithubMatrix {
+pub fn shard(work: &[Work], max_jobs: usize, runners: &BTreeMap<Platform, String>) -> GithubMatrix {
     let busy: Vec<&Work> = work.iter().filter(|(_, items)| !items.is_empty()).collect();
     if busy.is_empty() {
         return GithubMatrix::default();
@@ -54,6 +58,7 @@ pub fn shard(work: &[Work], max_jobs: usize) -> GithubMatrix {
                 shard: include.len() + 1,
                 shards,
                 platform: platform.to_string(),
+                runner: runners.get(platform).cloned().unwrap_or_else(|| "ubuntu-latest".to_owned()),
                 items: items[start..start + len].join(" "),
             });
             start += len;
@@ -137,7 +142,7 @@ mod tests {
             (vec![(amd.clone(), vec![])], 64, 0),
         ];
         for (work, max, want) in cases {
-            let m = shard(&work, max);
+            let m = shard(&work, max, &BTreeMap::new());
             assert_eq!(m.include.len(), want, "max {max}");
             check_invariants(&work, max, &m);
         }
@@ -154,8 +159,8 @@ mod tests {
     #[test]
     fn deterministic_and_in_order() {
         let work = vec![(p("linux/amd64"), items(10))];
-        let m = shard(&work, 3);
-        assert_eq!(m, shard(&work, 3));
+        let m = shard(&work, 3, &BTreeMap::new());
+        assert_eq!(m, shard(&work, 3, &BTreeMap::new()));
         let got: Vec<&str> = m.include.iter().map(|e| e.items.as_str()).collect();
         assert_eq!(got, ["i0 i1 i2 i3", "i4 i5 i6", "i7 i8 i9"]);
     }

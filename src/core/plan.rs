@@ -55,6 +55,8 @@ pub struct Layout {
     pub bases: Vec<BaseLayout>,
     /// One entry per instance and variant, instance-major in spec order.
     pub agents: Vec<AgentLayout>,
+    /// The `runs-on` label of each platform's matrix jobs.
+    pub runners: BTreeMap<Platform, String>,
 }
 
 /// The names around one base image.
@@ -138,7 +140,7 @@ pub fn layout(spec: &Spec, inputs: LayoutInputs<'_>) -> Layout {
         }
         bases.push(BaseLayout { instance: instance.clone(), from, from_digest, image, latest, build_args });
     }
-    Layout { builder, platforms: spec.platforms.clone(), bases, agents }
+    Layout { builder, platforms: spec.platforms.clone(), bases, agents, runners: spec.runners.clone() }
 }
 
 /// What the registry said about one image that exists.
@@ -315,7 +317,7 @@ pub fn refresh(plan: &mut Plan, observed: &Observed) {
 pub fn decide(layout: Layout, observed: &Observed, max_parallel: usize) -> Plan {
     // Takes the layout by value and moves its strings into the plan: at 100,000 instances
     // a copy of every name would double the peak memory.
-    let Layout { builder, platforms, bases: base_layouts, agents: agent_layouts } = layout;
+    let Layout { builder, platforms, bases: base_layouts, agents: agent_layouts, runners } = layout;
     let builder_status = if observed.has(&builder).is_some() { Status::Hit } else { Status::Cold };
     let builder_name = builder.to_string();
     // Each image gets one entry per platform, in platform order: copies for the others,
@@ -362,9 +364,17 @@ pub fn decide(layout: Layout, observed: &Observed, max_parallel: usize) -> Plan 
         agents.push(entry);
     }
     let matrices = Matrices {
-        builder: builder_matrix(&builder, &platforms, builder_status),
-        bases: shard(&missing_by_platform(&platforms, bases.iter().map(|b| (&b.platform, b.instance.as_str(), b.status))), max_parallel),
-        agents: shard(&missing_by_platform(&platforms, agents.iter().map(|a| (&a.platform, a.instance.as_str(), a.status))), max_parallel),
+        builder: builder_matrix(&builder, &platforms, builder_status, &runners),
+        bases: shard(
+            &missing_by_platform(&platforms, bases.iter().map(|b| (&b.platform, b.instance.as_str(), b.status))),
+            max_parallel,
+            &runners,
+        ),
+        agents: shard(
+            &missing_by_platform(&platforms, agents.iter().map(|a| (&a.platform, a.instance.as_str(), a.status))),
+            max_parallel,
+            &runners,
+        ),
     };
 
     let notes = observed
@@ -382,13 +392,13 @@ pub fn decide(layout: Layout, observed: &Observed, max_parallel: usize) -> Plan 
     Plan { builder: BuilderPlan { image: builder, status: builder_status, platforms }, bases, agents, matrices, notes, made_from: None }
 }
 
-fn builder_matrix(builder: &ImageRef, platforms: &[Platform], status: Status) -> GithubMatrix {
+fn builder_matrix(builder: &ImageRef, platforms: &[Platform], status: Status, runners: &BTreeMap<Platform, String>) -> GithubMatrix {
     if !status.is_missing() {
         return GithubMatrix::default();
     }
     let tag = builder.tag.as_ref().map(Tag::to_string).unwrap_or_default();
     let work: Vec<Work> = platforms.iter().map(|p| (p.clone(), vec![tag.clone()])).collect();
-    shard(&work, platforms.len())
+    shard(&work, platforms.len(), runners)
 }
 
 /// Per platform, in platform order, the distinct instances (in spec order) with a missing

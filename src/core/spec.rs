@@ -166,6 +166,8 @@ pub struct Spec {
     pub cache: CacheMode,
     /// Most matrix entries per stage.
     pub max_parallel: u16,
+    /// The `runs-on` label of each platform's matrix jobs (`jobs.runners`, else the default).
+    pub runners: BTreeMap<Platform, String>,
     /// Extra tag patterns retention keeps.
     pub keep: Vec<String>,
 }
@@ -301,6 +303,18 @@ struct RawCache {
 struct RawJobs {
     #[serde(default, rename = "max-parallel")]
     max_parallel: Option<Spanned<i64>>,
+    #[serde(default)]
+    runners: Option<Spanned<BTreeMap<String, String>>>,
+}
+
+/// The runner label a platform's matrix jobs get by default: GitHub's hosted runners of that
+/// architecture (arm64 runners are free for public repositories and build natively).
+pub fn default_runner(platform: &Platform) -> Option<&'static str> {
+    match (platform.os.as_str(), platform.architecture.as_str()) {
+        ("linux", "amd64") => Some("ubuntu-latest"),
+        ("linux", "arm64") => Some("ubuntu-24.04-arm"),
+        _ => None,
+    }
 }
 
 /// The default agent tag template.
@@ -501,9 +515,48 @@ pub fn parse_spec(text: &str, file: &Path, env: &dyn SpecEnv) -> Result<Spec, Sp
         }
     }
 
+    let given = raw.jobs.as_ref().and_then(|j| j.runners.as_ref());
+    let mut runners = BTreeMap::new();
+    if let Some(given) = given {
+        for (name, label) in &given.value {
+            let p: Platform =
+                name.parse().map_err(|e: crate::core::platform::PlatformError| c.err(given, "jobs.runners", e.to_string()))?;
+            if !platforms.contains(&p) {
+                let spec_platforms: Vec<String> = platforms.iter().map(ToString::to_string).collect();
+                return Err(c.err(
+                    given,
+                    "jobs.runners",
+                    format!("`{name}` is not one of the spec's platforms ({})", spec_platforms.join(", ")),
+                ));
+            }
+            if label.trim().is_empty() {
+                return Err(c.err(given, "jobs.runners", format!("the runner label of `{name}` is empty: name a runs-on label")));
+            }
+            runners.insert(p, label.trim().to_owned());
+        }
+    }
+    for p in &platforms {
+        if runners.contains_key(p) {
+            continue;
+        }
+        let Some(label) = default_runner(p) else {
+            let message = format!(
+                "no runner for {p}: add `{p}: <runs-on label>` under `jobs.runners` (defaults exist for linux/amd64 and linux/arm64)"
+            );
+            return Err(match (given, &raw.platforms) {
+                (Some(g), _) => c.err(g, "jobs.runners", message),
+                (None, Some(list)) => c.err(list, "platforms", message),
+                (None, None) => {
+                    SpecError { site: Site { file: file.to_path_buf(), line: 1, column: 1, key: "jobs.runners".into() }, message }
+                }
+            });
+        };
+        runners.insert(p.clone(), label.to_owned());
+    }
+
     let keep = c.globs(&raw.keep, "keep")?;
 
-    Ok(Spec { file: file.to_path_buf(), registry, platforms, builder, bases, agents, cache, max_parallel, keep })
+    Ok(Spec { file: file.to_path_buf(), registry, platforms, builder, bases, agents, cache, max_parallel, runners, keep })
 }
 
 /// `linux/amd64` always parses; this keeps `unwrap` out of the code path.
@@ -1082,6 +1135,23 @@ pub(crate) mod tests {
         assert_eq!(s.agents.method, Method::Append);
         assert_eq!(s.cache, CacheMode::Min);
         assert_eq!(s.max_parallel, DEFAULT_MAX_PARALLEL);
+    }
+
+    #[test]
+    fn each_platform_gets_a_runner_label() {
+        let two = PLAIN.replace("registry: reg.example/ns\n", "registry: reg.example/ns\nplatforms: [linux/amd64, linux/arm64]\n");
+        let s = parse_spec(&two, Path::new("s.yml"), &env()).unwrap();
+        let labels: Vec<&str> = s.runners.values().map(String::as_str).collect();
+        assert_eq!(labels, ["ubuntu-latest", "ubuntu-24.04-arm"]);
+        let mapped = format!("{two}jobs:\n  runners: {{ linux/arm64: my-arm-runner }}\n");
+        let s = parse_spec(&mapped, Path::new("s.yml"), &env()).unwrap();
+        assert_eq!(s.runners[&"linux/arm64".parse::<Platform>().unwrap()], "my-arm-runner");
+        let stray = format!("{two}jobs:\n  runners: {{ linux/ppc64le: x }}\n");
+        let e = parse_spec(&stray, Path::new("s.yml"), &env()).unwrap_err();
+        assert!(e.to_string().contains("jobs.runners") && e.to_string().contains("not one of the spec's platforms"), "{e}");
+        let riscv = PLAIN.replace("registry: reg.example/ns\n", "registry: reg.example/ns\nplatforms: [linux/riscv64]\n");
+        let e = parse_spec(&riscv, Path::new("s.yml"), &env()).unwrap_err();
+        assert!(e.to_string().contains("no runner for linux/riscv64") && e.site.key == "platforms", "{e}");
     }
 
     #[test]
