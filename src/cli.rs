@@ -12,6 +12,19 @@ fn secret(s: &str) -> Result<Secret, String> {
     Ok(Secret::new(s))
 }
 
+/// Where a step summary goes besides `$GITHUB_STEP_SUMMARY`: a file, or nowhere at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SummaryTo {
+    /// No step summary (`--summary false`).
+    Off,
+    /// Also this file.
+    File(PathBuf),
+}
+
+fn summary_to(s: &str) -> Result<SummaryTo, String> {
+    Ok(if s.eq_ignore_ascii_case("false") { SummaryTo::Off } else { SummaryTo::File(PathBuf::from(s)) })
+}
+
 fn tag(s: &str) -> Result<Tag, String> {
     s.parse().map_err(|e: crate::core::image_ref::RefError| e.0)
 }
@@ -69,9 +82,9 @@ pub(crate) struct Common {
     #[arg(long)]
     pub report: Option<PathBuf>,
     /// Write the step summary (markdown) to this file; in Actions it goes to
-    /// `$GITHUB_STEP_SUMMARY` as well.
-    #[arg(long)]
-    pub summary: Option<PathBuf>,
+    /// `$GITHUB_STEP_SUMMARY` as well. `false`: no step summary at all.
+    #[arg(long, value_parser = summary_to)]
+    pub summary: Option<SummaryTo>,
 }
 
 /// How to reach registries.
@@ -204,9 +217,10 @@ pub(crate) struct ReportArgs {
     /// Report files written by `--report` (a directory is searched for `*.json`).
     #[arg(required = true)]
     pub reports: Vec<PathBuf>,
-    /// Write the merged summary here as well as to stdout.
-    #[arg(long)]
-    pub summary: Option<PathBuf>,
+    /// Write the merged summary here as well as to stdout (and `$GITHUB_STEP_SUMMARY`);
+    /// `false`: no step summary.
+    #[arg(long, value_parser = summary_to)]
+    pub summary: Option<SummaryTo>,
     /// The plan file: the images it found already made (hits no job touched) count in the
     /// summary too.
     #[arg(long)]
@@ -239,8 +253,8 @@ pub(crate) struct PruneArgs {
     /// Where to list and delete: the registry's API, or GitHub's packages API (ghcr.io).
     #[arg(long, value_enum, default_value = "auto")]
     pub source: PruneSource,
-    /// The GitHub API (GitHub Enterprise, tests).
-    #[arg(long = "github-api", default_value = "https://api.github.com")]
+    /// The GitHub API (default: `$GITHUB_API_URL`, which the runner sets on GitHub Enterprise).
+    #[arg(long = "github-api", env = "GITHUB_API_URL", default_value = "https://api.github.com")]
     pub github_api: String,
 }
 
@@ -253,4 +267,39 @@ pub(crate) enum PruneSource {
     Registry,
     /// GitHub's packages API (package versions).
     Ghcr,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use clap::CommandFactory as _;
+
+    use super::Cli;
+
+    /// Every flag has an action input of its name and every input a flag (`command` picks
+    /// the subcommand), so a workflow can say all a command line can.
+    #[test]
+    fn every_flag_has_an_input_and_every_input_a_flag() {
+        let action: serde_json::Value = serde_saphyr::from_str(include_str!("../action.yml")).unwrap();
+        let inputs: BTreeSet<String> = action["inputs"].as_object().unwrap().keys().cloned().collect();
+        let mut flags: BTreeSet<String> = BTreeSet::from(["command".to_owned()]);
+        for sub in Cli::command().get_subcommands() {
+            for arg in sub.get_arguments() {
+                match arg.get_long() {
+                    Some("help" | "version") => {}
+                    Some(long) => {
+                        flags.insert(long.to_owned());
+                    }
+                    None if arg.is_positional() => {
+                        flags.insert(arg.get_id().to_string());
+                    }
+                    None => {}
+                }
+            }
+        }
+        let no_flag: Vec<&String> = inputs.difference(&flags).collect();
+        let no_input: Vec<&String> = flags.difference(&inputs).collect();
+        assert!(no_flag.is_empty() && no_input.is_empty(), "inputs without a flag: {no_flag:?}; flags without an input: {no_input:?}");
+    }
 }

@@ -216,12 +216,12 @@ pub(crate) fn argv_from_inputs(vars: &BTreeMap<String, String>, cli: &clap::Comm
             let takes_value = arg.get_action().takes_values();
             if !takes_value {
                 match value {
-                    "true" => argv.push(format!("--{long}")),
-                    "false" => {}
+                    v if v.eq_ignore_ascii_case("true") => argv.push(format!("--{long}")),
+                    v if v.eq_ignore_ascii_case("false") => {}
                     other => anyhow::bail!("input `{long}` is `{other}`: use true or false"),
                 }
             } else if matches!(arg.get_action(), clap::ArgAction::Append) {
-                for v in value.split_whitespace() {
+                for v in crate::core::list_words(value) {
                     argv.push(format!("--{long}={v}"));
                 }
             } else {
@@ -230,7 +230,7 @@ pub(crate) fn argv_from_inputs(vars: &BTreeMap<String, String>, cli: &clap::Comm
         } else if arg.is_positional()
             && let Some(value) = input(id)
         {
-            positional.extend(value.split_whitespace().map(str::to_owned));
+            positional.extend(crate::core::list_words(value).map(str::to_owned));
         }
     }
     if !positional.is_empty() {
@@ -286,9 +286,9 @@ mod tests {
         let vars: BTreeMap<String, String> = [
             ("INPUT_COMMAND", "plan"),
             ("INPUT_SPEC", "x.yml"),
-            ("INPUT_OFFLINE", "true"),
+            ("INPUT_OFFLINE", "True"),
             ("INPUT_BUILDER-VERSION", "1.2"),
-            ("INPUT_INSECURE-REGISTRY", "a:1 b:2"),
+            ("INPUT_INSECURE-REGISTRY", "a:1,b:2\nc:3"),
             ("INPUT_STAGE", "bases"),
         ]
         .into_iter()
@@ -297,7 +297,16 @@ mod tests {
         let argv = argv_from_inputs(&vars, &cli).unwrap();
         assert_eq!(
             argv,
-            ["tool", "plan", "--spec=x.yml", "--offline", "--builder-version=1.2", "--insecure-registry=a:1", "--insecure-registry=b:2"]
+            [
+                "tool",
+                "plan",
+                "--spec=x.yml",
+                "--offline",
+                "--builder-version=1.2",
+                "--insecure-registry=a:1",
+                "--insecure-registry=b:2",
+                "--insecure-registry=c:3"
+            ]
         );
         let bad: BTreeMap<String, String> = [("INPUT_COMMAND".to_owned(), "nope".to_owned())].into();
         assert!(argv_from_inputs(&bad, &cli).unwrap_err().to_string().contains("use one of plan"));

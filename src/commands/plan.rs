@@ -27,7 +27,7 @@ pub(crate) async fn run(args: PlanArgs, actions: &ActionsEnv) -> anyhow::Result<
     if actions.output.is_some() {
         actions.set_outputs(&plan_outputs(&plan)?)?;
     }
-    emit_summary(&plan_summary(&plan, args.offline, SUMMARY_BUDGET), args.common.summary.as_deref(), actions)?;
+    emit_summary(&plan_summary(&plan, args.offline, SUMMARY_BUDGET), args.common.summary.as_ref(), actions)?;
     if let Some(path) = &args.common.report {
         write_report(path, &Report::of_plan(&plan))?;
     }

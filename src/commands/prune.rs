@@ -150,6 +150,6 @@ pub(crate) async fn run(args: PruneArgs, actions: &ActionsEnv) -> anyhow::Result
     if let Some(path) = &args.common.report {
         write_report(path, &report)?;
     }
-    emit_summary(&prune_summary(&lines, args.apply, &host), args.common.summary.as_deref(), actions)?;
+    emit_summary(&prune_summary(&lines, args.apply, &host), args.common.summary.as_ref(), actions)?;
     Ok(Done::with_failures(report.failures()))
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 use crate::adapters::actions_env::ActionsEnv;
-use crate::cli::ReportArgs;
+use crate::cli::{ReportArgs, SummaryTo};
 use crate::core::report::{Report, untouched_hits};
 use crate::core::summary::{SUMMARY_BUDGET, report_summary};
 use crate::outcome::{Done, UsageError};
@@ -38,9 +38,13 @@ pub(crate) async fn run(args: ReportArgs, actions: &ActionsEnv) -> anyhow::Resul
     }
     let markdown = report_summary("split-build report", &reports, SUMMARY_BUDGET);
     println!("{markdown}");
-    actions.append_summary(&markdown)?;
-    if let Some(path) = &args.summary {
-        std::fs::write(path, &markdown).with_context(|| format!("writing `{}`", path.display()))?;
+    match &args.summary {
+        Some(SummaryTo::Off) => {}
+        Some(SummaryTo::File(path)) => {
+            actions.append_summary(&markdown)?;
+            std::fs::write(path, &markdown).with_context(|| format!("writing `{}`", path.display()))?;
+        }
+        None => actions.append_summary(&markdown)?,
     }
     tracing::info!("merged {} report(s) with {} images", reports.len(), reports.iter().map(|r| r.images.len()).sum::<usize>());
     Ok(Done::Ok)

@@ -20,6 +20,12 @@ macro_rules! serde_via_str {
 }
 pub(crate) use serde_via_str;
 
+/// The words of a list as users write them in flags and action inputs, as docker/* actions
+/// take them: separated by spaces, commas or newlines.
+pub fn list_words(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| c.is_whitespace() || c == ',').filter(|w| !w.is_empty())
+}
+
 pub mod content_hash;
 pub mod dockerignore;
 pub mod fingerprint;

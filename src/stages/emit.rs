@@ -8,7 +8,8 @@ use std::time::Instant;
 use anyhow::Context as _;
 
 use crate::adapters::actions_env::ActionsEnv;
-use crate::cli::Common;
+use crate::cli::{Common, SummaryTo};
+use crate::core::outputs::job_outputs;
 use crate::core::plan::Plan;
 use crate::core::report::{Counters, ImageRecord, Report};
 use crate::core::summary::{SUMMARY_BUDGET, report_summary};
@@ -38,8 +39,13 @@ pub(crate) fn write_report(path: &Path, report: &impl serde::Serialize) -> anyho
 }
 
 /// Writes the summary where it belongs: `--summary FILE`, `$GITHUB_STEP_SUMMARY`, and
-/// stderr when neither is there.
-pub(crate) fn emit_summary(markdown: &str, file: Option<&Path>, actions: &ActionsEnv) -> anyhow::Result<()> {
+/// stderr when neither is there; nowhere with `--summary false`.
+pub(crate) fn emit_summary(markdown: &str, to: Option<&SummaryTo>, actions: &ActionsEnv) -> anyhow::Result<()> {
+    let file = match to {
+        Some(SummaryTo::Off) => return Ok(()),
+        Some(SummaryTo::File(f)) => Some(f),
+        None => None,
+    };
     if let Some(f) = file {
         std::fs::write(f, markdown).with_context(|| format!("writing the summary `{}`", f.display()))?;
     }
@@ -51,7 +57,7 @@ pub(crate) fn emit_summary(markdown: &str, file: Option<&Path>, actions: &Action
 }
 
 /// The end of a command that made images: its report (written with `--report`; `registry`
-/// is every request of the command) and its summary.
+/// is every request of the command), its summary and, in Actions, its outputs.
 pub(crate) fn finish(
     command: &str,
     images: Vec<ImageRecord>,
@@ -66,9 +72,13 @@ pub(crate) fn finish(
     }
     emit_summary(
         &report_summary(&format!("split-build {command}"), std::slice::from_ref(&report), SUMMARY_BUDGET),
-        common.summary.as_deref(),
+        common.summary.as_ref(),
         actions,
     )?;
+    if actions.output.is_some() {
+        let path = common.report.as_ref().map(|p| p.display().to_string());
+        actions.set_outputs(&job_outputs(&report, path.as_deref()))?;
+    }
     Ok(report)
 }
 

@@ -83,7 +83,7 @@ impl Prepared {
     fn items(&self, items: Option<&str>) -> anyhow::Result<Option<BTreeSet<String>>> {
         let Some(text) = items.map(str::trim).filter(|t| !t.is_empty()) else { return Ok(None) };
         let known: HashSet<&str> = self.spec.bases.instances.iter().map(String::as_str).collect();
-        let wanted: BTreeSet<String> = text.split_whitespace().map(str::to_owned).collect();
+        let wanted: BTreeSet<String> = crate::core::list_words(text).map(str::to_owned).collect();
         let unknown: Vec<&String> = wanted.iter().filter(|w| !known.contains(w.as_str())).collect();
         if !unknown.is_empty() {
             return Err(UsageError(format!(
