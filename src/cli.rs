@@ -93,9 +93,17 @@ pub(crate) struct RegistryOpts {
     /// Registry user name (else docker config, else GITHUB_TOKEN for ghcr.io).
     #[arg(long = "registry-username")]
     pub registry_username: Option<String>,
-    /// Registry password or token.
+    /// Registry password or token (for the spec's `registry` host only).
     #[arg(long = "registry-password", value_parser = secret)]
     pub registry_password: Option<Secret>,
+    /// A GitHub token for the GitHub container registry when no other credentials are given
+    /// for it (the action's default: `${{ github.token }}`); else `$GITHUB_TOKEN`.
+    #[arg(long = "github-token", value_parser = secret)]
+    pub github_token: Option<Secret>,
+    /// The registry the GitHub token is for: default ghcr.io, or `containers.<host>` of
+    /// `$GITHUB_SERVER_URL` on GitHub Enterprise.
+    #[arg(long = "github-registry")]
+    pub github_registry: Option<String>,
     /// Speak plain HTTP to this registry host (loopback hosts always are). Repeatable.
     #[arg(long = "insecure-registry", action = clap::ArgAction::Append)]
     pub insecure_registry: Vec<String>,

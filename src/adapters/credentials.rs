@@ -17,6 +17,16 @@ pub struct Credential {
     pub username: String,
     /// Password or token.
     pub password: Secret,
+    /// The password is an identity token (a refresh token the token service exchanges, as
+    /// `docker login` stores for some registries), not a password for Basic.
+    pub identity_token: bool,
+}
+
+impl Credential {
+    /// A user name and password.
+    pub fn basic(username: &str, password: Secret) -> Credential {
+        Credential { username: username.to_owned(), password, identity_token: false }
+    }
 }
 
 /// Where credentials come from, read once per process.
@@ -27,16 +37,32 @@ pub struct Credentials {
     flag_host: Option<String>,
     docker_config: Option<String>,
     github_token: Option<Secret>,
+    /// The GitHub container registry the GitHub token is for.
+    github_registry: String,
+}
+
+/// The GitHub container registry: ghcr.io, or `containers.<host>` on GitHub Enterprise (the
+/// runner's `GITHUB_SERVER_URL` names the host).
+pub(crate) fn github_registry_of(server_url: Option<&str>) -> String {
+    let host = server_url.and_then(|u| u.split("://").nth(1)).map(|rest| rest.split('/').next().unwrap_or(rest).to_ascii_lowercase());
+    match host.as_deref() {
+        None | Some("" | "github.com") => "ghcr.io".to_owned(),
+        Some(h) => format!("containers.{h}"),
+    }
 }
 
 impl Credentials {
     /// Reads the flags, the docker config file and `GITHUB_TOKEN`.
     pub(crate) fn load(opts: &RegistryOpts) -> Credentials {
-        let flag = opts
-            .registry_password
-            .as_ref()
-            .map(|p| Credential { username: opts.registry_username.clone().unwrap_or_else(|| "token".into()), password: p.clone() });
-        Credentials { flag, ..Credentials::from_env() }
+        let flag =
+            opts.registry_password.as_ref().map(|p| Credential::basic(opts.registry_username.as_deref().unwrap_or("token"), p.clone()));
+        let env = Credentials::from_env();
+        Credentials {
+            flag,
+            github_token: opts.github_token.clone().filter(|t| !t.expose().is_empty()).or(env.github_token.clone()),
+            github_registry: opts.github_registry.as_deref().map_or(env.github_registry.clone(), normalise_host),
+            ..env
+        }
     }
 
     /// The docker config file and `GITHUB_TOKEN`, without flags.
@@ -46,7 +72,13 @@ impl Credentials {
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")));
         let docker_config = dir.and_then(|d| std::fs::read_to_string(d.join("config.json")).ok());
         let github_token = std::env::var("GITHUB_TOKEN").ok().filter(|t| !t.is_empty()).map(|t| Secret::new(&t));
-        Credentials { flag: None, flag_host: None, docker_config, github_token }
+        let github_registry = github_registry_of(std::env::var("GITHUB_SERVER_URL").ok().as_deref());
+        Credentials { flag: None, flag_host: None, docker_config, github_token, github_registry }
+    }
+
+    /// The GitHub container registry the GitHub token is for.
+    pub fn github_registry(&self) -> &str {
+        &self.github_registry
     }
 
     /// The same credentials with the flag credentials bound to `host` (the spec's registry):
@@ -58,7 +90,7 @@ impl Credentials {
 
     /// Credentials from these sources only (tests, and callers that already hold them).
     pub fn new(flag: Option<Credential>, docker_config: Option<String>, github_token: Option<Secret>) -> Credentials {
-        Credentials { flag, flag_host: None, docker_config, github_token }
+        Credentials { flag, flag_host: None, docker_config, github_token, github_registry: "ghcr.io".into() }
     }
 
     /// Every secret in every form it may travel or be echoed in (the password or token, the
@@ -82,6 +114,7 @@ impl Credentials {
         for c in self.docker_config.as_deref().map(docker_config_entries).unwrap_or_default() {
             add(&c.username, c.password.expose());
         }
+        out.extend(self.docker_config.as_deref().map(identity_tokens).unwrap_or_default());
         out.sort();
         out.dedup();
         out
@@ -102,8 +135,11 @@ impl Credentials {
         if let Some(c) = self.docker_config.as_deref().and_then(|text| from_docker_config(text, host)) {
             return Some(c);
         }
-        if host == "ghcr.io" {
-            return self.github_token.as_ref().map(|t| Credential { username: GITHUB_TOKEN_USER.into(), password: t.clone() });
+        if let Some(c) = self.docker_config.as_deref().filter(|text| needs_the_cli_resolver(text)).and_then(|_| from_helpers(host)) {
+            return Some(c);
+        }
+        if normalise_host(host) == self.github_registry {
+            return self.github_token.as_ref().map(|t| Credential::basic(GITHUB_TOKEN_USER, t.clone()));
         }
         None
     }
@@ -119,6 +155,36 @@ fn docker_config_entries(text: &str) -> Vec<Credential> {
     auths.keys().filter_map(|k| from_docker_config(text, k)).collect()
 }
 
+/// Whether the docker config stores credentials the `auths` entries do not hold: credential
+/// helpers (`credsStore`, `credHelpers`) or identity tokens.
+fn needs_the_cli_resolver(text: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(text)
+        .is_ok_and(|doc| doc.get("credsStore").is_some() || doc.get("credHelpers").is_some() || !identity_tokens(text).is_empty())
+}
+
+/// Every identity token of a docker config, for masking.
+fn identity_tokens(text: &str) -> Vec<String> {
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(text) else { return Vec::new() };
+    let Some(auths) = doc.get("auths").and_then(|a| a.as_object()) else { return Vec::new() };
+    auths.values().filter_map(|e| e.get("identitytoken")?.as_str().map(str::to_owned)).filter(|t| !t.is_empty()).collect()
+}
+
+/// The credential the docker CLI would use for `host` through its helpers or an identity
+/// token (`docker_credential` runs `docker-credential-*` as the CLI does).
+fn from_helpers(host: &str) -> Option<Credential> {
+    let server = if normalise_host(host) == "docker.io" { "https://index.docker.io/v1/" } else { host };
+    match docker_credential::get_credential(server) {
+        Ok(docker_credential::DockerCredential::UsernamePassword(user, password)) => Some(Credential::basic(&user, Secret::new(&password))),
+        Ok(docker_credential::DockerCredential::IdentityToken(token)) => {
+            Some(Credential { username: "<token>".into(), password: Secret::new(&token), identity_token: true })
+        }
+        Err(e) => {
+            tracing::debug!("no credential for {host} from the docker config's helpers: {e}");
+            None
+        }
+    }
+}
+
 /// The docker config's entry for `host`: keys may carry a scheme and a path
 /// (`https://index.docker.io/v1/` is Docker Hub); values hold `auth` (base64 of
 /// `user:password`) or `username` and `password`.
@@ -127,18 +193,23 @@ pub fn from_docker_config(text: &str, host: &str) -> Option<Credential> {
     let auths = doc.get("auths")?.as_object()?;
     let want = normalise_host(host);
     let (_, entry) = auths.iter().find(|(k, _)| normalise_host(k) == want)?;
+    // An identity token is for the token service's refresh flow, not Basic: the helpers'
+    // resolver handles it.
+    if entry.get("identitytoken").and_then(|t| t.as_str()).is_some_and(|t| !t.is_empty()) {
+        return None;
+    }
     if let Some(auth) = entry.get("auth").and_then(|a| a.as_str()).filter(|a| !a.is_empty()) {
         let decoded = base64::engine::general_purpose::STANDARD.decode(auth.trim()).ok()?;
         let text = String::from_utf8(decoded).ok()?;
         let (user, password) = text.split_once(':')?;
-        return Some(Credential { username: user.to_owned(), password: Secret::new(password) });
+        return Some(Credential::basic(user, Secret::new(password)));
     }
     let user = entry.get("username")?.as_str()?;
     let password = entry.get("password")?.as_str()?;
-    Some(Credential { username: user.to_owned(), password: Secret::new(password) })
+    Some(Credential::basic(user, Secret::new(password)))
 }
 
-fn normalise_host(key: &str) -> String {
+pub(crate) fn normalise_host(key: &str) -> String {
     let k = key.trim();
     let k = k.strip_prefix("https://").or_else(|| k.strip_prefix("http://")).unwrap_or(k);
     let host = k.split('/').next().unwrap_or(k);
@@ -177,7 +248,7 @@ mod tests {
     fn flags_then_config_then_github_token() {
         let config = format!(r#"{{"auths": {{"ghcr.io": {{"auth": "{}"}}}}}}"#, b64("cfg:cfgpw"));
         let token = Some(Secret::new("gh-token"));
-        let flag = Some(Credential { username: "flag".into(), password: Secret::new("flagpw") });
+        let flag = Some(Credential::basic("flag", Secret::new("flagpw")));
         assert_eq!(
             Credentials::new(flag.clone(), Some(config.clone()), token.clone()).flags_for("ghcr.io").for_host("ghcr.io").unwrap().username,
             "flag"
@@ -194,7 +265,7 @@ mod tests {
     #[test]
     fn every_form_of_every_secret_is_listed() {
         let config = format!(r#"{{"auths": {{"q.io": {{"auth": "{}"}}}}}}"#, b64("cfg:cfgpw"));
-        let flag = Some(Credential { username: "u".into(), password: Secret::new("flagpw") });
+        let flag = Some(Credential::basic("u", Secret::new("flagpw")));
         let s = Credentials::new(flag, Some(config), Some(Secret::new("ghtok"))).secrets();
         for want in [
             "flagpw",
@@ -210,8 +281,31 @@ mod tests {
     }
 
     #[test]
+    fn the_github_token_is_for_the_github_container_registry_only() {
+        assert_eq!(github_registry_of(None), "ghcr.io");
+        assert_eq!(github_registry_of(Some("https://github.com")), "ghcr.io");
+        assert_eq!(github_registry_of(Some("https://ghe.example.com/")), "containers.ghe.example.com");
+        let c = Credentials::new(None, None, Some(Secret::new("t")));
+        assert!(c.for_host("ghcr.io").is_some());
+        assert!(c.for_host("docker.io").is_none() && c.for_host("quay.io").is_none());
+        let ghe = Credentials { github_registry: "containers.ghe.example.com".into(), ..c };
+        assert!(ghe.for_host("containers.ghe.example.com").is_some() && ghe.for_host("ghcr.io").is_none());
+    }
+
+    #[test]
+    fn identity_tokens_are_left_to_the_cli_resolver_and_masked() {
+        let text = r#"{"auths": {"r.example": {"auth": "dTo=", "identitytoken": "idtok-123"}}}"#;
+        assert!(from_docker_config(text, "r.example").is_none(), "not a Basic password");
+        assert!(needs_the_cli_resolver(text));
+        assert!(!needs_the_cli_resolver(r#"{"auths": {"r.example": {"auth": "dTpw"}}}"#));
+        assert!(needs_the_cli_resolver(r#"{"credsStore": "desktop"}"#));
+        let c = Credentials::new(None, Some(text.into()), None);
+        assert!(c.secrets().contains(&"idtok-123".to_owned()));
+    }
+
+    #[test]
     fn secrets_do_not_print() {
-        let c = Credential { username: "u".into(), password: Secret::new("hunter2") };
+        let c = Credential::basic("u", Secret::new("hunter2"));
         assert!(!format!("{c:?}").contains("hunter2"));
     }
 }

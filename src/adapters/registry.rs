@@ -17,7 +17,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, LOCATION, 
 use reqwest::{Method, StatusCode};
 use tokio::sync::{Mutex, Semaphore};
 
-use crate::adapters::credentials::Credentials;
+use crate::adapters::credentials::{self, Credentials};
 use crate::core::image_config::{Index, Manifest, is_index};
 use crate::core::image_ref::{Digest, ImageRef};
 use crate::core::platform::Platform;
@@ -621,12 +621,7 @@ impl Registry {
                     );
                 }
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
-                    let who = if self.credentials.for_host(host).is_some() { "with the given credentials" } else { "anonymously" };
-                    bail!(
-                        "{host} refused {} {} {who} (401 Unauthorized): log in with docker/login-action or pass --registry-username/--registry-password",
-                        method,
-                        strip_query(&url)
-                    );
+                    bail!("{host} refused {} {} {}", method, strip_query(&url), self.what_to_log_in_with(host));
                 }
                 Ok(resp) if resp.status() == StatusCode::TOO_MANY_REQUESTS || resp.status().is_server_error() => {
                     let retry_after = retry_after_of(resp.headers());
@@ -681,6 +676,17 @@ impl Registry {
         anyhow!("{doing}: {status}{}", if detail.is_empty() { String::new() } else { format!(" ({detail})") })
     }
 
+    /// The end of a 401's message: what was sent, and what to set.
+    fn what_to_log_in_with(&self, host: &str) -> String {
+        let who = if self.credentials.for_host(host).is_some() { "with the given credentials" } else { "anonymously" };
+        let what = if credentials::normalise_host(host) == self.credentials.github_registry() {
+            "set the action's `github-token` input (its default, `${{ github.token }}`, needs `packages: write` to push) or pass --github-token / --registry-password"
+        } else {
+            "log in with docker/login-action (with DOCKER_CONFIG shared with the action) or pass --registry-username/--registry-password"
+        };
+        format!("{who} (401 Unauthorized): {what}")
+    }
+
     /// `text` with every secret this client knows replaced by `***`.
     fn redact(&self, text: &str) -> String {
         let secrets = self.secrets.lock().map(|s| s.clone()).unwrap_or_default();
@@ -710,9 +716,7 @@ impl Registry {
         match parse_challenge(challenge) {
             Some(Challenge::Basic) => {
                 if self.credentials.for_host(host).is_none() {
-                    bail!(
-                        "{host} wants a user name and password: log in with docker/login-action or pass --registry-username/--registry-password"
-                    );
+                    bail!("{host} wants a user name and password: it refused us {}", self.what_to_log_in_with(host));
                 }
                 self.hosts.lock().await.insert(host.to_owned(), HostAuth::Basic);
             }
@@ -740,7 +744,23 @@ impl Registry {
         }
         let mut req = self.http.get(url.clone()).timeout(self.timeout);
         if let Some(c) = self.credentials.for_host(host) {
-            if basic_may_go_to(&url, self.plain(host)) {
+            if basic_may_go_to(&url, self.plain(host)) && c.identity_token {
+                // An identity token is a refresh token: the OAuth form of the token request.
+                let mut form: Vec<(&str, String)> = vec![
+                    ("grant_type", "refresh_token".into()),
+                    ("refresh_token", c.password.expose().to_owned()),
+                    ("client_id", "split-build".into()),
+                    ("scope", scopes.iter().map(Scope::as_param).collect::<Vec<_>>().join(" ")),
+                ];
+                if let Some(s) = service {
+                    form.push(("service", s.to_owned()));
+                }
+                let body: String =
+                    reqwest::Url::parse_with_params("x:", &form).map(|u| u.query().unwrap_or_default().to_owned()).unwrap_or_default();
+                let mut realm_only = url.clone();
+                realm_only.set_query(None);
+                req = self.http.post(realm_only).timeout(self.timeout).header(CONTENT_TYPE, "application/x-www-form-urlencoded").body(body);
+            } else if basic_may_go_to(&url, self.plain(host)) {
                 req = req.header(AUTHORIZATION, basic(&c.username, c.password.expose()));
             } else {
                 tracing::warn!(
@@ -752,8 +772,9 @@ impl Registry {
         let resp = req.send().await.map_err(|e| anyhow!("asking {host}'s token service: {}", error_chain(&e)))?;
         if !resp.status().is_success() {
             bail!(
-                "{host}'s token service refused ({}): check the credentials and that they may read/write these repositories",
-                resp.status()
+                "{host}'s token service refused ({}): check that the credentials may read/write these repositories; it was asked {}",
+                resp.status(),
+                self.what_to_log_in_with(host)
             );
         }
         let answer = read_capped(resp, TOKEN_LIMIT, &format!("reading {host}'s token")).await?;
