@@ -81,6 +81,17 @@ impl Credentials {
         &self.github_registry
     }
 
+    /// What a refusal by `host` should tell the user: what was sent, and what to set.
+    pub fn login_hint(&self, host: &str) -> String {
+        let who = if self.for_host(host).is_some() { "with the given credentials" } else { "anonymously" };
+        let what = if normalise_host(host) == self.github_registry {
+            "set the action's `github-token` input (its default, `${{ github.token }}`, needs `permissions: packages: write` to push) or pass --github-token / --registry-password"
+        } else {
+            "log in with docker/login-action (with DOCKER_CONFIG shared with the action) or pass --registry-username/--registry-password"
+        };
+        format!("asked {who}: {what}")
+    }
+
     /// The same credentials with the flag credentials bound to `host` (the spec's registry):
     /// they are sent to no other host.
     pub(crate) fn flags_for(mut self, host: &str) -> Credentials {

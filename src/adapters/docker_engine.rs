@@ -250,7 +250,11 @@ impl DockerEngine {
         while let Some(item) = stream.next().await {
             let info = item.with_context(|| format!("pushing `{image}`"))?;
             if let Some(e) = info.error_detail.and_then(|d| d.message) {
-                bail!("pushing `{image}`: {e}");
+                let refused =
+                    ["unauthorized", "denied", "authentication required", "401", "403"].iter().any(|w| e.to_lowercase().contains(w));
+                let host = image.parse::<ImageRef>().map(|i| i.registry).unwrap_or_default();
+                let hint = if refused { format!(" ({})", self.credentials.login_hint(&host)) } else { String::new() };
+                bail!("pushing `{image}`: {e}{hint}");
             }
         }
         Ok(())

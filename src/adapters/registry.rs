@@ -17,7 +17,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, LOCATION, 
 use reqwest::{Method, StatusCode};
 use tokio::sync::{Mutex, Semaphore};
 
-use crate::adapters::credentials::{self, Credentials};
+use crate::adapters::credentials::Credentials;
 use crate::core::image_config::{Index, Manifest, is_index};
 use crate::core::image_ref::{Digest, ImageRef};
 use crate::core::platform::Platform;
@@ -621,7 +621,7 @@ impl Registry {
                     );
                 }
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
-                    bail!("{host} refused {} {} {}", method, strip_query(&url), self.what_to_log_in_with(host));
+                    bail!("{host} refused {} {} (401 Unauthorized); {}", method, strip_query(&url), self.credentials.login_hint(host));
                 }
                 Ok(resp) if resp.status() == StatusCode::TOO_MANY_REQUESTS || resp.status().is_server_error() => {
                     let retry_after = retry_after_of(resp.headers());
@@ -676,17 +676,6 @@ impl Registry {
         anyhow!("{doing}: {status}{}", if detail.is_empty() { String::new() } else { format!(" ({detail})") })
     }
 
-    /// The end of a 401's message: what was sent, and what to set.
-    fn what_to_log_in_with(&self, host: &str) -> String {
-        let who = if self.credentials.for_host(host).is_some() { "with the given credentials" } else { "anonymously" };
-        let what = if credentials::normalise_host(host) == self.credentials.github_registry() {
-            "set the action's `github-token` input (its default, `${{ github.token }}`, needs `packages: write` to push) or pass --github-token / --registry-password"
-        } else {
-            "log in with docker/login-action (with DOCKER_CONFIG shared with the action) or pass --registry-username/--registry-password"
-        };
-        format!("{who} (401 Unauthorized): {what}")
-    }
-
     /// `text` with every secret this client knows replaced by `***`.
     fn redact(&self, text: &str) -> String {
         let secrets = self.secrets.lock().map(|s| s.clone()).unwrap_or_default();
@@ -716,7 +705,7 @@ impl Registry {
         match parse_challenge(challenge) {
             Some(Challenge::Basic) => {
                 if self.credentials.for_host(host).is_none() {
-                    bail!("{host} wants a user name and password: it refused us {}", self.what_to_log_in_with(host));
+                    bail!("{host} wants a user name and password; {}", self.credentials.login_hint(host));
                 }
                 self.hosts.lock().await.insert(host.to_owned(), HostAuth::Basic);
             }
@@ -772,9 +761,9 @@ impl Registry {
         let resp = req.send().await.map_err(|e| anyhow!("asking {host}'s token service: {}", error_chain(&e)))?;
         if !resp.status().is_success() {
             bail!(
-                "{host}'s token service refused ({}): check that the credentials may read/write these repositories; it was asked {}",
+                "{host}'s token service refused ({}): check that the credentials may read/write these repositories; {}",
                 resp.status(),
-                self.what_to_log_in_with(host)
+                self.credentials.login_hint(host)
             );
         }
         let answer = read_capped(resp, TOKEN_LIMIT, &format!("reading {host}'s token")).await?;

@@ -2,11 +2,18 @@
 //! real local registry and the real daemon, with the action image built here from
 //! `Dockerfile.action`'s runtime stage.
 //!
+//! The registry requires a login as GHCR does: a Bearer token front hands anyone pull tokens
+//! and push tokens only for the GitHub token. The action's container sees what GitHub's
+//! runner gives it: `HOME=/github/home`, no docker config of the runner user, the token only
+//! through the `github-token` input (whose default, `${{ github.token }}`, act fills from the
+//! `GITHUB_TOKEN` secret). A run without the token fails its first registry job with a
+//! message naming that input; with it, everything is pushed; a third run finds it all.
+//!
 //! Offline differences from GitHub, made by rewriting the workflow: `uses:
-//! openhands/split-build@v1` becomes `uses: ./` (this repository's action.yml, whose
-//! `docker://ghcr.io/openhands/split-build:v1` image is built and tagged locally); the
-//! docker/login-action and artifact steps are dropped (the registry is open, remote actions
-//! cannot be fetched) and reports pass between jobs through the workspace, which act binds
+//! openhands/split-build@v1` becomes `uses: ./` (this repository's action.yml, whose image is
+//! built and tagged locally) with `github-registry` naming the local registry (on GitHub the
+//! default, ghcr.io, is right); the artifact steps are dropped (remote actions cannot be
+//! fetched) and the plan and reports pass between jobs through the workspace, which act binds
 //! (`--bind`) instead of copying.
 
 use std::collections::BTreeMap;
@@ -18,6 +25,8 @@ use serde_json::{Value, json};
 use crate::support;
 
 const ACTION_IMAGE: &str = "ghcr.io/openhands/split-build:v1";
+/// The GitHub token of the runs that have one.
+const TOKEN: &str = "ghs_e2eToken0123456789";
 const INSTANCES: [&str; 5] = ["proj__proj-1", "proj__proj-2", "other__lib-30", "other__lib-31", "third__x-7"];
 
 fn repo() -> &'static Path {
@@ -101,8 +110,8 @@ fn git(dir: &Path, args: &[&str]) {
     assert!(status.success(), "git {args:?}");
 }
 
-/// examples/workflow.yml, rewritten for an offline act run named `name`.
-fn act_workflow(name: &str) -> Value {
+/// examples/workflow.yml, rewritten for an offline act run named `name` against `registry`.
+fn act_workflow(name: &str, registry: &str) -> Value {
     let text = std::fs::read_to_string(repo().join("examples/workflow.yml")).unwrap();
     let mut wf: Value = serde_saphyr::from_str(&text).unwrap();
     wf["name"] = json!(name);
@@ -112,8 +121,9 @@ fn act_workflow(name: &str) -> Value {
         let steps = job["steps"].as_array_mut().unwrap();
         steps.retain(|s| !s["uses"].as_str().is_some_and(|u| dropped.iter().any(|d| u.starts_with(d))));
         for s in steps {
-            if s["uses"] == json!("openhands/split-build@v1") {
+            if s["uses"].as_str().is_some_and(|u| u.starts_with("openhands/split-build@")) {
                 s["uses"] = json!("./");
+                s["with"]["github-registry"] = json!(registry);
             }
         }
     }
@@ -148,8 +158,10 @@ impl ActRun {
     }
 }
 
-fn run_act(workspace: &Path, name: &str, runner: &str) -> ActRun {
-    let wf = act_workflow(name);
+/// Runs the workflow under act; `token`: the `GITHUB_TOKEN` secret (`${{ github.token }}`).
+/// A run meant to fail (`succeed: false`) returns its output instead of failing the test.
+fn run_act(workspace: &Path, name: &str, runner: &str, registry: &str, token: Option<&str>, succeed: bool) -> ActRun {
+    let wf = act_workflow(name, registry);
     std::fs::write(workspace.join(".github/workflows/images.yml"), serde_json::to_string_pretty(&wf).unwrap()).unwrap();
     git(workspace, &["add", "-A"]);
     git(workspace, &["commit", "-q", "--allow-empty", "-m", name]);
@@ -159,11 +171,19 @@ fn run_act(workspace: &Path, name: &str, runner: &str) -> ActRun {
         .args(["push", "-P"])
         .arg(format!("ubuntu-latest={runner}"))
         .args(["--pull=false", "--action-offline-mode", "--no-cache-server", "--json", "--bind"])
+        // As GitHub's runner starts a container action: HOME is /github/home, not the runner
+        // user's home with its docker config.
+        .args(["--env", "HOME=/github/home"])
+        .args(token.map(|t| ["-s".to_owned(), format!("GITHUB_TOKEN={t}")]).into_iter().flatten())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let records: Vec<Value> = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    if !succeed {
+        assert!(!out.status.success(), "the run was meant to fail:\n{}", tail(&stdout, 60));
+        return ActRun { records, stderr: format!("{stderr}\n{stdout}") };
+    }
     assert!(out.status.success(), "act exited {:?}\n{stderr}\n{}", out.status.code(), tail(&stdout, 60));
     // act reports a bad matrix or expression on stderr and may still exit 0.
     for bad in ["Error", "error evaluating", "unable to", "Invalid"] {
@@ -194,11 +214,24 @@ fn readme_workflow_under_act_twice() {
         let upstream = format!("{}/upstream/{}:latest", reg.host, id.replace("__", "_1776_"));
         support::import_and_push(&support::busybox_rootfs_tar(&[]), &upstream);
     }
-    let ws = workspace(&reg.host);
+    // Everything goes through a front that wants the GitHub token to push (pulls are free).
+    let front = support::token_proxy::TokenProxy::start_with_password(&reg.host, TOKEN);
+    let ws = workspace(&front.host);
     let unique = std::process::id();
 
-    // First run: everything is built.
-    let first = run_act(ws.path(), &format!("e2e-{unique}-first"), &runner);
+    // Without the token: the first job that pushes fails, saying which input to set.
+    let refused = run_act(ws.path(), &format!("e2e-{unique}-no-token"), &runner, &front.host, None, false);
+    assert!(
+        refused.stderr.contains("`github-token` input") && refused.stderr.contains("asked anonymously"),
+        "the failure names the input to set:\n{}",
+        tail(&refused.stderr, 80)
+    );
+    let results = refused.job_results();
+    assert!(results.iter().any(|(j, r)| (j.contains("/builder") || j.contains("/bases")) && r == "failure"), "{results:?}");
+    assert!(!results.keys().any(|j| j.contains("/agents")), "the agents job waits for the builder and bases: {results:?}");
+
+    // With the token input (its default, ${{ github.token }}) alone: everything is built.
+    let first = run_act(ws.path(), &format!("e2e-{unique}-first"), &runner, &front.host, Some(TOKEN), true);
     let results = first.job_results();
     assert!(!results.is_empty(), "no job results:\n{}", first.stderr);
     for (job, result) in &results {
@@ -230,7 +263,7 @@ fn readme_workflow_under_act_twice() {
     }
 
     // Second run: nothing to build.
-    let second = run_act(ws.path(), &format!("e2e-{unique}-second"), &runner);
+    let second = run_act(ws.path(), &format!("e2e-{unique}-second"), &runner, &front.host, Some(TOKEN), true);
     let plan = second.outputs("plan");
     assert_eq!(plan.get("builder-needed").map(String::as_str), Some("false"), "{plan:?}");
     assert_eq!(plan.get("bases-missing").map(String::as_str), Some("0"));

@@ -22,17 +22,39 @@ pub struct TokenProxy {
 }
 
 impl TokenProxy {
-    /// Fronts `upstream`.
+    /// Fronts `upstream`, handing any scope to anyone.
     pub fn start(upstream: &str) -> TokenProxy {
+        TokenProxy::serving(upstream, None)
+    }
+
+    /// Fronts `upstream` as GHCR does for a public package: anyone gets pull tokens, push
+    /// scopes only a request whose Basic password is `password` (a GitHub token).
+    pub fn start_with_password(upstream: &str, password: &str) -> TokenProxy {
+        TokenProxy::serving(upstream, Some(password.to_owned()))
+    }
+
+    fn serving(upstream: &str, password: Option<String>) -> TokenProxy {
         let issued: Arc<Mutex<Vec<BTreeSet<String>>>> = Arc::default();
         let tokens: Arc<Mutex<HashMap<String, BTreeSet<String>>>> = Arc::default();
-        let (up, iss) = (upstream.to_owned(), issued.clone());
+        let (up, iss, password) = (upstream.to_owned(), issued.clone(), Arc::new(password));
         let (runtime, addr) = serve_loopback(move |client, me| {
-            let (up, iss, tokens) = (up.clone(), iss.clone(), tokens.clone());
-            async move { serve(client, &up, &me.to_string(), &iss, &tokens).await }
+            let (up, iss, tokens, password) = (up.clone(), iss.clone(), tokens.clone(), password.clone());
+            async move { serve(client, &up, &me.to_string(), &iss, &tokens, password.as_deref()).await }
         });
         TokenProxy { host: addr.to_string(), issued, _runtime: runtime }
     }
+}
+
+/// The password of a request's Basic `Authorization`, if any.
+fn basic_password(head: &str) -> Option<String> {
+    use base64::Engine as _;
+    let value = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case("authorization").then(|| v.trim().to_owned())
+    })?;
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded).ok()?).ok()?;
+    decoded.split_once(':').map(|(_, p)| p.to_owned())
 }
 
 async fn serve(
@@ -41,6 +63,7 @@ async fn serve(
     me: &str,
     issued: &Mutex<Vec<BTreeSet<String>>>,
     tokens: &Mutex<HashMap<String, BTreeSet<String>>>,
+    password: Option<&str>,
 ) -> std::io::Result<()> {
     let Some((head, body)) = read_request(&mut client).await? else { return Ok(()) };
     let first = head.lines().next().unwrap_or_default().to_owned();
@@ -53,6 +76,13 @@ async fn serve(
             .filter_map(|kv| kv.strip_prefix("scope="))
             .map(|s| s.replace("%3A", ":").replace("%2C", ",").replace("%2F", "/"))
             .collect();
+        // Without the password, pull only: a push with such a token is refused.
+        let scopes: BTreeSet<String> = match password {
+            Some(p) if basic_password(&head).as_deref() != Some(p) => {
+                scopes.iter().map(|s| s.rsplit_once(':').map_or(s.clone(), |(repo, _)| format!("{repo}:pull"))).collect()
+            }
+            _ => scopes,
+        };
         let token = format!("tok{}", tokens.lock().unwrap().len());
         tokens.lock().unwrap().insert(token.clone(), scopes.clone());
         issued.lock().unwrap().push(scopes);
