@@ -287,6 +287,14 @@ impl Plan {
     }
 }
 
+/// What the plan's notes say of a cache mode: `max` works as `min` through the daemon's
+/// `/build` API, which can export inline cache only (no registry or local cache export).
+pub fn cache_note(mode: crate::core::spec::CacheMode) -> Option<String> {
+    (mode == crate::core::spec::CacheMode::Max).then(|| {
+        "cache.mode max: builds go through the Docker daemon's /build API, which exports inline cache only, so max works as min here (the layers of the final stage are cached, intermediate stages are not)".to_owned()
+    })
+}
+
 /// Whether an agent found with `presence` was made on `base` (and, where it says so, from
 /// `builder`): a rebuilt base makes every agent on it stale.
 fn made_from(presence: &Presence, base: &ImageRef, builder: &str) -> bool {
@@ -544,6 +552,13 @@ mod tests {
         let plan = decide(l, &observed, 64);
         assert_eq!(plan.notes.len(), 1);
         assert!(plan.notes[0].contains("u:1") && plan.notes[0].contains("reference alone"));
+    }
+
+    #[test]
+    fn cache_mode_max_is_said_to_work_as_min() {
+        use crate::core::spec::CacheMode;
+        assert!(cache_note(CacheMode::Max).is_some_and(|n| n.contains("works as min")));
+        assert!(cache_note(CacheMode::Min).is_none() && cache_note(CacheMode::Off).is_none());
     }
 
     #[test]

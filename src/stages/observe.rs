@@ -14,7 +14,7 @@ use anyhow::Context as _;
 
 use crate::core::image_config::{is_index, provenance_of};
 use crate::core::image_ref::{Digest, ImageRef};
-use crate::core::plan::{Layout, LayoutInputs, Observed, Plan, Presence, Status, decide, layout, refresh};
+use crate::core::plan::{Layout, LayoutInputs, Observed, Plan, Presence, Status, cache_note, decide, layout, refresh};
 use crate::core::template::Vars;
 use crate::stages::prepare::{Pick, Prepared};
 
@@ -223,6 +223,7 @@ pub(crate) async fn make_plan(prepared: &Prepared, client: Option<&Registry>, co
     }
     let mut plan = decide(layout, &observed, usize::from(spec.max_parallel));
     plan.made_from = Some(prepared.fingerprint.clone());
+    plan.notes.extend(cache_note(spec.cache));
     Ok(plan)
 }
 
