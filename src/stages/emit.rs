@@ -26,16 +26,23 @@ pub(crate) fn write_json_stdout(value: &impl serde::Serialize) -> anyhow::Result
 /// Writes a report file as pretty JSON, streamed (a prune report of 133,000 manifests would
 /// cost hundreds of MB as one string).
 pub(crate) fn write_report(path: &Path, report: &impl serde::Serialize) -> anyhow::Result<()> {
+    write_json(path, report, true, "report")
+}
+
+/// Writes `value` to `path` as JSON (pretty or compact), streamed, making its folder; `what`
+/// names the file in errors.
+pub(crate) fn write_json(path: &Path, value: &impl serde::Serialize, pretty: bool, what: &str) -> anyhow::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating `{}` for the report", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating `{}` for the {what}", dir.display()))?;
     }
-    let file = std::fs::File::create(path).with_context(|| format!("writing the report `{}`", path.display()))?;
+    let file = std::fs::File::create(path).with_context(|| format!("writing the {what} `{}`", path.display()))?;
     let mut w = std::io::BufWriter::new(file);
-    serde_json::to_writer_pretty(&mut w, report)
+    let written = if pretty { serde_json::to_writer_pretty(&mut w, value) } else { serde_json::to_writer(&mut w, value) };
+    written
         .map_err(std::io::Error::from)
         .and_then(|()| w.write_all(b"\n"))
         .and_then(|()| w.flush())
-        .with_context(|| format!("writing the report `{}`", path.display()))
+        .with_context(|| format!("writing the {what} `{}`", path.display()))
 }
 
 /// Writes the summary where it belongs: `--summary FILE`, `$GITHUB_STEP_SUMMARY`, and

@@ -4,10 +4,9 @@
 
 use std::path::Path;
 
-use anyhow::Context as _;
-
 use crate::core::plan::Plan;
 use crate::outcome::UsageError;
+use crate::stages::emit::write_json;
 use crate::stages::prepare::Prepared;
 
 /// Reads a plan file without judging where it came from (`report` only reads statuses).
@@ -44,14 +43,5 @@ pub(crate) fn load_plan(path: &Path, prepared: &Prepared) -> anyhow::Result<Plan
 
 /// Writes the plan to `path` as compact JSON, streamed.
 pub(crate) fn write_plan(path: &Path, plan: &Plan) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating `{}` for the plan", dir.display()))?;
-    }
-    let file = std::fs::File::create(path).with_context(|| format!("writing the plan `{}`", path.display()))?;
-    let mut w = std::io::BufWriter::new(file);
-    serde_json::to_writer(&mut w, plan)
-        .map_err(std::io::Error::from)
-        .and_then(|()| w.flush())
-        .with_context(|| format!("writing the plan `{}`", path.display()))
+    write_json(path, plan, false, "plan")
 }

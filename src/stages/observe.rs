@@ -123,13 +123,7 @@ async fn existing(registry: &Registry, layout: &Layout, pick: &Pick, concurrency
     } else {
         Vec::new()
     };
-    let (latest, agents) = tokio::join!(heads(registry, latest, concurrency), async {
-        stream::iter(agents)
-            .map(|image| async move { (image.to_string(), agent_presence(registry, &image).await) })
-            .buffer_unordered(concurrency.max(1))
-            .collect::<Vec<_>>()
-            .await
-    });
+    let (latest, agents) = tokio::join!(heads(registry, latest, concurrency), presences(registry, agents, concurrency));
     record(observed, latest);
     record(observed, agents);
     Ok(())
@@ -142,6 +136,16 @@ async fn heads(registry: &Registry, images: Vec<ImageRef>, concurrency: usize) -
             let stats = Stats::default();
             (image.to_string(), registry.head_manifest(&image, &stats).await.map(|h| h.map(|_| Presence::default())))
         })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await
+}
+
+/// The provenance of each agent of `images`: present (with what it was made from), absent,
+/// or the registry's error.
+async fn presences(registry: &Registry, images: Vec<ImageRef>, concurrency: usize) -> Vec<(String, anyhow::Result<Option<Presence>>)> {
+    stream::iter(images)
+        .map(|image| async move { (image.to_string(), agent_presence(registry, &image).await) })
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await
@@ -249,13 +253,7 @@ pub(crate) async fn recheck(registry: &Registry, plan: &mut Plan, pick: &Pick, c
         .map(|a| a.image.clone())
         .filter(|i| seen.insert(i.to_string()))
         .collect();
-    let (heads, agents) = tokio::join!(heads(registry, to_head, concurrency), async {
-        stream::iter(agents)
-            .map(|image| async move { (image.to_string(), agent_presence(registry, &image).await) })
-            .buffer_unordered(concurrency.max(1))
-            .collect::<Vec<_>>()
-            .await
-    });
+    let (heads, agents) = tokio::join!(heads(registry, to_head, concurrency), presences(registry, agents, concurrency));
     record(&mut observed, heads);
     record(&mut observed, agents);
     for (image, why) in &observed.unchecked {
