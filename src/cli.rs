@@ -165,6 +165,10 @@ pub(crate) struct BuildArgs {
     /// Images built at once.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub parallel: u16,
+    /// Keep what a bases job pulled and built (by default each base's images and dangling
+    /// build cache are removed once it is pushed, so a shard fits a hosted runner's disk).
+    #[arg(long = "keep-images")]
+    pub keep_images: bool,
     /// The plan file the `plan` job wrote (`--plan-file`): use its tags, upstream digests and
     /// statuses and ask the registry only about this job's items. Refused when this checkout
     /// would plan other images.
@@ -217,6 +221,9 @@ pub(crate) struct RunArgs {
     /// Images built at once through the daemon.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub parallel: u16,
+    /// Keep what the bases pulled and built (see `build --keep-images`).
+    #[arg(long = "keep-images")]
+    pub keep_images: bool,
 }
 
 /// `report`.

@@ -242,6 +242,23 @@ impl DockerEngine {
         self.docker.tag_image(source, Some(options)).await.with_context(|| format!("tagging `{source}` as `{target}`"))
     }
 
+    /// Removes a local image tag (the image goes with its last tag); one that is not there is
+    /// fine.
+    pub(crate) async fn remove(&self, image: &str) -> anyhow::Result<()> {
+        match self.docker.remove_image(image, None::<bollard::query_parameters::RemoveImageOptions>, None).await {
+            Ok(_) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(e) => Err(anyhow::Error::from(e).context(format!("removing the local image `{image}`"))),
+        }
+    }
+
+    /// Frees the build cache nothing refers to any more (`docker builder prune`, not `--all`):
+    /// the bytes reclaimed.
+    pub(crate) async fn prune_build_cache(&self) -> anyhow::Result<u64> {
+        let r = self.docker.prune_build(None::<bollard::query_parameters::PruneBuildOptions>).await.context("pruning the build cache")?;
+        Ok(r.space_reclaimed.map_or(0, |n| u64::try_from(n).unwrap_or(0)))
+    }
+
     /// Pushes `image` (a full reference with a tag).
     pub(crate) async fn push(&self, image: &str) -> anyhow::Result<()> {
         let (repo, tag) = split_tag(image)?;

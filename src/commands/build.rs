@@ -38,7 +38,7 @@ pub(crate) async fn run(args: BuildArgs, actions: &ActionsEnv) -> anyhow::Result
     let engine = connect_daemon(&args.registry, &prepared.spec.registry.host).await?;
     let records = match args.stage {
         BuildStage::Builder => build_builder(&engine, &prepared, &plan, actions).await,
-        BuildStage::Bases => build_bases(&engine, &prepared, &plan, &pick, usize::from(args.parallel), actions).await,
+        BuildStage::Bases => build_bases(&engine, &prepared, &plan, &pick, usize::from(args.parallel), args.keep_images, actions).await,
     };
     let report = finish("build", records, started, client.totals(), &args.common, actions)?;
     Ok(Done::with_failures(report.failures()))

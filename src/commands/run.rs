@@ -33,7 +33,7 @@ pub(crate) async fn run(args: RunArgs, actions: &ActionsEnv) -> anyhow::Result<D
         let every = Pick::default();
         let (builder, bases) = tokio::join!(
             build_builder(&engine, &prepared, &plan, actions),
-            build_bases(&engine, &prepared, &plan, &every, parallel, actions)
+            build_bases(&engine, &prepared, &plan, &every, parallel, args.keep_images, actions)
         );
         records.extend(builder);
         records.extend(bases);

@@ -87,7 +87,9 @@ async fn build_builder_once(engine: &DockerEngine, prepared: &Prepared, plan: &P
     engine.push(&image).await
 }
 
-/// Builds and pushes each missing base the job picks, `parallel` at a time; each also becomes `{instance}-latest`. One failure does not
+/// Builds and pushes each missing base the job picks, `parallel` at a time (unless
+/// `keep_images`, each base's local images and dangling build cache are removed once it is
+/// pushed: a hosted runner has about 14 GB free, SWE-bench's upstream images are gigabytes); each also becomes `{instance}-latest`. One failure does not
 /// stop the others.
 pub(crate) async fn build_bases(
     engine: &DockerEngine,
@@ -95,6 +97,7 @@ pub(crate) async fn build_bases(
     plan: &Plan,
     pick: &Pick,
     parallel: usize,
+    keep_images: bool,
     actions: &ActionsEnv,
 ) -> Vec<ImageRecord> {
     let wanted = plan.bases.iter().filter(|b| pick.wants(&b.instance, &b.platform));
@@ -110,18 +113,77 @@ pub(crate) async fn build_bases(
     };
     let native = engine.native_platform().await.map_err(|e| format!("{e:#}"));
     let builder_platforms: Vec<String> = plan.builder.platforms.iter().map(ToString::to_string).collect();
+    let pulled = Pulled::counting(&todo);
+    let pulled = &pulled;
     run_jobs(records, todo, parallel, actions, |b| {
         let native_ok = native.clone().and_then(|n| {
             let wanted = if builder_platforms.len() > 1 { builder_platforms.clone() } else { vec![b.platform.to_string()] };
             check_native(&n, &wanted).map_err(|e| format!("{e:#}"))
         });
         let dockerfile = dockerfile.clone();
-        attempt(base_record(b, Outcome::Cold), Outcome::Built, async move {
-            native_ok.map_err(|e| anyhow::anyhow!(e))?;
-            build_base(engine, prepared, b, dockerfile, actions).await
-        })
+        async move {
+            let record = attempt(base_record(b, Outcome::Cold), Outcome::Built, async {
+                native_ok.map_err(|e| anyhow::anyhow!(e))?;
+                build_base(engine, prepared, b, dockerfile, actions).await
+            })
+            .await;
+            if !keep_images {
+                free_disk(engine, b, pulled).await;
+            }
+            record
+        }
     })
     .await
+}
+
+/// How many of a shard's bases still need each image they pull (upstreams, warm caches):
+/// an image goes when the last base that needs it is done.
+struct Pulled(std::sync::Mutex<HashMap<String, usize>>);
+
+impl Pulled {
+    fn counting(bases: &[&BasePlan]) -> Pulled {
+        let mut uses = HashMap::new();
+        for b in bases {
+            for image in pulled_by(b) {
+                *uses.entry(image).or_insert(0) += 1;
+            }
+        }
+        Pulled(std::sync::Mutex::new(uses))
+    }
+
+    /// One base is done: the images it pulled that no other base of the shard still needs.
+    fn done(&self, b: &BasePlan) -> Vec<String> {
+        let Ok(mut uses) = self.0.lock() else { return Vec::new() };
+        pulled_by(b)
+            .into_iter()
+            .filter(|image| {
+                let n = uses.entry(image.clone()).or_insert(1);
+                *n = n.saturating_sub(1);
+                *n == 0
+            })
+            .collect()
+    }
+}
+
+fn pulled_by(b: &BasePlan) -> Vec<String> {
+    std::iter::once(b.from.clone()).chain(b.cache_from.iter().map(ToString::to_string)).collect()
+}
+
+/// Removes what building `b` left on the daemon: the base and its `-latest` tag (pushed
+/// already), the images it pulled that no later base of the shard needs, and the build cache
+/// nothing refers to. A failure to free disk is logged, never the base's failure.
+async fn free_disk(engine: &DockerEngine, b: &BasePlan, pulled: &Pulled) {
+    let mut gone = vec![b.image.to_string(), b.image.with_tag(latest_tag(&b.instance)).to_string()];
+    gone.extend(pulled.done(b));
+    for image in &gone {
+        if let Err(e) = engine.remove(image).await {
+            tracing::debug!("{e:#}");
+        }
+    }
+    match engine.prune_build_cache().await {
+        Ok(bytes) => tracing::debug!("{}: removed its images and {bytes} bytes of build cache", b.image),
+        Err(e) => tracing::debug!("{e:#}"),
+    }
 }
 
 async fn build_base(
