@@ -265,14 +265,19 @@ impl DockerEngine {
         let options = PushImageOptionsBuilder::default().tag(tag).build();
         let mut stream = self.docker.push_image(repo, Some(options), self.auth_for(image));
         while let Some(item) = stream.next().await {
-            let info = item.with_context(|| format!("pushing `{image}`"))?;
-            if let Some(e) = info.error_detail.and_then(|d| d.message) {
-                let refused =
-                    ["unauthorized", "denied", "authentication required", "401", "403"].iter().any(|w| e.to_lowercase().contains(w));
-                let host = image.parse::<ImageRef>().map(|i| i.registry).unwrap_or_default();
-                let hint = if refused { format!(" ({})", self.credentials.login_hint(&host)) } else { String::new() };
-                bail!("pushing `{image}`: {e}{hint}");
-            }
+            // The daemon reports a refusal either in the stream's items or as a stream error.
+            let message = match item {
+                Ok(info) => match info.error_detail.and_then(|d| d.message) {
+                    Some(m) => m,
+                    None => continue,
+                },
+                Err(e) => e.to_string(),
+            };
+            let refused =
+                ["unauthorized", "denied", "authentication required", "401", "403"].iter().any(|w| message.to_lowercase().contains(w));
+            let host = image.parse::<ImageRef>().map(|i| i.registry).unwrap_or_default();
+            let hint = if refused { format!(" ({})", self.credentials.login_hint(&host)) } else { String::new() };
+            bail!("pushing `{image}`: {message}{hint}");
         }
         Ok(())
     }
