@@ -159,15 +159,29 @@ async fn write_agent(
     // The plan already skipped agents that exist with this base and builder; a rewrite of
     // an identical manifest (a race with another job) is harmless.
     let fam = family.unwrap_or(Family::Oci);
-    match put_agent(client, target, &children, fam, from, stats).await {
-        Err(e) if names_a_missing_blob(&e) => {
-            tracing::debug!("{target}: the registry does not have a blob it was given ({e:#}): mounting again, writing once more");
-            reensure(client, job, builder, &read, present, stats).await?;
-            put_agent(client, target, &children, fam, from, stats).await
+    let mut tries = 0u32;
+    loop {
+        match put_agent(client, target, &children, fam, from, stats).await {
+            // Another job (another process) mounting the same blob into this repository can
+            // leave the registry's link to it unreadable for a moment (Debian's registry 2.8
+            // on filesystem storage answers MANIFEST_BLOB_UNKNOWN / DIGEST_INVALID): wait and
+            // write again; from the second retry on, mount its blobs again first.
+            Err(e) if names_a_missing_blob(&e) && tries < MISSING_BLOB_RETRIES => {
+                tries += 1;
+                let wait = std::time::Duration::from_millis((100u64 << tries) + rand::random::<u64>() % 100);
+                tracing::debug!("{target}: the registry does not have a blob it was given ({e:#}): writing again in {wait:?}");
+                tokio::time::sleep(wait).await;
+                if tries >= 2 {
+                    reensure(client, job, builder, &read, present, stats).await?;
+                }
+            }
+            other => return other,
         }
-        other => other,
     }
 }
+
+/// How often a manifest refused for a missing blob is written again.
+const MISSING_BLOB_RETRIES: u32 = 4;
 
 /// Puts an agent's manifest under its tag; with several platforms, each child by digest
 /// and an index over them under the tag.

@@ -318,3 +318,48 @@ fn shared_layers_are_mounted_once_at_concurrency_32() {
         assert!(requests <= 48 * 6 + 6 + 8, "run {v}: {requests} requests: shared blobs were mounted more than once");
     }
 }
+
+#[test]
+fn parallel_jobs_on_shared_layers_all_succeed() {
+    // Four agents jobs at once, as a workflow's matrix runs them, mounting the same shared
+    // blobs into one repository from four processes.
+    let reg = Registry::start();
+    let instances: Vec<String> = (0..24).map(|i| format!("inst-{i}")).collect();
+    let spec = format!(
+        "registry: {}/t\nbuilder: {{ repository: builder, version: v1 }}\nbases:\n  repository: base\n  context: base\n  from: \"{}/up/{{instance}}:1\"\n  instances: [{}]\nagents:\n  repository: agent\n  variants: [{{ name: a }}, {{ name: b }}]\n",
+        reg.host,
+        reg.host,
+        instances.join(", ")
+    );
+    let dir = spec_dir(&[
+        ("split-build.yml", &spec),
+        ("base/Dockerfile", "ARG BASE_IMAGE\nFROM $BASE_IMAGE\n"),
+        ("Dockerfile", "FROM scratch AS payload\n"),
+    ]);
+    let out = split_build(dir.path(), &["plan", "--plan-file", "plan.json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    push_shared_layer_bases(&reg, &plan, &["v1"]);
+    let jobs: Vec<std::process::Child> = instances
+        .chunks(6)
+        .enumerate()
+        .map(|(k, items)| {
+            SplitBuild::new(dir.path())
+                .args(["assemble", "--plan", "plan.json", "--max-writes-per-second", "0", "--report"])
+                .arg(format!("job-{k}.json"))
+                .arg("--items")
+                .arg(items.join(" "))
+                .command()
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (k, job) in jobs.into_iter().enumerate() {
+        let out = job.wait_with_output().unwrap();
+        assert!(out.status.success(), "job {k}: {}", String::from_utf8_lossy(&out.stderr));
+        let report = json_file(dir.path(), &format!("job-{k}.json"));
+        assert_eq!(agents(&report).iter().filter(|a| a["status"] == "assembled").count(), 12, "job {k}: {report:#}");
+    }
+}

@@ -1,6 +1,7 @@
-//! What the local HTTP servers of the tests (the faulty proxy, the token front, the fake
-//! GitHub API) share: a loopback listener with a task per connection, reading a request,
-//! forwarding one upstream.
+//! What the local HTTP servers of the tests (the faulty proxy, the token front, the hostile
+//! front, the fake GitHub API) share: a loopback listener with a task per connection, reading
+//! a request (a chunked body, as the Docker daemon sends blobs, is decoded), forwarding one
+//! upstream.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -43,10 +44,44 @@ pub async fn read_request(client: &mut TcpStream) -> std::io::Result<Option<(Str
         buf.extend_from_slice(&chunk[..n]);
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
-        .unwrap_or(0);
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_ascii_lowercase())
+        })
+    };
+    if header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        // The Docker daemon uploads blobs chunked: decode, and pass the body on with a
+        // Content-Length instead.
+        let mut rest = buf[head_end..].to_vec();
+        let mut body = Vec::new();
+        loop {
+            let Some(line_end) = find(&rest, b"\r\n") else {
+                if !read_more(client, &mut rest).await? {
+                    return Ok(None);
+                }
+                continue;
+            };
+            let size_text = String::from_utf8_lossy(&rest[..line_end]).to_string();
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
+            if rest.len() < line_end + 2 + size + 2 {
+                if !read_more(client, &mut rest).await? {
+                    return Ok(None);
+                }
+                continue;
+            }
+            body.extend_from_slice(&rest[line_end + 2..line_end + 2 + size]);
+            rest.drain(..line_end + 2 + size + 2);
+            if size == 0 {
+                break;
+            }
+        }
+        let lines: Vec<&str> =
+            head.trim_end().split("\r\n").filter(|l| !l.to_ascii_lowercase().starts_with("transfer-encoding:")).collect();
+        let head = format!("{}\r\nContent-Length: {}\r\n\r\n", lines.join("\r\n"), body.len());
+        return Ok(Some((head, body)));
+    }
+    let len: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
     while buf.len() < head_end + len {
         let mut chunk = [0u8; 65536];
         let n = client.read(&mut chunk).await?;
@@ -56,6 +91,14 @@ pub async fn read_request(client: &mut TcpStream) -> std::io::Result<Option<(Str
         buf.extend_from_slice(&chunk[..n]);
     }
     Ok(Some((head, buf[head_end..head_end + len].to_vec())))
+}
+
+/// Reads more bytes into `buf`; false when the client closed.
+async fn read_more(client: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<bool> {
+    let mut chunk = [0u8; 65536];
+    let n = client.read(&mut chunk).await?;
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(n > 0)
 }
 
 /// Forwards a request on a new upstream connection with `Connection: close`, leaving out
