@@ -170,7 +170,8 @@ fn run_act(workspace: &Path, name: &str, runner: &str, registry: &str, token: Op
         .current_dir(workspace)
         .args(["push", "-P"])
         .arg(format!("ubuntu-latest={runner}"))
-        .args(["--pull=false", "--action-offline-mode", "--no-cache-server", "--json", "--bind"])
+        // --rm: a run meant to fail leaves no job containers behind.
+        .args(["--pull=false", "--action-offline-mode", "--no-cache-server", "--json", "--bind", "--rm"])
         // As GitHub's runner starts a container action: HOME is /github/home, not the runner
         // user's home with its docker config.
         .args(["--env", "HOME=/github/home"])
