@@ -252,10 +252,13 @@ impl DockerEngine {
         }
     }
 
-    /// Frees the build cache nothing refers to any more (`docker builder prune`, not `--all`):
-    /// the bytes reclaimed.
+    /// Frees the layer cache nothing refers to any more (`docker builder prune --filter
+    /// type=regular`): the bytes reclaimed. Only layer records: an uploaded build context
+    /// (another build's, not yet solved) is a record of another type and stays.
     pub(crate) async fn prune_build_cache(&self) -> anyhow::Result<u64> {
-        let r = self.docker.prune_build(None::<bollard::query_parameters::PruneBuildOptions>).await.context("pruning the build cache")?;
+        let filters = HashMap::from([("type", vec!["regular"])]);
+        let options = bollard::query_parameters::PruneBuildOptionsBuilder::default().filters(&filters).build();
+        let r = self.docker.prune_build(Some(options)).await.context("pruning the build cache")?;
         Ok(r.space_reclaimed.map_or(0, |n| u64::try_from(n).unwrap_or(0)))
     }
 

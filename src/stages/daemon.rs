@@ -115,25 +115,33 @@ pub(crate) async fn build_bases(
     let builder_platforms: Vec<String> = plan.builder.platforms.iter().map(ToString::to_string).collect();
     let pulled = Pulled::counting(&todo);
     let pulled = &pulled;
-    run_jobs(records, todo, parallel, actions, |b| {
+    let in_flight = &std::sync::atomic::AtomicUsize::new(0);
+    let records = run_jobs(records, todo, parallel, actions, |b| {
         let native_ok = native.clone().and_then(|n| {
             let wanted = if builder_platforms.len() > 1 { builder_platforms.clone() } else { vec![b.platform.to_string()] };
             check_native(&n, &wanted).map_err(|e| format!("{e:#}"))
         });
         let dockerfile = dockerfile.clone();
         async move {
+            in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let record = attempt(base_record(b, Outcome::Cold), Outcome::Built, async {
                 native_ok.map_err(|e| anyhow::anyhow!(e))?;
                 build_base(engine, prepared, b, dockerfile, actions).await
             })
             .await;
+            let others = in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) - 1;
             if !keep_images {
-                free_disk(engine, b, pulled).await;
+                // The build cache goes only while none of this job's builds is under way.
+                free_disk(engine, b, pulled, others == 0).await;
             }
             record
         }
     })
-    .await
+    .await;
+    if !keep_images {
+        prune_cache(engine).await;
+    }
+    records
 }
 
 /// How many of a shard's bases still need each image they pull (upstreams, warm caches):
@@ -170,9 +178,10 @@ fn pulled_by(b: &BasePlan) -> Vec<String> {
 }
 
 /// Removes what building `b` left on the daemon: the base and its `-latest` tag (pushed
-/// already), the images it pulled that no later base of the shard needs, and the build cache
-/// nothing refers to. A failure to free disk is logged, never the base's failure.
-async fn free_disk(engine: &DockerEngine, b: &BasePlan, pulled: &Pulled) {
+/// already), the images it pulled that no later base of the shard needs, and, with `prune`,
+/// the layer cache nothing refers to. A failure to free disk is logged, never the base's
+/// failure.
+async fn free_disk(engine: &DockerEngine, b: &BasePlan, pulled: &Pulled, prune: bool) {
     let mut gone = vec![b.image.to_string(), b.image.with_tag(latest_tag(&b.instance)).to_string()];
     gone.extend(pulled.done(b));
     for image in &gone {
@@ -180,8 +189,14 @@ async fn free_disk(engine: &DockerEngine, b: &BasePlan, pulled: &Pulled) {
             tracing::debug!("{e:#}");
         }
     }
+    if prune {
+        prune_cache(engine).await;
+    }
+}
+
+async fn prune_cache(engine: &DockerEngine) {
     match engine.prune_build_cache().await {
-        Ok(bytes) => tracing::debug!("{}: removed its images and {bytes} bytes of build cache", b.image),
+        Ok(bytes) => tracing::debug!("removed {bytes} bytes of build cache"),
         Err(e) => tracing::debug!("{e:#}"),
     }
 }

@@ -180,12 +180,21 @@ fn run_act(workspace: &Path, name: &str, runner: &str, registry: &str, token: Op
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    // The whole of act's log, for when a job fails: a test failure shows only its end.
+    let logs = repo().join("target/e2e-logs");
+    let _ = std::fs::create_dir_all(&logs);
+    let _ = std::fs::write(logs.join(format!("{name}.jsonl")), format!("{stdout}\n{stderr}"));
     let records: Vec<Value> = stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     if !succeed {
         assert!(!out.status.success(), "the run was meant to fail:\n{}", tail(&stdout, 60));
         return ActRun { records, stderr: format!("{stderr}\n{stdout}") };
     }
-    assert!(out.status.success(), "act exited {:?}\n{stderr}\n{}", out.status.code(), tail(&stdout, 60));
+    assert!(
+        out.status.success(),
+        "act exited {:?} (whole log: target/e2e-logs/{name}.jsonl)\n{stderr}\n{}",
+        out.status.code(),
+        tail(&stdout, 60)
+    );
     // act reports a bad matrix or expression on stderr and may still exit 0.
     for bad in ["Error", "error evaluating", "unable to", "Invalid"] {
         assert!(!stderr.contains(bad), "act complained ({bad}):\n{stderr}");
