@@ -62,6 +62,9 @@ pub(crate) struct DockerEngine {
     credentials: std::sync::Arc<Credentials>,
     /// Whether BuildKit works here: unknown until the first build says.
     buildkit: std::sync::Arc<AtomicU8>,
+    /// Held (shared) by every build of this process for its whole duration; a cache prune
+    /// needs it alone, so it never removes the uploaded context of a build under way.
+    gate: std::sync::Arc<tokio::sync::RwLock<()>>,
 }
 
 impl DockerEngine {
@@ -73,7 +76,12 @@ impl DockerEngine {
             .negotiate_version()
             .await
             .context("talking to the Docker daemon (is it running, and is /var/run/docker.sock reachable?)")?;
-        Ok(DockerEngine { docker, credentials: std::sync::Arc::new(credentials), buildkit: std::sync::Arc::new(AtomicU8::new(UNKNOWN)) })
+        Ok(DockerEngine {
+            docker,
+            credentials: std::sync::Arc::new(credentials),
+            buildkit: std::sync::Arc::new(AtomicU8::new(UNKNOWN)),
+            gate: std::sync::Arc::default(),
+        })
     }
 
     fn auth_for(&self, image: &str) -> Option<DockerCredentials> {
@@ -91,6 +99,7 @@ impl DockerEngine {
     /// else with the classic builder, said once in the log. Either way the daemon pulls
     /// `FROM` images itself. A failure carries the failing step's message.
     pub(crate) async fn build(&self, req: &BuildRequest, actions: &ActionsEnv) -> anyhow::Result<()> {
+        let _building = self.gate.read().await;
         if self.buildkit.load(Ordering::Relaxed) != NO_BUILDKIT {
             match self.build_with(req, true, actions).await {
                 Ok(()) => {
@@ -255,7 +264,9 @@ impl DockerEngine {
     /// Frees the layer cache nothing refers to any more (`docker builder prune --filter
     /// type=regular`): the bytes reclaimed. Only layer records: an uploaded build context
     /// (another build's, not yet solved) is a record of another type and stays.
+    /// Returns 0 without pruning while a build of this process is under way.
     pub(crate) async fn prune_build_cache(&self) -> anyhow::Result<u64> {
+        let Ok(_alone) = self.gate.try_write() else { return Ok(0) };
         let filters = HashMap::from([("type", vec!["regular"])]);
         let options = bollard::query_parameters::PruneBuildOptionsBuilder::default().filters(&filters).build();
         let r = self.docker.prune_build(Some(options)).await.context("pruning the build cache")?;

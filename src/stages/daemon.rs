@@ -115,7 +115,6 @@ pub(crate) async fn build_bases(
     let builder_platforms: Vec<String> = plan.builder.platforms.iter().map(ToString::to_string).collect();
     let pulled = Pulled::counting(&todo);
     let pulled = &pulled;
-    let in_flight = &std::sync::atomic::AtomicUsize::new(0);
     let records = run_jobs(records, todo, parallel, actions, |b| {
         let native_ok = native.clone().and_then(|n| {
             let wanted = if builder_platforms.len() > 1 { builder_platforms.clone() } else { vec![b.platform.to_string()] };
@@ -123,16 +122,13 @@ pub(crate) async fn build_bases(
         });
         let dockerfile = dockerfile.clone();
         async move {
-            in_flight.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let record = attempt(base_record(b, Outcome::Cold), Outcome::Built, async {
                 native_ok.map_err(|e| anyhow::anyhow!(e))?;
                 build_base(engine, prepared, b, dockerfile, actions).await
             })
             .await;
-            let others = in_flight.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) - 1;
             if !keep_images {
-                // The build cache goes only while none of this job's builds is under way.
-                free_disk(engine, b, pulled, others == 0).await;
+                free_disk(engine, b, pulled).await;
             }
             record
         }
@@ -178,10 +174,10 @@ fn pulled_by(b: &BasePlan) -> Vec<String> {
 }
 
 /// Removes what building `b` left on the daemon: the base and its `-latest` tag (pushed
-/// already), the images it pulled that no later base of the shard needs, and, with `prune`,
-/// the layer cache nothing refers to. A failure to free disk is logged, never the base's
+/// already), the images it pulled that no later base of the shard needs, and the layer cache
+/// nothing refers to (when no build of this process is under way). A failure to free disk is logged, never the base's
 /// failure.
-async fn free_disk(engine: &DockerEngine, b: &BasePlan, pulled: &Pulled, prune: bool) {
+async fn free_disk(engine: &DockerEngine, b: &BasePlan, pulled: &Pulled) {
     let mut gone = vec![b.image.to_string(), b.image.with_tag(latest_tag(&b.instance)).to_string()];
     gone.extend(pulled.done(b));
     for image in &gone {
@@ -189,9 +185,8 @@ async fn free_disk(engine: &DockerEngine, b: &BasePlan, pulled: &Pulled, prune: 
             tracing::debug!("{e:#}");
         }
     }
-    if prune {
-        prune_cache(engine).await;
-    }
+    // The engine prunes only while none of this process's builds is under way.
+    prune_cache(engine).await;
 }
 
 async fn prune_cache(engine: &DockerEngine) {

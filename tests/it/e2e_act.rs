@@ -124,6 +124,12 @@ fn act_workflow(name: &str, registry: &str) -> Value {
             if s["uses"].as_str().is_some_and(|u| u.starts_with("openhands/split-build@")) {
                 s["uses"] = json!("./");
                 s["with"]["github-registry"] = json!(registry);
+                // act runs every shard on one daemon; a shard's clean-up could remove what
+                // another shard's build is using. On GitHub each shard has its own runner (the
+                // clean-up is tested on its own in disk.rs).
+                if s["with"]["stage"] == json!("bases") {
+                    s["with"]["keep-images"] = json!("true");
+                }
             }
         }
     }
