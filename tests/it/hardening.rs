@@ -284,8 +284,10 @@ fn push_shared_layer_bases(reg: &Registry, plan: &Value, versions: &[&str]) {
     });
 }
 
-#[test]
-fn shared_layers_are_mounted_once_at_concurrency_32() {
+/// A registry holding 24 SWE-bench-shaped bases (see [`push_shared_layer_bases`]) and the
+/// builder under each of `versions`, and the spec's directory (24 instances x 2 variants),
+/// planned with its plan written to `plan.json`.
+fn shared_layer_fixtures(versions: &[&str]) -> (Registry, tempfile::TempDir) {
     let reg = Registry::start();
     let instances: Vec<String> = (0..24).map(|i| format!("inst-{i}")).collect();
     let spec = format!(
@@ -299,11 +301,17 @@ fn shared_layers_are_mounted_once_at_concurrency_32() {
         ("base/Dockerfile", "ARG BASE_IMAGE\nFROM $BASE_IMAGE\n"),
         ("Dockerfile", "FROM scratch AS payload\n"),
     ]);
-    let out = split_build(dir.path(), &["plan"]);
+    let out = split_build(dir.path(), &["plan", "--plan-file", "plan.json"]);
     assert!(out.status.success(), "{}", text(&out));
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    push_shared_layer_bases(&reg, &plan, versions);
+    (reg, dir)
+}
+
+#[test]
+fn shared_layers_are_mounted_once_at_concurrency_32() {
     let versions = ["v1", "v2", "v3"];
-    push_shared_layer_bases(&reg, &plan, &versions);
+    let (_reg, dir) = shared_layer_fixtures(&versions);
     for v in versions {
         let out = split_build(dir.path(), &["assemble", "--concurrency", "32", "--builder-version", v, "--report", "report.json"]);
         assert!(out.status.success(), "run {v}: {}", text(&out));
@@ -323,23 +331,8 @@ fn shared_layers_are_mounted_once_at_concurrency_32() {
 fn parallel_jobs_on_shared_layers_all_succeed() {
     // Four agents jobs at once, as a workflow's matrix runs them, mounting the same shared
     // blobs into one repository from four processes.
-    let reg = Registry::start();
+    let (_reg, dir) = shared_layer_fixtures(&["v1"]);
     let instances: Vec<String> = (0..24).map(|i| format!("inst-{i}")).collect();
-    let spec = format!(
-        "registry: {}/t\nbuilder: {{ repository: builder, version: v1 }}\nbases:\n  repository: base\n  context: base\n  from: \"{}/up/{{instance}}:1\"\n  instances: [{}]\nagents:\n  repository: agent\n  variants: [{{ name: a }}, {{ name: b }}]\n",
-        reg.host,
-        reg.host,
-        instances.join(", ")
-    );
-    let dir = spec_dir(&[
-        ("split-build.yml", &spec),
-        ("base/Dockerfile", "ARG BASE_IMAGE\nFROM $BASE_IMAGE\n"),
-        ("Dockerfile", "FROM scratch AS payload\n"),
-    ]);
-    let out = split_build(dir.path(), &["plan", "--plan-file", "plan.json"]);
-    assert!(out.status.success(), "{}", text(&out));
-    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
-    push_shared_layer_bases(&reg, &plan, &["v1"]);
     let jobs: Vec<std::process::Child> = instances
         .chunks(6)
         .enumerate()
