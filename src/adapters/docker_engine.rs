@@ -117,6 +117,14 @@ impl DockerEngine {
                 }
             }
         }
+        // The classic builder builds the daemon's own platform only: a foreign one would come
+        // out as the daemon's, under the other platform's name.
+        if let Some(p) = &req.platform {
+            let native = self.native_platform().await?;
+            if *p != native && !p.starts_with(&format!("{native}/")) {
+                bail!("building {p} needs BuildKit, which this {native} daemon does not offer: run this platform's job on a {p} runner");
+            }
+        }
         for c in &req.cache_from {
             // The classic builder caches only from local images. One that cannot be pulled
             // only costs the cache.

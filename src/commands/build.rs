@@ -6,7 +6,7 @@ use std::time::Instant;
 use crate::adapters::actions_env::ActionsEnv;
 use crate::cli::{BuildArgs, BuildStage};
 use crate::outcome::{Done, UsageError};
-use crate::stages::daemon::{build_bases, build_builder, connect_daemon};
+use crate::stages::daemon::{Site, build_bases, build_builder, connect_daemon};
 use crate::stages::emit::finish;
 use crate::stages::handover::load_plan;
 use crate::stages::observe::{connect, make_plan, recheck};
@@ -23,7 +23,7 @@ pub(crate) async fn run(args: BuildArgs, actions: &ActionsEnv) -> anyhow::Result
     let client = connect(&args.registry, &prepared.spec.registry.host)?;
     // The builder job asks about the builder alone; a bases job about its own instances.
     let asks = match args.stage {
-        BuildStage::Builder => Pick::instances(Default::default()),
+        BuildStage::Builder => Pick { items: Some(Default::default()), platform: pick.platform.clone() },
         BuildStage::Bases => pick.clone(),
     };
     let concurrency = usize::from(args.registry.concurrency);
@@ -36,9 +36,10 @@ pub(crate) async fn run(args: BuildArgs, actions: &ActionsEnv) -> anyhow::Result
         None => make_plan(&prepared, Some(&client), concurrency, &asks).await?,
     };
     let engine = connect_daemon(&args.registry, &prepared.spec.registry.host).await?;
+    let site = Site { engine: &engine, client: &client, prepared: &prepared, plan: &plan, actions };
     let records = match args.stage {
-        BuildStage::Builder => build_builder(&engine, &prepared, &plan, actions).await,
-        BuildStage::Bases => build_bases(&engine, &prepared, &plan, &pick, usize::from(args.parallel), args.keep_images, actions).await,
+        BuildStage::Builder => build_builder(site, &pick).await,
+        BuildStage::Bases => build_bases(site, &pick, usize::from(args.parallel), args.keep_images).await,
     };
     let report = finish("build", records, started, client.totals(), &args.common, actions)?;
     Ok(Done::with_failures(report.failures()))

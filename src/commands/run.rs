@@ -11,7 +11,7 @@ use crate::core::report::ready_instances;
 use crate::core::spec::Method;
 use crate::outcome::Done;
 use crate::stages::append::assemble_append;
-use crate::stages::daemon::{build_bases, build_builder, builder_and_bases_hits, connect_daemon};
+use crate::stages::daemon::{Site, build_bases, build_builder, builder_and_bases_hits, connect_daemon};
 use crate::stages::dockerfile::assemble_with_daemon;
 use crate::stages::emit::{finish, log_counts};
 use crate::stages::observe::{connect, make_plan};
@@ -31,10 +31,8 @@ pub(crate) async fn run(args: RunArgs, actions: &ActionsEnv) -> anyhow::Result<D
     if c.builder_needed || c.bases_missing > 0 {
         let engine = connect_daemon(&args.registry, &prepared.spec.registry.host).await?;
         let every = Pick::default();
-        let (builder, bases) = tokio::join!(
-            build_builder(&engine, &prepared, &plan, actions),
-            build_bases(&engine, &prepared, &plan, &every, parallel, args.keep_images, actions)
-        );
+        let site = Site { engine: &engine, client: &client, prepared: &prepared, plan: &plan, actions };
+        let (builder, bases) = tokio::join!(build_builder(site, &every), build_bases(site, &every, parallel, args.keep_images));
         records.extend(builder);
         records.extend(bases);
     } else {

@@ -31,6 +31,7 @@ pub mod dockerignore;
 pub mod fingerprint;
 pub mod image_config;
 pub mod image_ref;
+pub mod legs;
 pub mod matrix;
 pub mod outputs;
 pub mod plan;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::content_hash::{Recipe, base_hash, fit_tag};
 use crate::core::image_ref::{Digest, ImageRef, Tag};
+use crate::core::legs::{has_legs, leg, pushed_as};
 use crate::core::matrix::{GithubMatrix, Work, shard};
 use crate::core::platform::Platform;
 use crate::core::spec::Spec;
@@ -181,6 +182,9 @@ pub struct BuilderPlan {
     pub status: Status,
     /// The platforms it is built for.
     pub platforms: Vec<Platform>,
+    /// With several platforms and no index yet: the platforms whose leg exists already.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub built: Vec<Platform>,
 }
 
 /// One base image on one platform.
@@ -203,6 +207,14 @@ pub struct BasePlan {
     pub status: Status,
     /// The warm image to use as cache-from.
     pub cache_from: Option<ImageRef>,
+    /// With several platforms and no index yet: whether this platform's leg exists already
+    /// (only the index, or other platforms, are missing).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub built: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// One agent image on one platform.
@@ -305,12 +317,25 @@ fn made_from(presence: &Presence, base: &ImageRef, builder: &str) -> bool {
 /// since: an image found now is a hit. Nothing else changes: the tags, upstream digests and
 /// warm caches stay the plan's, so a job makes exactly what the plan named.
 pub fn refresh(plan: &mut Plan, observed: &Observed) {
+    let platforms = plan.builder.platforms.clone();
     if observed.has(&plan.builder.image).is_some() {
         plan.builder.status = Status::Hit;
+        plan.builder.built.clear();
+    } else if has_legs(&platforms) {
+        for p in &platforms {
+            if !plan.builder.built.contains(p) && observed.has(&leg(&plan.builder.image, p)).is_some() {
+                plan.builder.built.push(p.clone());
+            }
+        }
     }
-    for b in plan.bases.iter_mut().filter(|b| observed.has(&b.image).is_some()) {
-        b.status = Status::Hit;
-        b.cache_from = None;
+    for b in plan.bases.iter_mut() {
+        if observed.has(&b.image).is_some() {
+            b.status = Status::Hit;
+            b.cache_from = None;
+            b.built = false;
+        } else if has_legs(&platforms) && observed.has(&leg(&b.image, &b.platform)).is_some() {
+            b.built = true;
+        }
     }
     let builder = plan.builder.image.to_string();
     for a in plan.agents.iter_mut() {
@@ -327,59 +352,76 @@ pub fn decide(layout: Layout, observed: &Observed, max_parallel: usize) -> Plan 
     // a copy of every name would double the peak memory.
     let Layout { builder, platforms, bases: base_layouts, agents: agent_layouts, runners } = layout;
     let builder_status = if observed.has(&builder).is_some() { Status::Hit } else { Status::Cold };
+    let legs = has_legs(&platforms);
+    // With several platforms and no index, the legs found so far.
+    let builder_built: Vec<Platform> = if legs && builder_status.is_missing() {
+        platforms.iter().filter(|p| observed.has(&leg(&builder, p)).is_some()).cloned().collect()
+    } else {
+        Vec::new()
+    };
     let builder_name = builder.to_string();
-    // Each image gets one entry per platform, in platform order: copies for the others,
-    // the moved original for the last. A spec always has at least one platform.
-    let Some((last, others)) = platforms.split_last() else {
+    // Each image gets one entry per platform, in platform order. A spec always has at
+    // least one platform.
+    let Some(first) = platforms.first().cloned() else {
         // The spec parser never yields an empty platform list; nothing to plan without one.
-        let builder = BuilderPlan { image: builder, status: builder_status, platforms };
+        let builder = BuilderPlan { image: builder, status: builder_status, platforms, built: builder_built };
         return Plan { builder, bases: vec![], agents: vec![], matrices: Matrices::default(), notes: vec![], made_from: None };
     };
 
     let mut bases = Vec::with_capacity(base_layouts.len() * platforms.len());
     for b in base_layouts {
-        let (status, cache_from) = if observed.has(&b.image).is_some() {
-            (Status::Hit, None)
-        } else if observed.has(&b.latest).is_some() {
-            (Status::Warm, Some(b.latest))
-        } else {
-            (Status::Cold, None)
-        };
-        let entry = BasePlan {
-            instance: b.instance,
-            platform: last.clone(),
-            image: b.image,
-            from: b.from,
-            from_digest: b.from_digest,
-            build_args: b.build_args,
-            status,
-            cache_from,
-        };
-        for p in others {
-            bases.push(BasePlan { platform: p.clone(), ..entry.clone() });
+        let hit = observed.has(&b.image).is_some();
+        for p in &platforms {
+            // A warm cache per platform: `{instance}-latest`, or its leg with several platforms.
+            let latest = pushed_as(&b.latest, p, &platforms);
+            let (status, cache_from) = if hit {
+                (Status::Hit, None)
+            } else if observed.has(&latest).is_some() {
+                (Status::Warm, Some(latest))
+            } else {
+                (Status::Cold, None)
+            };
+            let built = legs && !hit && observed.has(&leg(&b.image, p)).is_some();
+            bases.push(BasePlan {
+                instance: b.instance.clone(),
+                platform: p.clone(),
+                image: b.image.clone(),
+                from: b.from.clone(),
+                from_digest: b.from_digest.clone(),
+                build_args: b.build_args.clone(),
+                status,
+                cache_from,
+                built,
+            });
         }
-        bases.push(entry);
     }
 
     let mut agents = Vec::with_capacity(agent_layouts.len() * platforms.len());
     for a in agent_layouts {
         let current = observed.has(&a.image).is_some_and(|p| made_from(p, &a.base, &builder_name));
         let status = if current { Status::Hit } else { Status::Cold };
-        let entry = AgentPlan { instance: a.instance, variant: a.variant, platform: last.clone(), image: a.image, base: a.base, status };
-        for p in others {
-            agents.push(AgentPlan { platform: p.clone(), ..entry.clone() });
+        for p in &platforms {
+            agents.push(AgentPlan {
+                instance: a.instance.clone(),
+                variant: a.variant.clone(),
+                platform: p.clone(),
+                image: a.image.clone(),
+                base: a.base.clone(),
+                status,
+            });
         }
-        agents.push(entry);
     }
+    let base_jobs = leg_jobs(bases.iter().map(|b| (&b.platform, b.instance.as_str(), b.status, b.built)), &first);
     let matrices = Matrices {
-        builder: builder_matrix(&builder, &platforms, builder_status, &runners),
-        bases: shard(
-            &missing_by_platform(&platforms, bases.iter().map(|b| (&b.platform, b.instance.as_str(), b.status))),
-            max_parallel,
-            &runners,
-        ),
+        builder: builder_matrix(&builder, &platforms, builder_status, &builder_built, &runners),
+        bases: shard(&missing_by_platform(&platforms, base_jobs.into_iter()), max_parallel, &runners),
+        // An agents job writes every platform of its agents (an index), so each agent
+        // belongs to one job: the first platform's.
         agents: shard(
-            &missing_by_platform(&platforms, agents.iter().map(|a| (&a.platform, a.instance.as_str(), a.status))),
+            &missing_by_platform(
+                &platforms[..1],
+                agents.iter().filter(|a| a.platform == first).map(|a| (&a.platform, a.instance.as_str(), a.status)),
+            ),
             max_parallel,
             &runners,
         ),
@@ -397,16 +439,49 @@ pub fn decide(layout: Layout, observed: &Observed, max_parallel: usize) -> Plan 
         )
         .collect();
 
-    Plan { builder: BuilderPlan { image: builder, status: builder_status, platforms }, bases, agents, matrices, notes, made_from: None }
+    let builder = BuilderPlan { image: builder, status: builder_status, platforms, built: builder_built };
+    Plan { builder, bases, agents, matrices, notes, made_from: None }
 }
 
-fn builder_matrix(builder: &ImageRef, platforms: &[Platform], status: Status, runners: &BTreeMap<Platform, String>) -> GithubMatrix {
+fn builder_matrix(
+    builder: &ImageRef,
+    platforms: &[Platform],
+    status: Status,
+    built: &[Platform],
+    runners: &BTreeMap<Platform, String>,
+) -> GithubMatrix {
     if !status.is_missing() {
         return GithubMatrix::default();
     }
     let tag = builder.tag.as_ref().map(Tag::to_string).unwrap_or_default();
-    let work: Vec<Work> = platforms.iter().map(|p| (p.clone(), vec![tag.clone()])).collect();
-    shard(&work, platforms.len(), runners)
+    let mut todo: Vec<&Platform> = platforms.iter().filter(|p| !built.contains(p)).collect();
+    // Every leg exists and only the index is missing: one job writes it.
+    if todo.is_empty() {
+        todo.extend(platforms.first());
+    }
+    let work: Vec<Work> = todo.into_iter().map(|p| (p.clone(), vec![tag.clone()])).collect();
+    shard(&work, work.len(), runners)
+}
+
+/// The (platform, instance, status) of each base leg a job must work on: the missing legs,
+/// and for an instance whose legs all exist but whose index does not, its `first`
+/// platform's (that job writes the index).
+fn leg_jobs<'a>(
+    entries: impl Iterator<Item = (&'a Platform, &'a str, Status, bool)>,
+    first: &Platform,
+) -> Vec<(&'a Platform, &'a str, Status)> {
+    let entries: Vec<_> = entries.collect();
+    let mut lacking: BTreeSet<&str> = BTreeSet::new();
+    for (_, instance, status, built) in &entries {
+        if status.is_missing() && !built {
+            lacking.insert(instance);
+        }
+    }
+    entries
+        .into_iter()
+        .filter(|(p, instance, status, built)| status.is_missing() && (!built || (!lacking.contains(instance) && *p == first)))
+        .map(|(p, instance, status, _)| (p, instance, status))
+        .collect()
 }
 
 /// Per platform, in platform order, the distinct instances (in spec order) with a missing
@@ -578,6 +653,64 @@ mod tests {
         assert_eq!(plan.agents[0].status, Status::Hit);
         assert_eq!(plan.agents[1].status, Status::Cold, "made on another base: stale");
         assert_eq!(plan.bases.iter().map(|b| &b.image).collect::<Vec<_>>(), before.bases.iter().map(|b| &b.image).collect::<Vec<_>>());
+    }
+
+    fn two_platform_layout(instances: &[&str]) -> Layout {
+        let mut spec = crate::core::spec::tests::spec_with(instances, &["v"]);
+        spec.platforms = vec!["linux/amd64".parse().unwrap(), "linux/arm64".parse().unwrap()];
+        layout(&spec, LayoutInputs { builder_version: &tag("1"), base_recipe: &recipe(b"FROM x"), upstream_digests: &BTreeMap::new() })
+    }
+
+    fn jobs(m: &GithubMatrix) -> Vec<(String, String)> {
+        m.include.iter().map(|e| (e.platform.clone(), e.items.clone())).collect()
+    }
+
+    #[test]
+    fn with_two_platforms_a_plan_asks_only_for_the_missing_legs() {
+        let l = two_platform_layout(&["done", "half", "legs", "none"]);
+        let (amd, arm): (Platform, Platform) = ("linux/amd64".parse().unwrap(), "linux/arm64".parse().unwrap());
+        let b = |i: usize| &l.bases[i];
+        let observed = present(&[
+            (&b(0).image, Presence::default()),
+            // `half`: the amd64 leg is pushed, arm64's is not; arm64 has a warm cache.
+            (&leg(&b(1).image, &amd), Presence::default()),
+            (&leg(&b(1).latest, &arm), Presence::default()),
+            // `legs`: both legs pushed, the index is not.
+            (&leg(&b(2).image, &amd), Presence::default()),
+            (&leg(&b(2).image, &arm), Presence::default()),
+            // The builder's arm64 leg.
+            (&leg(&l.builder, &arm), Presence::default()),
+        ]);
+        let plan = decide(l.clone(), &observed, 2);
+        let row = |i: usize| (plan.bases[i].status, plan.bases[i].built, plan.bases[i].cache_from.as_ref().map(ToString::to_string));
+        assert_eq!(row(0), (Status::Hit, false, None));
+        assert_eq!(row(1), (Status::Hit, false, None));
+        assert_eq!(row(2), (Status::Cold, true, None), "a leg's warm cache is its platform's `-latest` leg");
+        assert_eq!(row(3), (Status::Warm, false, Some("reg.example/ns/base:half-latest-linux-arm64".into())));
+        assert_eq!((row(4).1, row(5).1), (true, true));
+        assert_eq!(
+            jobs(&plan.matrices.bases),
+            [("linux/amd64".into(), "legs none".into()), ("linux/arm64".into(), "half none".into())],
+            "missing legs only; an instance whose legs are all there gets one job (its first platform's) to write the index"
+        );
+        assert_eq!(plan.builder.built, [arm.clone()]);
+        assert_eq!(jobs(&plan.matrices.builder), [("linux/amd64".into(), "1".into())], "the builder's missing leg only");
+        assert_eq!(
+            jobs(&plan.matrices.agents),
+            [("linux/amd64".into(), "done half".into()), ("linux/amd64".into(), "legs none".into())],
+            "an agents job writes every platform: one job per instance"
+        );
+
+        // Both builder legs there, no index: one job writes it.
+        let both = present(&[(&leg(&l.builder, &amd), Presence::default()), (&leg(&l.builder, &arm), Presence::default())]);
+        assert_eq!(jobs(&decide(l.clone(), &both, 64).matrices.builder), [("linux/amd64".into(), "1".into())]);
+
+        // A job learns of legs pushed since the plan, and of the index.
+        let mut plan = decide(l.clone(), &Observed::default(), 64);
+        let since = present(&[(&leg(&b(3).image, &arm), Presence::default()), (&b(0).image, Presence::default())]);
+        refresh(&mut plan, &since);
+        assert_eq!((plan.bases[6].built, plan.bases[7].built), (false, true));
+        assert_eq!((plan.bases[0].status, plan.bases[1].status), (Status::Hit, Status::Hit));
     }
 
     #[test]

@@ -348,7 +348,7 @@ mod tests {
             status,
         };
         let plan = Plan {
-            builder: BuilderPlan { image: image("b"), status: Status::Hit, platforms: vec!["linux/amd64".parse().unwrap()] },
+            builder: BuilderPlan { image: image("b"), status: Status::Hit, platforms: vec!["linux/amd64".parse().unwrap()], built: vec![] },
             bases: vec![],
             agents: vec![agent("x", Status::Hit), agent("y", Status::Cold), agent("z", Status::Hit)],
             matrices: Matrices::default(),

@@ -3,11 +3,12 @@
 //! in as `now`.
 //!
 //! Rules, in order (the first that keeps an image wins; an image nothing keeps goes):
-//! 1. every image the current plan names (builder, bases, agents);
+//! 1. every image the current plan names (builder, bases, agents), with several platforms
+//!    the builder's and bases' legs too;
 //! 2. builder and agent images of the newest `keep_versions` builder versions (an agent
 //!    belongs to version V when its tag is `agents.tag` rendered with `{builder}` = V for an
 //!    instance and variant of the spec);
-//! 3. every `{instance}-latest` base (the warm cache);
+//! 3. every `{instance}-latest` base (the warm cache), and with several platforms its legs;
 //! 4. tags matching a `keep` pattern of the spec;
 //! 5. anything younger than the grace period;
 //! 6. a manifest that a kept index refers to (multi-platform children);
@@ -21,6 +22,7 @@ use globset::{Glob, GlobSetBuilder};
 use serde::Serialize;
 
 use crate::core::image_ref::Digest;
+use crate::core::legs::{has_legs, is_leg_of, leg};
 use crate::core::plan::Plan;
 use crate::core::spec::Spec;
 use crate::core::template::Vars;
@@ -88,9 +90,15 @@ pub struct Policy {
 /// Decides for every stored manifest of the spec's three repositories. `versions` are the
 /// builder versions, newest first.
 pub fn select(stored: &[Stored], spec: &Spec, plan: &Plan, versions: &[String], policy: &Policy, now: i64) -> Vec<Decision> {
-    let in_plan: BTreeSet<(String, String)> = std::iter::once(&plan.builder.image)
+    let platforms = &plan.builder.platforms;
+    // With several platforms, the builder's and each base's legs are the plan's too.
+    let legs = std::iter::once(&plan.builder.image)
         .chain(plan.bases.iter().map(|b| &b.image))
-        .chain(plan.agents.iter().map(|a| &a.image))
+        .flat_map(|image| platforms.iter().filter(|_| has_legs(platforms)).map(move |p| leg(image, p)));
+    let in_plan: BTreeSet<(String, String)> = std::iter::once(plan.builder.image.clone())
+        .chain(plan.bases.iter().map(|b| b.image.clone()))
+        .chain(plan.agents.iter().map(|a| a.image.clone()))
+        .chain(legs)
         .filter_map(|r| Some((r.repository.clone(), r.tag.as_ref()?.to_string())))
         .collect();
     let recent: Vec<&String> = versions.iter().take(policy.keep_versions).collect();
@@ -124,7 +132,7 @@ pub fn select(stored: &[Stored], spec: &Spec, plan: &Plan, versions: &[String], 
             if let Some(v) = version_of_tag.get(&key) {
                 return Some(Reason::RecentVersion(v.clone()));
             }
-            if s.repository == spec.bases.repository && t.ends_with("-latest") {
+            if s.repository == spec.bases.repository && (t.ends_with("-latest") || is_leg_of(t, "-latest", platforms)) {
                 return Some(Reason::Latest);
             }
             if let Some(i) = keep_globs.matches(t).first() {
@@ -273,6 +281,32 @@ mod tests {
         for (repo, tag, keep, reason) in table {
             assert_eq!(verdict(&got, repo, tag), (keep, reason), "{repo}:{tag}");
         }
+    }
+
+    #[test]
+    fn with_two_platforms_the_legs_of_kept_images_stay() {
+        let (mut spec, _) = setup();
+        spec.platforms = vec!["linux/amd64".parse().unwrap(), "linux/arm64".parse().unwrap()];
+        let recipe =
+            Recipe { dockerfile_sha256: "x".into(), target: None, inputs: vec![InputFile { path: "f".into(), sha256: "y".into() }] };
+        let version: crate::core::image_ref::Tag = "v3".parse().unwrap();
+        let l = layout(&spec, LayoutInputs { builder_version: &version, base_recipe: &recipe, upstream_digests: &BTreeMap::new() });
+        let plan = decide(l, &Observed::default(), 64);
+        let base_a = plan.bases[0].image.tag.as_ref().unwrap().to_string();
+        let arm_leg = format!("{base_a}-linux-arm64");
+        let items = vec![
+            stored("base", &arm_leg, 40),
+            stored("builder", "v3-linux-amd64", 40),
+            stored("base", "a-latest-linux-amd64", 40),
+            stored("base", "a-oldhash-linux-amd64", 40),
+            stored("base", "a-latest-linux-s390x", 40),
+        ];
+        let got = select(&items, &spec, &plan, &["v3".to_owned()], &policy(1), NOW);
+        assert_eq!(verdict(&got, "base", &arm_leg), (true, Reason::InPlan));
+        assert_eq!(verdict(&got, "builder", "v3-linux-amd64"), (true, Reason::InPlan));
+        assert_eq!(verdict(&got, "base", "a-latest-linux-amd64"), (true, Reason::Latest));
+        assert_eq!(verdict(&got, "base", "a-oldhash-linux-amd64"), (false, Reason::Unused));
+        assert_eq!(verdict(&got, "base", "a-latest-linux-s390x"), (false, Reason::Unused), "not a platform of the spec");
     }
 
     #[test]

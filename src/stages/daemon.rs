@@ -8,12 +8,17 @@ use anyhow::Context as _;
 use crate::adapters::actions_env::ActionsEnv;
 use crate::adapters::credentials::Credentials;
 use crate::adapters::docker_engine::{BuildRequest, DockerEngine};
+use crate::adapters::registry::{Registry, Stats};
 use crate::cli::RegistryOpts;
 use crate::core::image_config::BASE_NAME;
+use crate::core::image_ref::ImageRef;
+use crate::core::legs::{has_legs, pushed_as};
 use crate::core::plan::{BasePlan, Plan, Status, latest_tag};
+use crate::core::platform::Platform;
 use crate::core::report::{ImageRecord, Outcome, Stage};
 use crate::core::spec::CacheMode;
 use crate::stages::jobs::{attempt, run_jobs};
+use crate::stages::merge::{Merged, merge_legs};
 use crate::stages::prepare::{Pick, Prepared};
 
 /// The daemon, with the same credentials as the registry client (the flags for the spec's
@@ -22,10 +27,29 @@ pub(crate) async fn connect_daemon(opts: &RegistryOpts, registry_host: &str) -> 
     DockerEngine::connect(Credentials::load(opts).flags_for(registry_host)).await
 }
 
-/// The builder's record: one image over all its platforms.
-fn builder_record(plan: &Plan, status: Outcome) -> ImageRecord {
-    let platforms: Vec<String> = plan.builder.platforms.iter().map(ToString::to_string).collect();
-    ImageRecord::new(Stage::Builder, &plan.builder.image.to_string(), &platforms.join(","), status)
+/// Where builds happen and what they follow: the daemon, the registry (legs are merged
+/// there), the prepared spec and the plan.
+#[derive(Clone, Copy)]
+pub(crate) struct Site<'a> {
+    /// The daemon that builds and pushes.
+    pub(crate) engine: &'a DockerEngine,
+    /// The registry the indexes are written to.
+    pub(crate) client: &'a Registry,
+    /// The spec and its hashed inputs.
+    pub(crate) prepared: &'a Prepared,
+    /// The plan being carried out.
+    pub(crate) plan: &'a Plan,
+    /// Where logs and progress go.
+    pub(crate) actions: &'a ActionsEnv,
+}
+
+/// The builder's record: one image over all its platforms, or one leg's (`platform`).
+fn builder_record(plan: &Plan, platform: Option<&Platform>, status: Outcome) -> ImageRecord {
+    let platforms = match platform {
+        Some(p) => p.to_string(),
+        None => plan.builder.platforms.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+    };
+    ImageRecord::new(Stage::Builder, &plan.builder.image.to_string(), &platforms, status)
 }
 
 fn base_record(b: &BasePlan, status: Outcome) -> ImageRecord {
@@ -34,41 +58,77 @@ fn base_record(b: &BasePlan, status: Outcome) -> ImageRecord {
 
 /// Records of a plan whose builder and bases all exist (nothing to build).
 pub(crate) fn builder_and_bases_hits(plan: &Plan) -> Vec<ImageRecord> {
-    let mut out = vec![builder_record(plan, Outcome::Hit)];
+    let mut out = vec![builder_record(plan, None, Outcome::Hit)];
     out.extend(plan.bases.iter().map(|b| base_record(b, Outcome::Hit)));
     out
 }
 
-/// Builds and pushes the builder's payload stage, unless it exists.
-pub(crate) async fn build_builder(engine: &DockerEngine, prepared: &Prepared, plan: &Plan, actions: &ActionsEnv) -> Vec<ImageRecord> {
+/// Builds and pushes the builder's payload stage, unless it exists: with one platform
+/// under its tag; with several, each picked platform's leg (unless it exists), then the
+/// index once every leg is there.
+pub(crate) async fn build_builder(site: Site<'_>, pick: &Pick) -> Vec<ImageRecord> {
+    let Site { engine, client, prepared, plan, actions } = site;
     if plan.builder.status == Status::Hit {
-        return vec![builder_record(plan, Outcome::Hit)];
+        return vec![builder_record(plan, None, Outcome::Hit)];
     }
-    run_jobs(Vec::new(), vec![()], 1, actions, |()| {
-        attempt(builder_record(plan, Outcome::Cold), Outcome::Built, build_builder_once(engine, prepared, plan, actions))
+    let platforms = &plan.builder.platforms;
+    if !has_legs(platforms) {
+        return run_jobs(Vec::new(), platforms.iter().collect(), 1, actions, |p| {
+            attempt(builder_record(plan, None, Outcome::Cold), Outcome::Built, build_builder_once(engine, prepared, plan, p, actions))
+        })
+        .await;
+    }
+    let legs: Vec<&Platform> = platforms.iter().filter(|p| pick.platform.as_ref().is_none_or(|q| q == *p)).collect();
+    run_jobs(Vec::new(), legs, platforms.len(), actions, |p| async move {
+        let stats = Stats::default();
+        let built = plan.builder.built.contains(p);
+        let record = attempt(builder_record(plan, Some(p), Outcome::Cold), if built { Outcome::Hit } else { Outcome::Built }, async {
+            if !built {
+                build_builder_once(engine, prepared, plan, p, actions).await?;
+            }
+            merged(client, &plan.builder.image, platforms, None, &stats).await
+        })
+        .await;
+        record.counted(stats.counters())
     })
     .await
 }
 
-/// Whether a daemon of platform `native` can make an image of `platforms`: only its own,
-/// and only one. (A multi-platform spec names indexes; a daemon pushes one platform per
-/// tag, so those images must come from elsewhere, e.g. `docker buildx`, for now.)
-fn check_native(native: &str, platforms: &[String]) -> anyhow::Result<()> {
-    match platforms {
-        [one] if *one == native || one.starts_with(&format!("{native}/")) => Ok(()),
-        [one] => anyhow::bail!("this daemon builds {native} images, not {one}: run this platform's matrix job on a {one} runner"),
-        _ => anyhow::bail!(
-            "{} name one multi-platform index per tag, which daemon builds do not make yet (a daemon pushes one platform per tag): build these images with `docker buildx build --platform {}` and use `assemble`",
-            platforms.join(", "),
-            platforms.join(",")
-        ),
+/// Writes the index over `image`'s legs when every platform has one, saying so either way.
+async fn merged(client: &Registry, image: &ImageRef, platforms: &[Platform], also: Option<&ImageRef>, stats: &Stats) -> anyhow::Result<()> {
+    match merge_legs(client, image, platforms, also, stats).await? {
+        Merged::Written => tracing::info!("`{image}`: every platform is built; its index is written"),
+        Merged::Waiting(missing) => {
+            let missing: Vec<String> = missing.iter().map(ToString::to_string).collect();
+            tracing::info!("`{image}`: no index yet, waiting for {} (the job that builds the last platform writes it)", missing.join(", "));
+        }
+    }
+    Ok(())
+}
+
+/// Says when a leg is built for a platform other than the daemon's: BuildKit does that
+/// without emulation when no step runs a program; a `RUN` step needs QEMU (binfmt) or a
+/// runner of that platform.
+async fn foreign_note(engine: &DockerEngine, platform: &Platform) {
+    if let Ok(native) = engine.native_platform().await
+        && native != platform.to_string()
+        && !platform.to_string().starts_with(&format!("{native}/"))
+    {
+        tracing::info!(
+            "building {platform} on a {native} daemon: fine for steps that run no program (COPY, ADD); a RUN step needs QEMU (binfmt) or a {platform} runner (`jobs.runners`)"
+        );
     }
 }
 
-async fn build_builder_once(engine: &DockerEngine, prepared: &Prepared, plan: &Plan, actions: &ActionsEnv) -> anyhow::Result<()> {
-    let image = plan.builder.image.to_string();
-    let platforms: Vec<String> = plan.builder.platforms.iter().map(ToString::to_string).collect();
-    check_native(&engine.native_platform().await?, &platforms)?;
+async fn build_builder_once(
+    engine: &DockerEngine,
+    prepared: &Prepared,
+    plan: &Plan,
+    platform: &Platform,
+    actions: &ActionsEnv,
+) -> anyhow::Result<()> {
+    let image = pushed_as(&plan.builder.image, platform, &plan.builder.platforms).to_string();
+    foreign_note(engine, platform).await;
     let b = &prepared.spec.builder;
     let dockerfile = std::fs::read_to_string(&b.dockerfile).with_context(|| format!("reading `{}`", b.dockerfile.display()))?;
     let req = BuildRequest {
@@ -81,25 +141,20 @@ async fn build_builder_once(engine: &DockerEngine, prepared: &Prepared, plan: &P
         cache_from: vec![],
         tag: image.clone(),
         inline_cache: prepared.spec.cache != CacheMode::Off,
-        platform: platforms.first().cloned(),
+        platform: Some(platform.to_string()),
     };
     engine.build(&req, actions).await?;
     engine.push(&image).await
 }
 
-/// Builds and pushes each missing base the job picks, `parallel` at a time (unless
-/// `keep_images`, each base's local images and dangling build cache are removed once it is
-/// pushed: a hosted runner has about 14 GB free, SWE-bench's upstream images are gigabytes); each also becomes `{instance}-latest`. One failure does not
-/// stop the others.
-pub(crate) async fn build_bases(
-    engine: &DockerEngine,
-    prepared: &Prepared,
-    plan: &Plan,
-    pick: &Pick,
-    parallel: usize,
-    keep_images: bool,
-    actions: &ActionsEnv,
-) -> Vec<ImageRecord> {
+/// Builds and pushes each missing base the job picks, `parallel` at a time; each also
+/// becomes `{instance}-latest`. With several platforms each picked platform is a leg
+/// (skipped when it exists), and the leg that completes an instance writes its index.
+/// Unless `keep_images`, each base's local images and dangling build cache are removed once
+/// it is pushed (a hosted runner has about 14 GB free, SWE-bench's upstream images are
+/// gigabytes). One failure does not stop the others.
+pub(crate) async fn build_bases(site: Site<'_>, pick: &Pick, parallel: usize, keep_images: bool) -> Vec<ImageRecord> {
+    let Site { engine, client, prepared, plan, actions } = site;
     let wanted = plan.bases.iter().filter(|b| pick.wants(&b.instance, &b.platform));
     let (hits, todo): (Vec<&BasePlan>, Vec<&BasePlan>) = wanted.partition(|b| b.status == Status::Hit);
     let mut records: Vec<ImageRecord> = hits.into_iter().map(|b| base_record(b, Outcome::Hit)).collect();
@@ -111,26 +166,30 @@ pub(crate) async fn build_bases(
             return records;
         }
     };
-    let native = engine.native_platform().await.map_err(|e| format!("{e:#}"));
-    let builder_platforms: Vec<String> = plan.builder.platforms.iter().map(ToString::to_string).collect();
-    let pulled = Pulled::counting(&todo);
+    let platforms = &plan.builder.platforms;
+    let to_build: Vec<&BasePlan> = todo.iter().copied().filter(|b| !b.built).collect();
+    let pulled = Pulled::counting(&to_build);
     let pulled = &pulled;
     let records = run_jobs(records, todo, parallel, actions, |b| {
-        let native_ok = native.clone().and_then(|n| {
-            let wanted = if builder_platforms.len() > 1 { builder_platforms.clone() } else { vec![b.platform.to_string()] };
-            check_native(&n, &wanted).map_err(|e| format!("{e:#}"))
-        });
         let dockerfile = dockerfile.clone();
         async move {
-            let record = attempt(base_record(b, Outcome::Cold), Outcome::Built, async {
-                native_ok.map_err(|e| anyhow::anyhow!(e))?;
-                build_base(engine, prepared, b, dockerfile, actions).await
+            let stats = Stats::default();
+            let success = if b.built { Outcome::Hit } else { Outcome::Built };
+            let record = attempt(base_record(b, Outcome::Cold), success, async {
+                if !b.built {
+                    build_base(engine, prepared, b, platforms, dockerfile, actions).await?;
+                }
+                if has_legs(platforms) {
+                    let latest = b.image.with_tag(latest_tag(&b.instance));
+                    merged(client, &b.image, platforms, Some(&latest), &stats).await?;
+                }
+                Ok(())
             })
             .await;
-            if !keep_images {
-                free_disk(engine, b, pulled).await;
+            if !keep_images && !b.built {
+                free_disk(engine, b, platforms, pulled).await;
             }
-            record
+            record.counted(stats.counters())
         }
     })
     .await;
@@ -177,8 +236,8 @@ fn pulled_by(b: &BasePlan) -> Vec<String> {
 /// already), the images it pulled that no later base of the shard needs, and the layer cache
 /// nothing refers to (when no build of this process is under way). A failure to free disk is logged, never the base's
 /// failure.
-async fn free_disk(engine: &DockerEngine, b: &BasePlan, pulled: &Pulled) {
-    let mut gone = vec![b.image.to_string(), b.image.with_tag(latest_tag(&b.instance)).to_string()];
+async fn free_disk(engine: &DockerEngine, b: &BasePlan, platforms: &[Platform], pulled: &Pulled) {
+    let mut gone = pushed_tags(b, platforms);
     gone.extend(pulled.done(b));
     for image in &gone {
         if let Err(e) = engine.remove(image).await {
@@ -196,14 +255,23 @@ async fn prune_cache(engine: &DockerEngine) {
     }
 }
 
+/// The tags a base's build pushes: its image and `{instance}-latest`, or, with several
+/// platforms, their legs for `b`'s platform.
+fn pushed_tags(b: &BasePlan, platforms: &[Platform]) -> Vec<String> {
+    let latest = b.image.with_tag(latest_tag(&b.instance));
+    vec![pushed_as(&b.image, &b.platform, platforms).to_string(), pushed_as(&latest, &b.platform, platforms).to_string()]
+}
+
 async fn build_base(
     engine: &DockerEngine,
     prepared: &Prepared,
     b: &BasePlan,
+    platforms: &[Platform],
     dockerfile: String,
     actions: &ActionsEnv,
 ) -> anyhow::Result<()> {
-    let image = b.image.to_string();
+    let [image, latest] = <[String; 2]>::try_from(pushed_tags(b, platforms)).map_err(|_| anyhow::anyhow!("two tags"))?;
+    foreign_note(engine, &b.platform).await;
     let mut build_args: HashMap<String, String> = b.build_args.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     build_args.insert("BASE_IMAGE".into(), b.from.clone());
     let req = BuildRequest {
@@ -220,23 +288,6 @@ async fn build_base(
     };
     engine.build(&req, actions).await?;
     engine.push(&image).await?;
-    let latest = b.image.with_tag(latest_tag(&b.instance)).to_string();
     engine.tag(&image, &latest).await?;
     engine.push(&latest).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::check_native;
-
-    #[test]
-    fn a_daemon_builds_its_own_single_platform_only() {
-        let p = |s: &[&str]| s.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
-        assert!(check_native("linux/amd64", &p(&["linux/amd64"])).is_ok());
-        assert!(check_native("linux/arm64", &p(&["linux/arm64/v8"])).is_ok());
-        let other = check_native("linux/amd64", &p(&["linux/arm64"])).unwrap_err().to_string();
-        assert!(other.contains("linux/arm64 runner"), "{other}");
-        let two = check_native("linux/amd64", &p(&["linux/amd64", "linux/arm64"])).unwrap_err().to_string();
-        assert!(two.contains("docker buildx build --platform linux/amd64,linux/arm64"), "{two}");
-    }
 }

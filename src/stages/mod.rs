@@ -11,5 +11,6 @@ pub(crate) mod emit;
 pub(crate) mod handover;
 pub(crate) mod inventory;
 pub(crate) mod jobs;
+pub(crate) mod merge;
 pub(crate) mod observe;
 pub(crate) mod prepare;

@@ -14,6 +14,7 @@ use anyhow::Context as _;
 
 use crate::core::image_config::{is_index, provenance_of};
 use crate::core::image_ref::{Digest, ImageRef};
+use crate::core::legs::{has_legs, leg, pushed_as};
 use crate::core::plan::{Layout, LayoutInputs, Observed, Plan, Presence, Status, cache_note, decide, layout, refresh};
 use crate::core::template::Vars;
 use crate::stages::prepare::{Pick, Prepared};
@@ -117,14 +118,28 @@ async fn existing(registry: &Registry, layout: &Layout, pick: &Pick, concurrency
         anyhow::bail!("{e}");
     }
     let found = |image: &ImageRef| observed.present.contains_key(&image.to_string());
-    let latest: Vec<ImageRef> = bases.iter().filter(|b| !found(&b.image)).map(|b| b.latest.clone()).collect();
+    let platforms = &layout.platforms;
+    // A missing base: its warm cache (`{instance}-latest`, per platform with several) and,
+    // with several platforms, the legs pushed so far; a missing builder: its legs.
+    let mut second: Vec<ImageRef> = Vec::new();
+    for b in bases.iter().filter(|b| !found(&b.image)) {
+        let mut per_platform: Vec<ImageRef> = platforms.iter().map(|p| pushed_as(&b.latest, p, platforms)).collect();
+        per_platform.dedup();
+        second.extend(per_platform);
+        if has_legs(platforms) {
+            second.extend(platforms.iter().map(|p| leg(&b.image, p)));
+        }
+    }
+    if has_legs(platforms) && !found(&layout.builder) {
+        second.extend(platforms.iter().map(|p| leg(&layout.builder, p)));
+    }
     let agents: Vec<ImageRef> = if found(&layout.builder) {
         layout.agents.iter().filter(|a| pick.wants_instance(&a.instance) && found(&a.base)).map(|a| a.image.clone()).collect()
     } else {
         Vec::new()
     };
-    let (latest, agents) = tokio::join!(heads(registry, latest, concurrency), presences(registry, agents, concurrency));
-    record(observed, latest);
+    let (second, agents) = tokio::join!(heads(registry, second, concurrency), presences(registry, agents, concurrency));
+    record(observed, second);
     record(observed, agents);
     Ok(())
 }
@@ -240,10 +255,17 @@ pub(crate) async fn recheck(registry: &Registry, plan: &mut Plan, pick: &Pick, c
     if plan.builder.status != Status::Hit {
         to_head.push(plan.builder.image.clone());
     }
+    let platforms = plan.builder.platforms.clone();
+    if plan.builder.status != Status::Hit && has_legs(&platforms) {
+        to_head.extend(platforms.iter().filter(|p| pick.platform.as_ref().is_none_or(|q| q == *p)).map(|p| leg(&plan.builder.image, p)));
+    }
     let mut seen = BTreeSet::new();
     for b in plan.bases.iter().filter(|b| b.status != Status::Hit && pick.wants(&b.instance, &b.platform)) {
         if seen.insert(b.image.to_string()) {
             to_head.push(b.image.clone());
+        }
+        if has_legs(&platforms) && !b.built {
+            to_head.push(leg(&b.image, &b.platform));
         }
     }
     let agents: Vec<ImageRef> = plan
