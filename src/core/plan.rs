@@ -693,7 +693,7 @@ mod tests {
             [("linux/amd64".into(), "legs none".into()), ("linux/arm64".into(), "half none".into())],
             "missing legs only; an instance whose legs are all there gets one job (its first platform's) to write the index"
         );
-        assert_eq!(plan.builder.built, [arm.clone()]);
+        assert_eq!(plan.builder.built, std::slice::from_ref(&arm));
         assert_eq!(jobs(&plan.matrices.builder), [("linux/amd64".into(), "1".into())], "the builder's missing leg only");
         assert_eq!(
             jobs(&plan.matrices.agents),
