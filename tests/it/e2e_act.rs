@@ -176,6 +176,10 @@ fn run_act(workspace: &Path, name: &str, runner: &str, registry: &str, token: Op
         .current_dir(workspace)
         .args(["push", "-P"])
         .arg(format!("ubuntu-latest={runner}"))
+        // The arm64 legs' runner label; here the same amd64 runner, whose daemon's BuildKit
+        // builds arm64 images from COPY-only Dockerfiles without emulation.
+        .arg("-P")
+        .arg(format!("ubuntu-24.04-arm={runner}"))
         // --rm: a run meant to fail leaves no job containers behind.
         .args(["--pull=false", "--action-offline-mode", "--no-cache-server", "--json", "--bind", "--rm"])
         // As GitHub's runner starts a container action: HOME is /github/home, not the runner
@@ -213,17 +217,20 @@ fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// The image act runs jobs in (made by scripts/e2e-runner-image).
+fn runner_image() -> String {
+    let out = Command::new("bash").arg(repo().join("scripts/e2e-runner-image")).output().unwrap();
+    assert!(out.status.success(), "making the runner image: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 #[test]
 fn readme_workflow_under_act_twice() {
     support::docker();
     let size = build_action_image();
     eprintln!("action image {ACTION_IMAGE}: {:.1} MB", size as f64 / 1e6);
     assert!(size < 20_000_000, "the action image should stay under 20 MB, is {size} bytes");
-    let runner = {
-        let out = Command::new("bash").arg(repo().join("scripts/e2e-runner-image")).output().unwrap();
-        assert!(out.status.success(), "making the runner image: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
+    let runner = runner_image();
 
     let reg = support::Registry::start();
     for id in INSTANCES {
@@ -291,4 +298,83 @@ fn readme_workflow_under_act_twice() {
     assert!(ran.is_empty(), "the second run built something: {ran:?}");
     let summary = &second.summaries("plan")[0];
     assert!(summary.contains("Cache hits: 16 of 16"), "{summary}");
+}
+
+/// A two-platform spec through the README's workflow: the builder and bases matrices have
+/// one leg per platform (runs-on the platform's runner label), each leg pushes its image,
+/// the last leg of each tag writes its index, and the agents job writes agent indexes.
+#[test]
+fn two_platform_workflow_under_act_makes_indexes_for_every_stage() {
+    support::docker();
+    build_action_image();
+    let runner = runner_image();
+    let reg = support::Registry::start();
+    let instances = ["proj__a-1", "proj__b-2"];
+    for id in instances {
+        let staging = format!("staging/{}:1", id.replace("__", "_1776_"));
+        support::import_and_push(&support::busybox_rootfs_tar(&[]), &format!("{}/{staging}", reg.host));
+        support::make_two_platform_index(&reg.host, &staging, &format!("upstream/{}:latest", id.replace("__", "_1776_")));
+    }
+    let front = support::token_proxy::TokenProxy::start_with_password(&reg.host, TOKEN);
+    let spec = format!(
+        "registry: {host}/mp\nplatforms: [linux/amd64, linux/arm64]\nbuilder:\n  repository: builder\n  context: agent\nbases:\n  repository: base\n  context: base\n  from: \"{host}/upstream/{{instance|replace(\\\"__\\\", \\\"_1776_\\\")}}:latest\"\n  build-args: {{ INSTANCE: \"{{instance}}\" }}\n  instances: [{}]\nagents:\n  repository: agent\n  variants:\n    - name: one\n      entrypoint: [\"/bin/sh\", \"/agent/agent.sh\"]\njobs: {{ max-parallel: 2 }}\n",
+        instances.join(", "),
+        host = front.host
+    );
+    let mut files = vec![
+        ("agent/agent.sh".to_owned(), "echo \"agent on $(cat /base.txt)\"\n".to_owned()),
+        ("agent/Dockerfile".to_owned(), "FROM scratch AS payload\nCOPY agent.sh /agent/agent.sh\n".to_owned()),
+        (
+            "base/Dockerfile".to_owned(),
+            "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nARG TARGETARCH\nARG INSTANCE\nCOPY ${TARGETARCH}-${INSTANCE}.txt /base.txt\n".to_owned(),
+        ),
+        ("split-build.yml".to_owned(), spec),
+    ];
+    for id in instances {
+        for arch in ["amd64", "arm64"] {
+            files.push((format!("base/{arch}-{id}.txt"), format!("{arch} base of {id}\n")));
+        }
+    }
+    let files: Vec<(&str, &str)> = files.iter().map(|(p, t)| (p.as_str(), t.as_str())).collect();
+    let dir = support::spec_dir(&files);
+    let w = dir.path();
+    std::fs::copy(repo().join("action.yml"), w.join("action.yml")).unwrap();
+    std::fs::create_dir_all(w.join(".github/workflows")).unwrap();
+    git(w, &["init", "-q"]);
+
+    let run = run_act(w, &format!("e2e-{}-two-platforms", std::process::id()), &runner, &front.host, Some(TOKEN), true);
+    let results = run.job_results();
+    for (job, result) in &results {
+        assert_eq!(result, "success", "job {job} did not succeed");
+    }
+    let plan = run.outputs("plan");
+    for stage in ["builder", "bases"] {
+        let m: Value = serde_json::from_str(&plan[&format!("{stage}-matrix")]).unwrap();
+        let legs: Vec<(&str, &str)> =
+            m["include"].as_array().unwrap().iter().map(|e| (e["platform"].as_str().unwrap(), e["runner"].as_str().unwrap())).collect();
+        assert_eq!(legs, [("linux/amd64", "ubuntu-latest"), ("linux/arm64", "ubuntu-24.04-arm")], "{stage}: one leg per platform");
+        assert_eq!(results.keys().filter(|j| j.contains(&format!("/{stage}"))).count(), 2, "{stage}: two legs ran: {results:?}");
+    }
+    let plan_json: Value = serde_json::from_str(&plan["plan"]).unwrap();
+    let index = |reference: &str| {
+        let raw = reg.inspect(reference, "--raw").unwrap_or_else(|| panic!("`{reference}` has no index"));
+        let platforms: Vec<String> = raw["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| format!("{}/{}", m["platform"]["os"].as_str().unwrap(), m["platform"]["architecture"].as_str().unwrap()))
+            .collect();
+        assert_eq!(platforms, ["linux/amd64", "linux/arm64"], "{reference}");
+    };
+    let below_host = |image: &str| image.split_once('/').unwrap().1.to_owned();
+    index(&below_host(plan_json["builder"]["image"].as_str().unwrap()));
+    for b in plan_json["bases"].as_array().unwrap() {
+        index(&below_host(b["image"].as_str().unwrap()));
+    }
+    for a in plan_json["agents"].as_array().unwrap().iter().filter(|a| a["platform"] == "linux/amd64") {
+        let image = below_host(a["image"].as_str().unwrap());
+        index(&image);
+        let out = support::docker_cmd(&["run", "--rm", "--pull=always", "--platform", "linux/amd64", &format!("{}/{image}", reg.host)]);
+        assert_eq!(out.trim(), format!("agent on amd64 base of {}", a["instance"].as_str().unwrap()));
+    }
 }
