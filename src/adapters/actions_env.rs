@@ -18,16 +18,24 @@ pub(crate) struct ActionsEnv {
     pub output: Option<PathBuf>,
     /// `$GITHUB_STEP_SUMMARY`.
     pub summary: Option<PathBuf>,
+    /// `$GITHUB_RUN_ID`: the workflow run this job belongs to (in Actions only).
+    pub run_id: Option<String>,
+    /// `$GITHUB_RUN_ATTEMPT`: 1 for a run's first attempt, more for a rerun (in Actions only).
+    pub run_attempt: Option<u32>,
 }
 
 impl ActionsEnv {
     /// Reads the runner's variables.
     pub(crate) fn from_env() -> ActionsEnv {
         let path = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let enabled = std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true");
+        let var = |name: &str| std::env::var(name).ok().filter(|v| enabled && !v.is_empty());
         ActionsEnv {
-            enabled: std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true"),
+            enabled,
             output: path("GITHUB_OUTPUT"),
             summary: path("GITHUB_STEP_SUMMARY"),
+            run_id: var("GITHUB_RUN_ID"),
+            run_attempt: var("GITHUB_RUN_ATTEMPT").and_then(|v| v.parse().ok()),
         }
     }
 

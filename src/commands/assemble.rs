@@ -13,7 +13,7 @@ use crate::stages::daemon::connect_daemon;
 use crate::stages::dockerfile::assemble_with_daemon;
 use crate::stages::emit::finish;
 use crate::stages::handover::load_plan;
-use crate::stages::observe::{connect, make_plan, recheck};
+use crate::stages::observe::{connect, make_plan, recheck_unless_fresh};
 use crate::stages::prepare::prepare;
 
 /// `split-build assemble`.
@@ -31,7 +31,7 @@ pub(crate) async fn run(args: AssembleArgs, actions: &ActionsEnv) -> anyhow::Res
     let plan = match &args.plan {
         Some(path) => match load_plan(path, &prepared) {
             Ok(mut plan) => {
-                recheck(&client, &mut plan, &pick, concurrency).await;
+                recheck_unless_fresh(&client, &mut plan, &pick, concurrency, actions).await;
                 Ok(plan)
             }
             Err(e) => Err(e),

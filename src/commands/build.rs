@@ -9,7 +9,7 @@ use crate::outcome::{Done, UsageError};
 use crate::stages::daemon::{Site, build_bases, build_builder, connect_daemon};
 use crate::stages::emit::finish;
 use crate::stages::handover::load_plan;
-use crate::stages::observe::{connect, make_plan, recheck};
+use crate::stages::observe::{connect, make_plan, recheck_unless_fresh};
 use crate::stages::prepare::{Pick, prepare};
 
 /// `split-build build`.
@@ -30,7 +30,7 @@ pub(crate) async fn run(args: BuildArgs, actions: &ActionsEnv) -> anyhow::Result
     let plan = match &args.plan {
         Some(path) => {
             let mut plan = load_plan(path, &prepared)?;
-            recheck(&client, &mut plan, &asks, concurrency).await;
+            recheck_unless_fresh(&client, &mut plan, &asks, concurrency, actions).await;
             plan
         }
         None => make_plan(&prepared, Some(&client), concurrency, &asks).await?,

@@ -18,7 +18,8 @@ pub(crate) async fn run(args: PlanArgs, actions: &ActionsEnv) -> anyhow::Result<
     actions.end_group();
     let prepared = prepared?;
     let client = if args.offline { None } else { Some(connect(&args.registry, &prepared.spec.registry.host)?) };
-    let plan = make_plan(&prepared, client.as_ref(), usize::from(args.registry.concurrency), &Pick::default()).await?;
+    let mut plan = make_plan(&prepared, client.as_ref(), usize::from(args.registry.concurrency), &Pick::default()).await?;
+    plan.made_in_run = actions.run_id.clone();
 
     write_json_stdout(&plan)?;
     if let Some(path) = &args.plan_file {

@@ -263,6 +263,9 @@ pub struct Plan {
     /// checkout says otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub made_from: Option<crate::core::fingerprint::Fingerprint>,
+    /// The GitHub Actions run (`GITHUB_RUN_ID`) the plan was made in, when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub made_in_run: Option<String>,
 }
 
 /// Counts of a plan, as the `plan` outputs and the summary give them.
@@ -345,6 +348,15 @@ pub fn refresh(plan: &mut Plan, observed: &Observed) {
     }
 }
 
+/// Whether a job may use a handed-over plan's statuses as they are, without asking the
+/// registry again: only in the first attempt of the run that made the plan (minutes ago,
+/// and no job of this run has made the job's own images). A rerun (attempt 2 or more), a
+/// plan from another run or one made outside Actions is re-checked, so finished work is
+/// skipped.
+pub fn fresh_in(plan: &Plan, run_id: Option<&str>, run_attempt: Option<u32>) -> bool {
+    run_attempt == Some(1) && run_id.is_some() && plan.made_in_run.as_deref() == run_id
+}
+
 /// Decides each image's status from what the registry said, and shards the missing work
 /// into at most `max_parallel` matrix entries per stage.
 pub fn decide(layout: Layout, observed: &Observed, max_parallel: usize) -> Plan {
@@ -365,7 +377,15 @@ pub fn decide(layout: Layout, observed: &Observed, max_parallel: usize) -> Plan 
     let Some(first) = platforms.first().cloned() else {
         // The spec parser never yields an empty platform list; nothing to plan without one.
         let builder = BuilderPlan { image: builder, status: builder_status, platforms, built: builder_built };
-        return Plan { builder, bases: vec![], agents: vec![], matrices: Matrices::default(), notes: vec![], made_from: None };
+        return Plan {
+            builder,
+            bases: vec![],
+            agents: vec![],
+            matrices: Matrices::default(),
+            notes: vec![],
+            made_from: None,
+            made_in_run: None,
+        };
     };
 
     let mut bases = Vec::with_capacity(base_layouts.len() * platforms.len());
@@ -440,7 +460,7 @@ pub fn decide(layout: Layout, observed: &Observed, max_parallel: usize) -> Plan 
         .collect();
 
     let builder = BuilderPlan { image: builder, status: builder_status, platforms, built: builder_built };
-    Plan { builder, bases, agents, matrices, notes, made_from: None }
+    Plan { builder, bases, agents, matrices, notes, made_from: None, made_in_run: None }
 }
 
 fn builder_matrix(
@@ -711,6 +731,17 @@ mod tests {
         refresh(&mut plan, &since);
         assert_eq!((plan.bases[6].built, plan.bases[7].built), (false, true));
         assert_eq!((plan.bases[0].status, plan.bases[1].status), (Status::Hit, Status::Hit));
+    }
+
+    #[test]
+    fn only_the_first_attempt_of_the_run_that_made_the_plan_trusts_it() {
+        let mut plan = decide(small_layout(&["a"], &["v"], "1", b"FROM x"), &Observed::default(), 64);
+        assert!(!fresh_in(&plan, Some("42"), Some(1)), "a plan made outside Actions");
+        plan.made_in_run = Some("42".into());
+        assert!(fresh_in(&plan, Some("42"), Some(1)));
+        assert!(!fresh_in(&plan, Some("42"), Some(2)), "a rerun re-checks");
+        assert!(!fresh_in(&plan, Some("43"), Some(1)), "another run's plan");
+        assert!(!fresh_in(&plan, None, None), "outside Actions");
     }
 
     #[test]

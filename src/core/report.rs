@@ -354,6 +354,7 @@ mod tests {
             matrices: Matrices::default(),
             notes: vec![],
             made_from: None,
+            made_in_run: None,
         };
         let job = Report { images: vec![rec(Stage::Builder, None, Outcome::Hit)], ..Report::default() };
         let job = Report { images: vec![ImageRecord { image: "r.io/a:z".into(), ..job.images[0].clone() }], ..job };

@@ -54,6 +54,43 @@ fn a_one_instance_shard_with_the_plan_asks_the_registry_about_its_instance_only(
     assert!(summary.contains("| agents | 2 | 0 | 0 | 2 |"), "{summary}");
 }
 
+/// Runs split-build as a job of GitHub Actions run `run`, attempt `attempt`.
+fn in_run(dir: &Path, run: &str, attempt: &str, args: &[&str]) -> std::process::Output {
+    let out =
+        SplitBuild::new(dir).args(args).env("GITHUB_ACTIONS", "true").env("GITHUB_RUN_ID", run).env("GITHUB_RUN_ATTEMPT", attempt).output();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+#[test]
+fn the_first_attempt_of_the_plans_run_trusts_it_and_a_rerun_checks_again() {
+    let reg = Registry::start();
+    let (spec, _) = fixtures(&reg);
+    let dir = spec.path();
+    in_run(dir, "777", "1", &["plan", "--plan-file", "plan.json"]);
+    assert_eq!(json_file(dir, "plan.json")["made_in_run"], "777");
+    let shard = ["assemble", "--plan", "plan.json", "--items", "proj__proj-1", "--report"];
+
+    // Without Actions (or in another run) the job asks about its two agents first.
+    ok(dir, &[&shard[..], &["checked.json"]].concat());
+    let (checked, _) = registry_requests(dir, "checked.json");
+    // The first attempt of the run that made the plan: no such question (the next shard's
+    // images are as missing as the plan says).
+    let out = in_run(dir, "777", "1", &["assemble", "--plan", "plan.json", "--items", "proj__proj-2", "--report", "fresh.json"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("statuses stand"), "{}", String::from_utf8_lossy(&out.stderr));
+    let (fresh, _) = registry_requests(dir, "fresh.json");
+    eprintln!("one-instance shard with --plan: {checked} requests re-checking, {fresh} in the plan's first attempt");
+    assert_eq!(fresh + 2, checked, "two agents, one question each, saved");
+
+    // A rerun (attempt 2) and a job of another run check again: finished work is skipped.
+    for (run, attempt) in [("777", "2"), ("778", "1")] {
+        in_run(dir, run, attempt, &[&shard[..], &["rerun.json"]].concat());
+        let (requests, writes) = registry_requests(dir, "rerun.json");
+        assert_eq!(writes, 0, "run {run} attempt {attempt} rewrote finished agents");
+        assert!(requests <= 4, "{requests}");
+    }
+}
+
 #[test]
 fn a_plan_made_from_other_inputs_is_refused_saying_what_differs() {
     let reg = Registry::start();
