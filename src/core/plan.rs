@@ -723,7 +723,10 @@ mod tests {
 
         // Both builder legs there, no index: one job writes it.
         let both = present(&[(&leg(&l.builder, &amd), Presence::default()), (&leg(&l.builder, &arm), Presence::default())]);
-        assert_eq!(jobs(&decide(l.clone(), &both, 64).matrices.builder), [("linux/amd64".into(), "1".into())]);
+        let only_index = decide(l.clone(), &both, 64);
+        assert_eq!(jobs(&only_index.matrices.builder), [("linux/amd64".into(), "1".into())]);
+        assert!(only_index.counts().builder_needed, "the workflow's gate opens for the job that writes the index");
+        assert_eq!(plan.counts().bases_missing, 6, "a base with built legs but no index still gates its job in");
 
         // A job learns of legs pushed since the plan, and of the index.
         let mut plan = decide(l.clone(), &Observed::default(), 64);
