@@ -65,6 +65,8 @@ pub(crate) struct DockerEngine {
     /// Held (shared) by every build of this process for its whole duration; a cache prune
     /// needs it alone, so it never removes the uploaded context of a build under way.
     gate: std::sync::Arc<tokio::sync::RwLock<()>>,
+    /// The daemon's own `os/architecture`, asked once.
+    native: std::sync::Arc<tokio::sync::OnceCell<String>>,
 }
 
 impl DockerEngine {
@@ -81,6 +83,7 @@ impl DockerEngine {
             credentials: std::sync::Arc::new(credentials),
             buildkit: std::sync::Arc::new(AtomicU8::new(UNKNOWN)),
             gate: std::sync::Arc::default(),
+            native: std::sync::Arc::default(),
         })
     }
 
@@ -119,11 +122,11 @@ impl DockerEngine {
         }
         // The classic builder builds the daemon's own platform only: a foreign one would come
         // out as the daemon's, under the other platform's name.
-        if let Some(p) = &req.platform {
+        if let Some(p) = &req.platform
+            && !self.is_native(p).await?
+        {
             let native = self.native_platform().await?;
-            if *p != native && !p.starts_with(&format!("{native}/")) {
-                bail!("building {p} needs BuildKit, which this {native} daemon does not offer: run this platform's job on a {p} runner");
-            }
+            bail!("building {p} needs BuildKit, which this {native} daemon does not offer: run this platform's job on a {p} runner");
         }
         for c in &req.cache_from {
             // The classic builder caches only from local images. One that cannot be pulled
@@ -306,8 +309,20 @@ impl DockerEngine {
 
     /// The daemon's own `os/architecture` (what the legacy builder builds for).
     pub(crate) async fn native_platform(&self) -> anyhow::Result<String> {
-        let v = self.docker.version().await.context("asking the daemon its version")?;
-        Ok(format!("{}/{}", v.os.unwrap_or_default(), v.arch.unwrap_or_default()))
+        let native = self
+            .native
+            .get_or_try_init(|| async {
+                let v = self.docker.version().await.context("asking the daemon its version")?;
+                anyhow::Ok(format!("{}/{}", v.os.unwrap_or_default(), v.arch.unwrap_or_default()))
+            })
+            .await?;
+        Ok(native.clone())
+    }
+
+    /// Whether `platform` (`os/arch[/variant]`) is the daemon's own (any variant of it).
+    pub(crate) async fn is_native(&self, platform: &str) -> anyhow::Result<bool> {
+        let native = self.native_platform().await?;
+        Ok(platform == native || platform.starts_with(&format!("{native}/")))
     }
 }
 

@@ -72,21 +72,19 @@ pub(crate) async fn build_builder(site: Site<'_>, pick: &Pick) -> Vec<ImageRecor
         return vec![builder_record(plan, None, Outcome::Hit)];
     }
     let platforms = &plan.builder.platforms;
-    if !has_legs(platforms) {
-        return run_jobs(Vec::new(), platforms.iter().collect(), 1, actions, |p| {
-            attempt(builder_record(plan, None, Outcome::Cold), Outcome::Built, build_builder_once(engine, prepared, plan, p, actions))
-        })
-        .await;
-    }
-    let legs: Vec<&Platform> = platforms.iter().filter(|p| pick.platform.as_ref().is_none_or(|q| q == *p)).collect();
+    let legs: Vec<&Platform> = platforms.iter().filter(|p| pick.wants_platform(p)).collect();
     run_jobs(Vec::new(), legs, platforms.len(), actions, |p| async move {
         let stats = Stats::default();
+        // With one platform the image is the tag itself: no leg is ever built ahead, no index.
         let built = plan.builder.built.contains(p);
         let record = attempt(builder_record(plan, Some(p), Outcome::Cold), if built { Outcome::Hit } else { Outcome::Built }, async {
             if !built {
                 build_builder_once(engine, prepared, plan, p, actions).await?;
             }
-            merged(client, &plan.builder.image, platforms, None, &stats).await
+            if has_legs(platforms) {
+                merged(client, &plan.builder.image, platforms, None, &stats).await?;
+            }
+            Ok(())
         })
         .await;
         record.counted(stats.counters())
@@ -110,10 +108,7 @@ async fn merged(client: &Registry, image: &ImageRef, platforms: &[Platform], als
 /// without emulation when no step runs a program; a `RUN` step needs QEMU (binfmt) or a
 /// runner of that platform.
 async fn foreign_note(engine: &DockerEngine, platform: &Platform) {
-    if let Ok(native) = engine.native_platform().await
-        && native != platform.to_string()
-        && !platform.to_string().starts_with(&format!("{native}/"))
-    {
+    if let (Ok(false), Ok(native)) = (engine.is_native(&platform.to_string()).await, engine.native_platform().await) {
         tracing::info!(
             "building {platform} on a {native} daemon: fine for steps that run no program (COPY, ADD); a RUN step needs QEMU (binfmt) or a {platform} runner (`jobs.runners`)"
         );

@@ -258,7 +258,7 @@ pub(crate) async fn recheck(registry: &Registry, plan: &mut Plan, pick: &Pick, c
     }
     let platforms = plan.builder.platforms.clone();
     if plan.builder.status != Status::Hit && has_legs(&platforms) {
-        to_head.extend(platforms.iter().filter(|p| pick.platform.as_ref().is_none_or(|q| q == *p)).map(|p| leg(&plan.builder.image, p)));
+        to_head.extend(platforms.iter().filter(|p| pick.wants_platform(p)).map(|p| leg(&plan.builder.image, p)));
     }
     let mut seen = BTreeSet::new();
     for b in plan.bases.iter().filter(|b| b.status != Status::Hit && pick.wants(&b.instance, &b.platform)) {

@@ -64,7 +64,12 @@ impl Pick {
 
     /// Whether the job makes the image of `instance` on `platform`.
     pub(crate) fn wants(&self, instance: &str, platform: &Platform) -> bool {
-        self.wants_instance(instance) && self.platform.as_ref().is_none_or(|p| p == platform)
+        self.wants_instance(instance) && self.wants_platform(platform)
+    }
+
+    /// Whether the job works on `platform`.
+    pub(crate) fn wants_platform(&self, platform: &Platform) -> bool {
+        self.platform.as_ref().is_none_or(|p| p == platform)
     }
 
     /// Whether the job makes images of `instance` (on any platform).

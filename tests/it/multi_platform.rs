@@ -89,23 +89,6 @@ fn two_platform_fixture(reg: &Registry, namespace: &str) -> tempfile::TempDir {
     dir
 }
 
-/// The index under `reference` lists exactly linux/amd64 then linux/arm64, in the family of
-/// its children, and each child's config names its platform.
-fn assert_two_platform_index(reg: &Registry, repository: &str, tag: &str) {
-    let raw = reg.inspect(&format!("{repository}:{tag}"), "--raw").unwrap_or_else(|| panic!("{repository}:{tag} has no index"));
-    assert_eq!(raw["mediaType"], DOCKER_LIST, "{repository}:{tag}: an index in its children's family");
-    let children = raw["manifests"].as_array().unwrap();
-    let platforms: Vec<String> = children
-        .iter()
-        .map(|m| format!("{}/{}", m["platform"]["os"].as_str().unwrap(), m["platform"]["architecture"].as_str().unwrap()))
-        .collect();
-    assert_eq!(platforms, ["linux/amd64", "linux/arm64"], "{repository}:{tag}: one child per platform");
-    for (child, arch) in children.iter().zip(["amd64", "arm64"]) {
-        let config = reg.inspect(&format!("{repository}@{}", child["digest"].as_str().unwrap()), "--config").unwrap();
-        assert_eq!((config["os"].as_str(), config["architecture"].as_str()), (Some("linux"), Some(arch)), "{repository}:{tag}");
-    }
-}
-
 fn run_ok(dir: &std::path::Path, args: &[&str]) -> Value {
     let out = split_build(dir, &[args, &["--report", "r.json"]].concat());
     assert!(out.status.success(), "split-build {args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -212,8 +195,7 @@ fn per_platform_legs_merge_into_indexes_and_a_failed_leg_is_all_a_rerun_builds()
     let agents = run_ok(d, &["assemble"]);
     assert_eq!(statuses(&agents, "agents").len(), 2);
     for i in ["one", "two"] {
-        let raw = reg.inspect(&format!("legs/agent:v1-{i}-x"), "--raw").unwrap();
-        assert_eq!(raw["manifests"].as_array().unwrap().len(), 2, "{raw}");
+        assert_two_platform_index(&reg, "legs/agent", &format!("v1-{i}-x"));
         let out = docker_cmd(&["run", "--rm", "--pull=always", "--platform", "linux/amd64", &format!("{}/legs/agent:v1-{i}-x", reg.host)]);
         assert_eq!(out.trim(), format!("agent on amd64 base of {i}"));
     }

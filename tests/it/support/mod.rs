@@ -265,6 +265,23 @@ pub fn make_two_platform_index(host: &str, staging: &str, target: &str) -> (Stri
     })
 }
 
+/// The index under `reference` lists exactly linux/amd64 then linux/arm64, in the family of
+/// its children, and each child's config names its platform.
+pub fn assert_two_platform_index(reg: &Registry, repository: &str, tag: &str) {
+    let raw = reg.inspect(&format!("{repository}:{tag}"), "--raw").unwrap_or_else(|| panic!("{repository}:{tag} has no index"));
+    assert_eq!(raw["mediaType"], DOCKER_LIST, "{repository}:{tag}: an index in its children's family");
+    let children = raw["manifests"].as_array().unwrap();
+    let platforms: Vec<String> = children
+        .iter()
+        .map(|m| format!("{}/{}", m["platform"]["os"].as_str().unwrap(), m["platform"]["architecture"].as_str().unwrap()))
+        .collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"], "{repository}:{tag}: one child per platform");
+    for (child, arch) in children.iter().zip(["amd64", "arm64"]) {
+        let config = reg.inspect(&format!("{repository}@{}", child["digest"].as_str().unwrap()), "--config").unwrap();
+        assert_eq!((config["os"].as_str(), config["architecture"].as_str()), (Some("linux"), Some(arch)), "{repository}:{tag}");
+    }
+}
+
 /// A temp dir holding `files` (path relative to it, text): a spec and its contexts.
 pub fn spec_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
