@@ -1,14 +1,22 @@
 //! Registry credentials, from where users keep them: `--registry-username` /
 //! `--registry-password`, the docker config (`$DOCKER_CONFIG/config.json` or
 //! `~/.docker/config.json`, `auths` as `docker login` and `docker/login-action` write
-//! them), and `GITHUB_TOKEN` for ghcr.io. Credential helpers (`credsStore`) are not run.
+//! them, or through credential helpers: `credsStore`, `credHelpers`, identity tokens), and
+//! `GITHUB_TOKEN` for ghcr.io. Each host's credential is resolved once per process and kept:
+//! a helper (`docker-credential-*`, which may take a good part of a second) runs at most once
+//! per host, on a blocking thread, never on the async ones.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use base64::Engine as _;
 
 use crate::cli::RegistryOpts;
 use crate::core::secret::Secret;
+
+/// One host's credential, resolved at most once.
+type Resolved = Arc<OnceLock<Option<Credential>>>;
 
 /// A user name and password (or token) for one registry.
 #[derive(Clone, Debug)]
@@ -39,6 +47,9 @@ pub struct Credentials {
     github_token: Option<Secret>,
     /// The GitHub container registry the GitHub token is for.
     github_registry: String,
+    /// Each host's credential once resolved (shared by clones): one cell per host, so a
+    /// helper running for one host holds up no other.
+    resolved: Arc<Mutex<HashMap<String, Resolved>>>,
 }
 
 /// The GitHub container registry: ghcr.io, or `containers.<host>` on GitHub Enterprise (the
@@ -73,12 +84,7 @@ impl Credentials {
         let docker_config = dir.and_then(|d| std::fs::read_to_string(d.join("config.json")).ok());
         let github_token = std::env::var("GITHUB_TOKEN").ok().filter(|t| !t.is_empty()).map(|t| Secret::new(&t));
         let github_registry = github_registry_of(std::env::var("GITHUB_SERVER_URL").ok().as_deref());
-        Credentials { flag: None, flag_host: None, docker_config, github_token, github_registry }
-    }
-
-    /// The GitHub container registry the GitHub token is for.
-    pub fn github_registry(&self) -> &str {
-        &self.github_registry
+        Credentials { flag: None, flag_host: None, docker_config, github_token, github_registry, resolved: Arc::default() }
     }
 
     /// What a refusal by `host` should tell the user: what was sent, and what to set.
@@ -96,12 +102,14 @@ impl Credentials {
     /// they are sent to no other host.
     pub(crate) fn flags_for(mut self, host: &str) -> Credentials {
         self.flag_host = Some(normalise_host(host));
+        // What was resolved before the flags were bound no longer holds.
+        self.resolved = Arc::default();
         self
     }
 
     /// Credentials from these sources only (tests, and callers that already hold them).
     pub fn new(flag: Option<Credential>, docker_config: Option<String>, github_token: Option<Secret>) -> Credentials {
-        Credentials { flag, flag_host: None, docker_config, github_token, github_registry: "ghcr.io".into() }
+        Credentials { flag, flag_host: None, docker_config, github_token, github_registry: "ghcr.io".into(), resolved: Arc::default() }
     }
 
     /// Every secret in every form it may travel or be echoed in (the password or token, the
@@ -137,9 +145,34 @@ impl Credentials {
         self.flag.as_ref().map(|c| c.password.clone()).or_else(|| self.github_token.clone())
     }
 
+    /// The credential for `host`, resolved once per process: the first call for a host
+    /// resolves it on a blocking thread (a credential helper may run), later calls read it.
+    pub async fn resolve(&self, host: &str) -> Option<Credential> {
+        let cell = self.cell(host);
+        if let Some(known) = cell.get() {
+            return known.clone();
+        }
+        let (this, owned) = (self.clone(), host.to_owned());
+        tokio::task::spawn_blocking(move || cell.get_or_init(|| this.lookup(&owned)).clone()).await.ok().flatten()
+    }
+
+    fn cell(&self, host: &str) -> Resolved {
+        match self.resolved.lock() {
+            Ok(mut r) => r.entry(normalise_host(host)).or_default().clone(),
+            Err(_) => Arc::default(),
+        }
+    }
+
     /// The credential for `host` (`ghcr.io`, `127.0.0.1:5000`, `docker.io`), in order:
-    /// the flags, the docker config, `GITHUB_TOKEN` (ghcr.io only).
+    /// the flags, the docker config, `GITHUB_TOKEN` (ghcr.io only); resolved once per host
+    /// and process, then read from memory. Blocking: a credential helper may run (async
+    /// code calls [`Credentials::resolve`]).
     pub fn for_host(&self, host: &str) -> Option<Credential> {
+        self.cell(host).get_or_init(|| self.lookup(host)).clone()
+    }
+
+    /// Where the credential for `host` comes from, asked anew.
+    fn lookup(&self, host: &str) -> Option<Credential> {
         if let Some(c) = self.flag.as_ref().filter(|_| self.flag_host.as_deref() == Some(normalise_host(host).as_str())) {
             return Some(c.clone());
         }
@@ -299,7 +332,7 @@ mod tests {
         let c = Credentials::new(None, None, Some(Secret::new("t")));
         assert!(c.for_host("ghcr.io").is_some());
         assert!(c.for_host("docker.io").is_none() && c.for_host("quay.io").is_none());
-        let ghe = Credentials { github_registry: "containers.ghe.example.com".into(), ..c };
+        let ghe = Credentials { github_registry: "containers.ghe.example.com".into(), resolved: Arc::default(), ..c };
         assert!(ghe.for_host("containers.ghe.example.com").is_some() && ghe.for_host("ghcr.io").is_none());
     }
 

@@ -87,9 +87,18 @@ impl DockerEngine {
         })
     }
 
-    fn auth_for(&self, image: &str) -> Option<DockerCredentials> {
+    async fn auth_for(&self, image: &str) -> Option<DockerCredentials> {
         let host = image.parse::<ImageRef>().ok()?.registry;
-        let c = self.credentials.for_host(&host)?;
+        let c = self.credentials.resolve(&host).await?;
+        // An identity token is a refresh token for the registry's token service: the daemon
+        // takes it as `identitytoken`, and would send it as a password otherwise.
+        if c.identity_token {
+            return Some(DockerCredentials {
+                identitytoken: Some(c.password.expose().to_owned()),
+                serveraddress: Some(host),
+                ..Default::default()
+            });
+        }
         Some(DockerCredentials {
             username: Some(c.username.clone()),
             password: Some(c.password.expose().to_owned()),
@@ -171,7 +180,7 @@ impl DockerEngine {
         }
         let mut creds = HashMap::new();
         for image in req.cache_from.iter().chain(std::iter::once(&req.tag)) {
-            if let Some(c) = self.auth_for(image)
+            if let Some(c) = self.auth_for(image).await
                 && let Some(host) = c.serveraddress.clone()
             {
                 creds.insert(host, c);
@@ -245,7 +254,7 @@ impl DockerEngine {
     /// Pulls an image.
     pub(crate) async fn pull(&self, image: &str) -> anyhow::Result<()> {
         let options = CreateImageOptionsBuilder::default().from_image(image).build();
-        let mut stream = self.docker.create_image(Some(options), None, self.auth_for(image));
+        let mut stream = self.docker.create_image(Some(options), None, self.auth_for(image).await);
         while let Some(item) = stream.next().await {
             let info = item.with_context(|| format!("pulling `{image}`"))?;
             if let Some(e) = info.error_detail.and_then(|d| d.message) {
@@ -288,7 +297,7 @@ impl DockerEngine {
     pub(crate) async fn push(&self, image: &str) -> anyhow::Result<()> {
         let (repo, tag) = split_tag(image)?;
         let options = PushImageOptionsBuilder::default().tag(tag).build();
-        let mut stream = self.docker.push_image(repo, Some(options), self.auth_for(image));
+        let mut stream = self.docker.push_image(repo, Some(options), self.auth_for(image).await);
         while let Some(item) = stream.next().await {
             // The daemon reports a refusal either in the stream's items or as a stream error.
             let message = match item {

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tokio::sync::{Mutex, OnceCell};
 
 use crate::adapters::actions_env::ActionsEnv;
-use crate::adapters::registry::{Registry, Stats};
+use crate::adapters::registry::{Registry, RegistryError, Stats, registry_error};
 use crate::core::image_config::{Family, Manifest, Payload, Provenance, agent_index, agent_manifest, append_layers, payload_of};
 use crate::core::image_ref::{Digest, ImageRef};
 use crate::core::plan::{AgentPlan, Plan, Status};
@@ -145,9 +145,7 @@ async fn write_agent(
         let manifest = agent_manifest(base_manifest, media_type, payload, &config, from).map_err(|e| anyhow!(e))?;
 
         // Blobs first: base layers from the base repository, payload layers from the builder's.
-        for l in &base_manifest.layers {
-            ensure_blob(client, &target.registry, &base.repository, &target.repository, &l.digest, present, stats).await?;
-        }
+        ensure_base_layers(client, &target.registry, &base.repository, &target.repository, base_manifest, present, stats).await?;
         for l in &payload.layers {
             ensure_blob(client, &target.registry, builder.repository, &target.repository, &l.descriptor.digest, present, stats).await?;
         }
@@ -213,19 +211,32 @@ async fn put_agent(
 /// the same (repository, digest) wait for the one mount in flight (Debian's registry failed
 /// manifests when several tasks mounted one blob into one repository at once).
 #[derive(Default)]
-struct Blobs(Mutex<HashMap<BlobKey, Arc<OnceCell<()>>>>);
+struct Blobs {
+    mounted: Mutex<HashMap<BlobKey, Arc<OnceCell<()>>>>,
+    /// Whether a base's top layer was found in a repository (one HEAD per process).
+    probed: Mutex<HashMap<BlobKey, Arc<OnceCell<bool>>>>,
+}
 
 /// A blob in a repository: (repository, digest).
 type BlobKey = (String, Digest);
 
 impl Blobs {
     async fn cell(&self, to: &str, digest: &Digest) -> Arc<OnceCell<()>> {
-        self.0.lock().await.entry((to.to_owned(), digest.clone())).or_default().clone()
+        self.mounted.lock().await.entry((to.to_owned(), digest.clone())).or_default().clone()
+    }
+
+    async fn probe(&self, to: &str, digest: &Digest) -> Arc<OnceCell<bool>> {
+        self.probed.lock().await.entry((to.to_owned(), digest.clone())).or_default().clone()
+    }
+
+    /// Remembers that `digest` is in `to` without mounting it.
+    async fn mark(&self, to: &str, digest: &Digest) {
+        let _ = self.cell(to, digest).await.set(());
     }
 
     /// Forgets that `digest` is in `to`, so the next job mounts it again.
     async fn forget(&self, to: &str, digest: &Digest) {
-        self.0.lock().await.remove(&(to.to_owned(), digest.clone()));
+        self.mounted.lock().await.remove(&(to.to_owned(), digest.clone()));
     }
 }
 
@@ -250,10 +261,44 @@ async fn ensure_blob(
     .map(drop)
 }
 
-/// Whether a manifest write failed because the registry does not have a blob it names.
+/// Makes a base's layers present in the agent repository `to`. Mounts are writes, and a
+/// registry's budget counts writes: one HEAD (a read) of the base's top layer tells whether an
+/// earlier agent on this base (the previous commit's) put them there already, since a
+/// manifest is written only once every blob it names is present. Then no layer of the base
+/// is mounted; should one be missing after all, the manifest write is refused for it and the
+/// retry mounts every blob again (`reensure`).
+async fn ensure_base_layers(
+    client: &Registry,
+    registry: &str,
+    from: &str,
+    to: &str,
+    base: &Manifest,
+    present: &Blobs,
+    stats: &Stats,
+) -> anyhow::Result<()> {
+    let Some(top) = base.layers.last() else { return Ok(()) };
+    let probe = present.probe(to, &top.digest).await;
+    let there = probe
+        .get_or_try_init(|| async {
+            client.blob_exists(registry, to, &top.digest, stats).await.with_context(|| format!("checking layer {}", top.digest))
+        })
+        .await?;
+    if *there {
+        for l in &base.layers {
+            present.mark(to, &l.digest).await;
+        }
+        return Ok(());
+    }
+    for l in &base.layers {
+        ensure_blob(client, registry, from, to, &l.digest, present, stats).await?;
+    }
+    Ok(())
+}
+
+/// Whether a manifest write was refused for a blob the registry should have (the typed
+/// error's class: `MANIFEST_BLOB_UNKNOWN`, `BLOB_UNKNOWN`, `DIGEST_INVALID`).
 fn names_a_missing_blob(e: &anyhow::Error) -> bool {
-    let text = format!("{e:#}");
-    text.contains("MANIFEST_BLOB_UNKNOWN") || text.contains("BLOB_UNKNOWN")
+    registry_error(e).is_some_and(RegistryError::blob_race)
 }
 
 /// Mounts every blob of a job's agent again, whatever was remembered.

@@ -48,8 +48,10 @@ pub(crate) async fn merge_legs(
     let bytes = Bytes::from(serde_json::to_vec(&index)?);
     // Two writes of one manifest at the same moment can break each other on a registry with
     // filesystem storage (Debian's 2.8 answers DIGEST_INVALID / MANIFEST_BLOB_UNKNOWN): this
-    // process writes one index at a time, and a write that meets another process's is
-    // tried again.
+    // process writes one index at a time, and a write refused that way (the registry
+    // error's class says so) is written again, at most `RETRIES` times. The request's own
+    // retries (5xx, dropped connections) are the client's; this loop only recovers from
+    // that refusal.
     let _one_at_a_time = WRITING.lock().await;
     for target in std::iter::once(image).chain(also) {
         let tag = target.reference();
@@ -57,13 +59,13 @@ pub(crate) async fn merge_legs(
         loop {
             match client.put_manifest(target, &tag, media_type, bytes.clone(), stats).await {
                 Ok(_) => break,
-                Err(e) if tries < RETRIES && format!("{e:#}").contains("_UNKNOWN") => {
+                Err(e) if tries < RETRIES && e.blob_race() => {
                     tries += 1;
                     let wait = std::time::Duration::from_millis((200u64 << tries) + rand::random::<u64>() % 200);
-                    tracing::debug!("`{target}`: {e:#}; writing its index again in {wait:?}");
+                    tracing::debug!("`{target}`: {e}; writing its index again in {wait:?}");
                     tokio::time::sleep(wait).await;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -73,7 +75,7 @@ pub(crate) async fn merge_legs(
 /// Held while an index is written: one at a time in a process (they are a few small writes).
 static WRITING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// How often an index write that met another writer's is tried again.
+/// How often an index write refused for a blob race is written again.
 const RETRIES: u32 = 3;
 
 /// One leg's manifest: what was pushed, or, when the daemon pushed an index (an image store

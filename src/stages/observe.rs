@@ -150,7 +150,10 @@ async fn heads(registry: &Registry, images: Vec<ImageRef>, concurrency: usize) -
     stream::iter(images)
         .map(|image| async move {
             let stats = Stats::default();
-            (image.to_string(), registry.head_manifest(&image, &stats).await.map(|h| h.map(|_| Presence::default())))
+            (
+                image.to_string(),
+                registry.head_manifest(&image, &stats).await.map(|h| h.map(|_| Presence::default())).map_err(anyhow::Error::from),
+            )
         })
         .buffer_unordered(concurrency.max(1))
         .collect()
@@ -197,7 +200,7 @@ async fn agent_presence(registry: &Registry, image: &ImageRef) -> anyhow::Result
         Ok(None) => return Ok(Some(Presence::default())),
         // A single manifest we cannot read says nothing of its provenance.
         Err(_) if !is_index(&m.media_type) => return Ok(Some(Presence::default())),
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     let (base_name, builder) = provenance_of(manifest.annotations.as_ref(), None);
     if base_name.is_some() {
