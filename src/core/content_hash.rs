@@ -73,22 +73,6 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Shortens a tag over the 128-character limit: keeps its readable head and ends it in
-/// `-` and the hash of the whole tag. Tags within the limit come back unchanged.
-pub fn fit_tag(tag: &str) -> String {
-    const MAX: usize = crate::core::image_ref::MAX_TAG_LEN;
-    if tag.len() <= MAX {
-        return tag.to_owned();
-    }
-    let keep = MAX - 1 - HASH_LEN;
-    // Tags are ASCII by grammar, but cut on a char boundary anyway.
-    let mut cut = keep;
-    while !tag.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}-{}", &tag[..cut], hash_bytes("split-build/long-tag/v1", tag.as_bytes()))
-}
-
 /// One file of a build context that goes into a hash: its path relative to the context
 /// (with `/` separators) and the hex sha256 of its bytes.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -250,18 +234,5 @@ mod tests {
     fn scheme_separates_hashes() {
         assert_ne!(hash_bytes("a/v1", b"x"), hash_bytes("a/v2", b"x"));
         assert_eq!(hash_bytes("a/v1", b"x"), hash_bytes("a/v1", b"x"));
-    }
-
-    #[test]
-    fn long_tags_keep_head_and_end_in_hash() {
-        assert_eq!(fit_tag("short"), "short");
-        let exact = "a".repeat(128);
-        assert_eq!(fit_tag(&exact), exact);
-        let long = format!("{}-tail", "h".repeat(200));
-        let fitted = fit_tag(&long);
-        assert_eq!(fitted.len(), 128);
-        assert!(fitted.starts_with(&"h".repeat(111)));
-        assert_ne!(fit_tag(&long), fit_tag(&format!("{}-tai1", "h".repeat(200))));
-        assert!(fitted.parse::<crate::core::image_ref::Tag>().is_ok());
     }
 }

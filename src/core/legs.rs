@@ -6,9 +6,8 @@
 
 use serde_json::Map;
 
-use crate::core::content_hash::fit_tag;
 use crate::core::image_config::{Descriptor, Family, Index, PlatformSpec, is_index};
-use crate::core::image_ref::{Digest, ImageRef, Tag};
+use crate::core::image_ref::{Digest, ImageRef};
 use crate::core::platform::Platform;
 
 /// Whether images of these platforms are indexes made of legs.
@@ -16,18 +15,7 @@ pub fn has_legs(platforms: &[Platform]) -> bool {
     platforms.len() > 1
 }
 
-/// The tag suffix of a platform: `linux-amd64`, `linux-arm64-v8`.
-pub fn suffix(platform: &Platform) -> String {
-    platform.to_string().replace('/', "-")
-}
-
-/// The tag a leg of `tag` is pushed under (at most 128 characters, like every tag).
-pub fn leg_tag(tag: &Tag, platform: &Platform) -> Tag {
-    let text = fit_tag(&format!("{tag}-{}", suffix(platform)));
-    // A tag, `-` and the suffix (letters, digits, `-`) are a tag again; should the grammar
-    // say otherwise, the tag itself is the safe answer (it is never pushed as a leg then).
-    text.parse().unwrap_or_else(|_| tag.clone())
-}
+pub use crate::core::tags::{leg_tag, platform_suffix as suffix};
 
 /// The image a leg of `image` is pushed as.
 pub fn leg(image: &ImageRef, platform: &Platform) -> ImageRef {
@@ -114,7 +102,7 @@ mod tests {
         let two = [p("linux/amd64"), p("linux/arm64")];
         assert_eq!(pushed_as(&image, &two[0], &two[..1]), image, "one platform: no legs");
         assert_ne!(pushed_as(&image, &two[0], &two), image);
-        let long: Tag = "x".repeat(125).parse().unwrap();
+        let long: crate::core::image_ref::Tag = "x".repeat(125).parse().unwrap();
         let t = leg_tag(&long, &two[1]);
         assert!(t.as_str().len() <= 128 && t.as_str().starts_with("xxxx"), "{t}");
         assert_ne!(leg_tag(&long, &two[0]), leg_tag(&long, &two[1]));

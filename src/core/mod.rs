@@ -41,4 +41,5 @@ pub mod retention;
 pub mod secret;
 pub mod spec;
 pub mod summary;
+pub mod tags;
 pub mod template;

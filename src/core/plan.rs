@@ -9,12 +9,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::content_hash::{Recipe, base_hash, fit_tag};
+use crate::core::content_hash::{Recipe, base_hash};
 use crate::core::image_ref::{Digest, ImageRef, Tag};
 use crate::core::legs::{has_legs, leg, pushed_as};
 use crate::core::matrix::{GithubMatrix, Work, shard};
 use crate::core::platform::Platform;
 use crate::core::spec::Spec;
+pub use crate::core::tags::latest_tag;
+use crate::core::tags::{agent_tag, base_tag, builder_tag};
 use crate::core::template::Vars;
 
 /// How much of an image already exists.
@@ -101,24 +103,9 @@ pub struct LayoutInputs<'a> {
     pub upstream_digests: &'a BTreeMap<String, Digest>,
 }
 
-/// The tag `{instance}-latest` of an instance.
-pub fn latest_tag(instance: &str) -> Tag {
-    tag_of(&format!("{instance}-latest"))
-}
-
-/// A tag from text built of grammar-checked parts, shortened when over 128 characters.
-fn tag_of(text: &str) -> Tag {
-    // Instance ids and hashes are checked against the tag grammar when the spec is parsed
-    // and templates only add characters of that grammar, so this cannot fail; should it,
-    // the hashed fallback is still a valid tag.
-    fit_tag(text).parse().unwrap_or_else(|_| {
-        crate::core::content_hash::hash_bytes("split-build/bad-tag/v1", text.as_bytes()).parse().unwrap_or_else(|_| unreachable!())
-    })
-}
-
 /// Names every image of the spec.
 pub fn layout(spec: &Spec, inputs: LayoutInputs<'_>) -> Layout {
-    let builder = spec.image(&spec.builder.repository, inputs.builder_version.clone());
+    let builder = spec.image(&spec.builder.repository, builder_tag(inputs.builder_version));
     let mut bases = Vec::with_capacity(spec.bases.instances.len());
     let mut agents = Vec::with_capacity(spec.bases.instances.len() * spec.agents.variants.len());
     for instance in &spec.bases.instances {
@@ -127,11 +114,10 @@ pub fn layout(spec: &Spec, inputs: LayoutInputs<'_>) -> Layout {
         let build_args: BTreeMap<String, String> = spec.bases.build_args.iter().map(|(k, t)| (k.clone(), t.render(&vars))).collect();
         let from_digest = inputs.upstream_digests.get(&from).cloned();
         let hash = base_hash(inputs.base_recipe, &build_args, &spec.platforms, &from, from_digest.as_ref());
-        let image = spec.image(&spec.bases.repository, tag_of(&format!("{instance}-{hash}")));
+        let image = spec.image(&spec.bases.repository, base_tag(instance, &hash));
         let latest = spec.image(&spec.bases.repository, latest_tag(instance));
         for variant in &spec.agents.variants {
-            let vars = Vars { instance: Some(instance), variant: Some(&variant.name), builder: Some(inputs.builder_version.as_str()) };
-            let tag = tag_of(&spec.agents.tag.render(&vars));
+            let tag = agent_tag(&spec.agents.tag, instance, &variant.name, inputs.builder_version.as_str());
             agents.push(AgentLayout {
                 instance: instance.clone(),
                 variant: variant.name.clone(),

@@ -25,7 +25,6 @@ use crate::core::image_ref::Digest;
 use crate::core::legs::{has_legs, is_leg_of, leg};
 use crate::core::plan::Plan;
 use crate::core::spec::Spec;
-use crate::core::template::Vars;
 
 /// One stored manifest: a digest with its tags (a GHCR package version, or the tags of a
 /// registry repository that point at one digest).
@@ -107,8 +106,7 @@ pub fn select(stored: &[Stored], spec: &Spec, plan: &Plan, versions: &[String], 
         version_of_tag.insert((spec.builder.repository.clone(), (*v).clone()), (*v).clone());
         for instance in &spec.bases.instances {
             for variant in &spec.agents.variants {
-                let vars = Vars { instance: Some(instance), variant: Some(&variant.name), builder: Some(v) };
-                let tag = crate::core::content_hash::fit_tag(&spec.agents.tag.render(&vars));
+                let tag = crate::core::tags::agent_tag_text(&spec.agents.tag, instance, &variant.name, v);
                 version_of_tag.insert((spec.agents.repository.clone(), tag), (*v).clone());
             }
         }

@@ -848,9 +848,9 @@ fn agents_spec(
     let sample_builder = "0".repeat(crate::core::content_hash::HASH_LEN);
     for instance in checked {
         for variant in &variants {
-            let rendered = tag.render(&Vars { instance: Some(instance), variant: Some(&variant.name), builder: Some(&sample_builder) });
-            let fitted = crate::core::content_hash::fit_tag(&rendered);
+            let fitted = crate::core::tags::agent_tag_text(&tag, instance, &variant.name, &sample_builder);
             if let Err(e) = check_tag(&fitted) {
+                let rendered = tag.render(&Vars { instance: Some(instance), variant: Some(&variant.name), builder: Some(&sample_builder) });
                 return Err(SpecError {
                     site: tag_site,
                     message: format!(
