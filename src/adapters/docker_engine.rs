@@ -15,7 +15,7 @@ use bollard::query_parameters::{
 use futures::StreamExt as _;
 
 use crate::adapters::actions_env::ActionsEnv;
-use crate::adapters::credentials::Credentials;
+use crate::adapters::credentials::{Credential, Credentials};
 use crate::adapters::workspace::{context_entries, read_dockerignore};
 use crate::core::image_ref::ImageRef;
 
@@ -90,21 +90,7 @@ impl DockerEngine {
     async fn auth_for(&self, image: &str) -> Option<DockerCredentials> {
         let host = image.parse::<ImageRef>().ok()?.registry;
         let c = self.credentials.resolve(&host).await?;
-        // An identity token is a refresh token for the registry's token service: the daemon
-        // takes it as `identitytoken`, and would send it as a password otherwise.
-        if c.identity_token {
-            return Some(DockerCredentials {
-                identitytoken: Some(c.password.expose().to_owned()),
-                serveraddress: Some(host),
-                ..Default::default()
-            });
-        }
-        Some(DockerCredentials {
-            username: Some(c.username.clone()),
-            password: Some(c.password.expose().to_owned()),
-            serveraddress: Some(host),
-            ..Default::default()
-        })
+        Some(daemon_credentials(&c, host))
     }
 
     /// Builds an image: with the daemon's BuildKit (a session per build) when it has one,
@@ -337,6 +323,20 @@ impl DockerEngine {
 
 /// Whether a BuildKit error is about the build (a step, a missing image) rather than
 /// BuildKit itself being unavailable.
+/// A credential as the daemon takes it: an identity token is a refresh token for the
+/// registry's token service and goes as `identitytoken` (as a password it would be refused).
+fn daemon_credentials(c: &Credential, host: String) -> DockerCredentials {
+    if c.identity_token {
+        return DockerCredentials { identitytoken: Some(c.password.expose().to_owned()), serveraddress: Some(host), ..Default::default() };
+    }
+    DockerCredentials {
+        username: Some(c.username.clone()),
+        password: Some(c.password.expose().to_owned()),
+        serveraddress: Some(host),
+        ..Default::default()
+    }
+}
+
 fn is_build_failure(message: &str) -> bool {
     ["failed to solve", "executor failed", "did not complete successfully", "not found", "failed to compute cache key"]
         .iter()
@@ -576,6 +576,17 @@ mod tests {
         );
         assert_eq!(short_name("127.0.0.1:5000/e2e/base:one-abc"), "base:one-abc");
         assert_eq!(tail(&["x".repeat(300)]).chars().count(), " (last build output: )".len() + 201);
+    }
+
+    #[test]
+    fn identity_tokens_reach_the_daemon_as_identitytoken() {
+        use crate::core::secret::Secret;
+        let token = Credential { username: "<token>".into(), password: Secret::new("idtok"), identity_token: true };
+        let d = daemon_credentials(&token, "r.example".into());
+        assert_eq!((d.identitytoken.as_deref(), d.password.as_deref(), d.username.as_deref()), (Some("idtok"), None, None));
+        let basic = daemon_credentials(&Credential::basic("u", Secret::new("pw")), "r.example".into());
+        assert_eq!((basic.username.as_deref(), basic.password.as_deref(), basic.identitytoken.as_deref()), (Some("u"), Some("pw"), None));
+        assert_eq!(basic.serveraddress.as_deref(), Some("r.example"));
     }
 
     #[test]

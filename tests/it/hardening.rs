@@ -251,8 +251,10 @@ fn push_shared_layer_bases(reg: &Registry, plan: &Value, versions: &[&str]) {
     use split_build::core::image_config::{OCI_CONFIG, OCI_MANIFEST};
     use split_build::core::image_ref::{Digest, ImageRef};
     let rt = tokio::runtime::Runtime::new().unwrap();
+    // A registry that wants a password gets it through a docker config naming its host.
+    let config = reg.auth.as_ref().map(|(u, p)| format!(r#"{{"auths": {{"{}": {{"username": "{u}", "password": "{p}"}}}}}}"#, reg.host));
     rt.block_on(async {
-        let client = Client::new(split_build::adapters::credentials::Credentials::default(), &[], 16).unwrap();
+        let client = Client::new(split_build::adapters::credentials::Credentials::new(None, config, None), &[], 16).unwrap();
         let s = Stats::default();
         let layer = |seed: &str| bytes::Bytes::from(format!("layer {seed} ").repeat(4096));
         let put_image = |image: ImageRef, layers: Vec<bytes::Bytes>| {
@@ -289,7 +291,13 @@ fn push_shared_layer_bases(reg: &Registry, plan: &Value, versions: &[&str]) {
 /// planned with its plan written to `plan.json`.
 fn shared_layer_fixtures(versions: &[&str]) -> (Registry, tempfile::TempDir) {
     let reg = Registry::start();
-    let instances: Vec<String> = (0..24).map(|i| format!("inst-{i}")).collect();
+    let dir = shared_layer_fixtures_on(&reg, 24, versions, &[]);
+    (reg, dir)
+}
+
+/// [`shared_layer_fixtures`] on `reg` with `count` instances, the plan run with `env`.
+fn shared_layer_fixtures_on(reg: &Registry, count: usize, versions: &[&str], env: &[(&str, String)]) -> tempfile::TempDir {
+    let instances: Vec<String> = (0..count).map(|i| format!("inst-{i}")).collect();
     let spec = format!(
         "registry: {}/t\nbuilder: {{ repository: builder, version: v1 }}\nbases:\n  repository: base\n  context: base\n  from: \"{}/up/{{instance}}:1\"\n  instances: [{}]\nagents:\n  repository: agent\n  variants: [{{ name: a }}, {{ name: b }}]\n",
         reg.host,
@@ -301,11 +309,11 @@ fn shared_layer_fixtures(versions: &[&str]) -> (Registry, tempfile::TempDir) {
         ("base/Dockerfile", "ARG BASE_IMAGE\nFROM $BASE_IMAGE\n"),
         ("Dockerfile", "FROM scratch AS payload\n"),
     ]);
-    let out = split_build(dir.path(), &["plan", "--plan-file", "plan.json"]);
+    let out = env.iter().fold(SplitBuild::new(dir.path()), |c, (k, v)| c.env(k, v)).args(["plan", "--plan-file", "plan.json"]).output();
     assert!(out.status.success(), "{}", text(&out));
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
-    push_shared_layer_bases(&reg, &plan, versions);
-    (reg, dir)
+    push_shared_layer_bases(reg, &plan, versions);
+    dir
 }
 
 #[test]
@@ -355,4 +363,47 @@ fn parallel_jobs_on_shared_layers_all_succeed() {
         let report = json_file(dir.path(), &format!("job-{k}.json"));
         assert_eq!(agents(&report).iter().filter(|a| a["status"] == "assembled").count(), 12, "job {k}: {report:#}");
     }
+}
+
+/// The docker config's `credsStore` names a helper that counts its runs: a plan and an
+/// assemble of 50 agent images (25 instances, 2 variants) on a registry that wants a
+/// password each run it at most once for that host.
+#[test]
+fn a_credential_helper_runs_at_most_once_per_host_per_process() {
+    let reg = Registry::start_with_auth("helper-user", "helper-pw-789");
+    let tools = tempfile::tempdir().unwrap();
+    let runs = tools.path().join("runs");
+    let helper = tools.path().join("docker-credential-counting");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nread server\necho \"$1 $server\" >> {}\n[ \"$1\" = get ] || exit 1\nprintf '{{\"ServerURL\":\"%s\",\"Username\":\"helper-user\",\"Secret\":\"helper-pw-789\"}}' \"$server\"\n",
+            runs.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = tools.path().join("docker");
+    write_files(&config, &[("config.json", r#"{"auths": {}, "credsStore": "counting"}"#)]);
+    let path = format!("{}:{}", tools.path().display(), std::env::var("PATH").unwrap_or_default());
+    let env = [("DOCKER_CONFIG", config.display().to_string()), ("PATH", path)];
+    let runs_of = || {
+        let text = std::fs::read_to_string(&runs).unwrap_or_default();
+        let _ = std::fs::remove_file(&runs);
+        text.lines().filter(|l| l.starts_with("get ")).count()
+    };
+    let dir = shared_layer_fixtures_on(&reg, 25, &["v1"], &env);
+    let first = runs_of();
+    assert!(first <= 1, "the first plan ran the helper {first} times");
+    let command = |args: &[&str]| env.iter().fold(SplitBuild::new(dir.path()), |c, (k, v)| c.env(k, v)).args(args).output();
+    let out = command(&["plan", "--plan-file", "plan.json", "--report", "plan-report.json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let planned = runs_of();
+    let out = command(&["assemble", "--plan", "plan.json", "--report", "report.json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let assembled = runs_of();
+    let report = json_file(dir.path(), "report.json");
+    assert_eq!(agents(&report).iter().filter(|a| a["status"] == "assembled").count(), 50, "{report:#}");
+    assert!(planned <= 1 && assembled <= 1, "the helper ran {planned} times for the plan and {assembled} for the assemble");
+    assert!(planned + assembled >= 1, "the helper was asked at all (the registry wants a password)");
 }

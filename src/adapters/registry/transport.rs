@@ -193,7 +193,7 @@ impl Registry {
         if write {
             let wait = self.pacer.reserve(req.host, Instant::now());
             if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
+                tokio::time::sleep(wait.min(left)).await;
             }
         }
         for s in [stats, &*self.totals] {
@@ -249,7 +249,9 @@ impl Registry {
         match error.class() {
             Class::RateLimited => {
                 let left = at.deadline.saturating_duration_since(Instant::now());
-                self.pacer.limited(host, Instant::now(), retry_after.unwrap_or_default());
+                // Every write to the host holds back for a wait this request can take; a
+                // longer one fails this request and slows the rest, but holds none of them.
+                self.pacer.limited(host, Instant::now(), retry_after.filter(|d| *d <= left).unwrap_or_default());
                 if let Some(d) = retry_after.filter(|d| *d > left) {
                     let doing = format!(
                         "{method} {}: the registry asks to wait {} (Retry-After), longer than the {} this request may take (--timeout)",
