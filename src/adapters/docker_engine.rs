@@ -293,8 +293,7 @@ impl DockerEngine {
                 },
                 Err(e) => e.to_string(),
             };
-            let refused =
-                ["unauthorized", "denied", "authentication required", "401", "403"].iter().any(|w| message.to_lowercase().contains(w));
+            let refused = refused_for_credentials(&message);
             let host = image.parse::<ImageRef>().map(|i| i.registry).unwrap_or_default();
             let hint = if refused { format!(" ({})", self.credentials.login_hint(&host)) } else { String::new() };
             bail!("pushing `{image}`: {message}{hint}");
@@ -321,8 +320,6 @@ impl DockerEngine {
     }
 }
 
-/// Whether a BuildKit error is about the build (a step, a missing image) rather than
-/// BuildKit itself being unavailable.
 /// A credential as the daemon takes it: an identity token is a refresh token for the
 /// registry's token service and goes as `identitytoken` (as a password it would be refused).
 fn daemon_credentials(c: &Credential, host: String) -> DockerCredentials {
@@ -337,10 +334,21 @@ fn daemon_credentials(c: &Credential, host: String) -> DockerCredentials {
     }
 }
 
+// The daemon reports build and push failures as text only (bollard hands on its JSON
+// stream's `error` strings; there is no code to read), so these two functions are the only
+// places its words decide anything.
+
+/// Whether a BuildKit error is about the build (a step, a missing image) rather than
+/// BuildKit itself being unavailable.
 fn is_build_failure(message: &str) -> bool {
     ["failed to solve", "executor failed", "did not complete successfully", "not found", "failed to compute cache key"]
         .iter()
         .any(|m| message.contains(m))
+}
+
+/// Whether a push failed because the registry refused the daemon's credentials.
+fn refused_for_credentials(message: &str) -> bool {
+    ["unauthorized", "denied", "authentication required", "401", "403"].iter().any(|w| message.to_lowercase().contains(w))
 }
 
 /// The repository's last path segment and the tag: enough to tell parallel builds apart.
