@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use crate::adapters::actions_env::ActionsEnv;
 use crate::cli::{ReportArgs, SummaryTo};
 use crate::core::report::Report;
-use crate::core::summary::{ReportView, SUMMARY_BUDGET, report_summary};
+use crate::core::summary::{ReportView, SUMMARY_BUDGET, Scope, report_summary};
 use crate::core::tally::tally;
 use crate::outcome::{Done, UsageError};
 use crate::stages::handover::read_plan;
@@ -35,7 +35,7 @@ pub(crate) async fn run(args: ReportArgs, actions: &ActionsEnv) -> anyhow::Resul
     let reports = files.iter().map(|f| read_report(f)).collect::<anyhow::Result<Vec<Report>>>()?;
     let plan = args.plan.as_deref().map(read_plan).transpose()?;
     let run_url = args.run_url.as_deref().map(str::trim).filter(|u| !u.is_empty());
-    let view = ReportView { title: "split-build report", reports: &reports, plan: plan.as_ref(), run_url, full: true };
+    let view = ReportView { title: "split-build report", reports: &reports, plan: plan.as_ref(), run_url, scope: Scope::Merged };
     let markdown = report_summary(&view, SUMMARY_BUDGET);
     println!("{markdown}");
     match &args.summary {

@@ -450,9 +450,21 @@ pub struct ReportView<'a> {
     pub plan: Option<&'a Plan>,
     /// The run's page (`$GITHUB_SERVER_URL/$GITHUB_REPOSITORY/actions/runs/$GITHUB_RUN_ID`).
     pub run_url: Option<&'a str>,
-    /// The whole story (the merged report, `run`), or a matrix job's short summary: its
-    /// verdict and failures, the merged report having the rest.
-    pub full: bool,
+    /// Who reads it: a matrix job's page, a whole `run`, or the merged report of a run.
+    pub scope: Scope,
+}
+
+/// What a report summary covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// One matrix job (`build`, `assemble`): its verdict and failures; the merged report
+    /// has the rest.
+    Job,
+    /// A whole `run` in one process: the whole story.
+    Run,
+    /// The `report` job's merge of a run's job reports: the whole story, and every image
+    /// of the plan accounted for.
+    Merged,
 }
 
 /// The step summary of one or many command reports: the verdict, every stage in pipeline
@@ -463,8 +475,7 @@ pub fn report_summary(view: &ReportView<'_>, budget: usize) -> String {
     let index = view.plan.map(JobIndex::of).unwrap_or_default();
     let records: Vec<&ImageRecord> = view.reports.iter().flat_map(|r| r.images.iter()).collect();
     let groups = group_failures(records.iter().copied(), &index);
-    let whole =
-        if view.full { "the JSON reports have every image" } else { "the merged report and this job's JSON report have every image" };
+    let whole = if view.scope == Scope::Job { "this job's JSON report has every image" } else { "the JSON reports have every image" };
     let mut last = None;
     for (level, detail) in DETAIL.iter().enumerate() {
         let page = report_page(view, &t, &index, &records, &groups, detail, budget);
@@ -491,15 +502,16 @@ fn report_page(
         page.push("No images in the reports.\n");
         return page;
     }
-    page.push(&verdict(t, view.full));
+    page.push(&verdict(t, view.scope));
     page.push("\n\n");
-    if view.full {
+    let full = view.scope != Scope::Job;
+    if full {
         stage_table(&mut page, t);
         repositories(&mut page, view);
         not_attempted(&mut page, t, d);
     }
     failures(&mut page, groups, records, view.run_url, d);
-    if !view.full {
+    if !full {
         page.push("*The run's merged report (the `report` job) has every stage, the jobs' times and the slowest images.*\n");
         return page;
     }
@@ -516,7 +528,8 @@ fn report_page(
 
 /// The first line: ✅ or ❌, what is missing, what was made and found, the jobs and the
 /// wall-clock time.
-pub fn verdict(t: &Tally, full: bool) -> String {
+pub fn verdict(t: &Tally, scope: Scope) -> String {
+    let full = scope != Scope::Job;
     let images = t.sum(StageTally::images);
     let (made, hit, failed, not_attempted) = (t.sum(|s| s.made), t.sum(|s| s.hit), t.sum(|s| s.failed), t.sum(|s| s.not_attempted));
     let missing = t.missing();
@@ -553,7 +566,7 @@ pub fn verdict(t: &Tally, full: bool) -> String {
         out.push_str(" · ");
         out.push_str(&p);
     }
-    if !t.planned && full {
+    if !t.planned && scope == Scope::Merged {
         out.push_str("\n\n*No plan given (`--plan`): an image no job reported is not counted.*");
     }
     out
@@ -876,7 +889,7 @@ mod report_tests {
     }
 
     fn view<'a>(reports: &'a [Report]) -> ReportView<'a> {
-        ReportView { title: "split-build report", reports, plan: None, run_url: None, full: true }
+        ReportView { title: "split-build report", reports, plan: None, run_url: None, scope: Scope::Merged }
     }
 
     #[test]
@@ -935,8 +948,10 @@ mod report_tests {
             images: (0..6).map(|i| rec(i, if i == 4 { Outcome::Failed } else { Outcome::Assembled })).collect(),
             ..Report::default()
         };
-        let s =
-            report_summary(&ReportView { full: false, title: "split-build assemble", ..view(std::slice::from_ref(&r)) }, SUMMARY_BUDGET);
+        let s = report_summary(
+            &ReportView { scope: Scope::Job, title: "split-build assemble", ..view(std::slice::from_ref(&r)) },
+            SUMMARY_BUDGET,
+        );
         assert!(s.contains("❌ **1 of 6 images missing**: 1 failed · 5 made"), "{s}");
         assert!(s.contains("### Failures (1)") && !s.contains("Slowest") && !s.contains("| stage |"), "{s}");
     }
@@ -961,7 +976,7 @@ pub fn prune_summary(lines: &[crate::core::report::PruneLine<'_>], apply: bool, 
     }
     out.push_str("| repository | action | manifests | bytes known |\n|---|---|---:|---:|\n");
     for ((repo, action), (n, bytes)) in &by {
-        let _ = writeln!(out, "| `{host}/{repo}` | {action} | {n} | {bytes} |");
+        let _ = writeln!(out, "| `{host}/{repo}` | {action} | {} | {} |", count(*n), human_bytes(*bytes));
     }
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     for l in lines.iter().filter(|l| l.decision.keep) {
@@ -974,7 +989,7 @@ pub fn prune_summary(lines: &[crate::core::report::PruneLine<'_>], apply: bool, 
             out,
             "<details><summary>{} ({})</summary>\n\n| repository | tags | digest | action |\n|---|---|---|---|",
             if apply { "Deleted" } else { "Would delete" },
-            gone.len()
+            count(gone.len())
         );
         let rows = gone.iter().map(|l| {
             format!(

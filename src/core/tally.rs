@@ -334,3 +334,112 @@ fn not_attempted_why(
         None => "no job was planned for them".into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::matrix::{GithubMatrix, MatrixEntry};
+    use crate::core::plan::{AgentPlan, BasePlan, BuilderPlan, Matrices, Status};
+
+    fn entry(shard: usize, shards: usize, items: &str) -> MatrixEntry {
+        MatrixEntry { shard, shards, platform: "linux/amd64".into(), runner: "ubuntu-latest".into(), items: items.into() }
+    }
+
+    /// Builder cold; bases a, b, c cold in two jobs; agents a-v, b-v, c-v cold in two jobs.
+    fn plan() -> Plan {
+        let img = |t: &str| format!("r.io/o/x:{t}").parse().unwrap();
+        let platform = "linux/amd64".parse().unwrap();
+        let base = |i: &str| BasePlan {
+            instance: i.into(),
+            platform: "linux/amd64".parse().unwrap(),
+            image: img(&format!("base-{i}")),
+            from: "up".into(),
+            from_digest: None,
+            build_args: Default::default(),
+            status: Status::Cold,
+            cache_from: None,
+            built: false,
+        };
+        let agent = |i: &str| AgentPlan {
+            instance: i.into(),
+            variant: "v".into(),
+            platform: "linux/amd64".parse().unwrap(),
+            image: img(&format!("agent-{i}")),
+            base: img(&format!("base-{i}")),
+            status: Status::Cold,
+        };
+        Plan {
+            builder: BuilderPlan { image: img("builder"), status: Status::Cold, platforms: vec![platform], built: vec![] },
+            bases: ["a", "b", "c"].map(base).to_vec(),
+            agents: ["a", "b", "c"].map(agent).to_vec(),
+            matrices: Matrices {
+                builder: GithubMatrix { include: vec![entry(1, 1, "builder")] },
+                bases: GithubMatrix { include: vec![entry(1, 2, "a b"), entry(2, 2, "c")] },
+                agents: GithubMatrix { include: vec![entry(1, 2, "a b"), entry(2, 2, "c")] },
+            },
+            notes: vec![],
+            made_from: None,
+            made_in_run: None,
+        }
+    }
+
+    fn job(records: &[(Stage, &str, Option<&str>, Outcome)], span: (&str, &str)) -> Report {
+        let images = records
+            .iter()
+            .map(|(stage, tag, instance, status)| {
+                ImageRecord::new(*stage, &format!("r.io/o/x:{tag}"), "linux/amd64", *status).of(*instance, None)
+            })
+            .collect();
+        Report { images, started_at: Some(span.0.into()), ended_at: Some(span.1.into()), ..Report::default() }
+    }
+
+    #[test]
+    fn every_planned_image_has_a_fate_and_what_was_not_attempted_a_reason() {
+        let plan = plan();
+        let builder = job(&[(Stage::Builder, "builder", None, Outcome::Built)], ("2026-12-01T09:00:00Z", "2026-12-01T09:03:00Z"));
+        // Bases job 1 made a and failed b; bases job 2 never ran; agents never ran.
+        let bases = job(
+            &[(Stage::Bases, "base-a", Some("a"), Outcome::Built), (Stage::Bases, "base-b", Some("b"), Outcome::Failed)],
+            ("2026-12-01T09:00:10Z", "2026-12-01T09:10:10Z"),
+        );
+        let t = tally(&[builder, bases], Some(&plan));
+        let b = t.stage(Stage::Bases);
+        assert_eq!((b.planned, b.made, b.failed, b.not_attempted), (Some(3), 1, 1, 1));
+        assert_eq!(b.not_attempted_why, [(JOB_SILENT.to_owned(), 1)]);
+        assert_eq!(b.silent_jobs, [JobId { stage: Stage::Bases, shard: 2, shards: 2 }]);
+        assert_eq!((b.jobs, b.jobs_planned, b.jobs_failed), (1, Some(2), 1));
+        assert_eq!(b.wall, Some(600.0));
+        let a = t.stage(Stage::Agents);
+        assert_eq!(a.not_attempted, 3);
+        let why: Vec<(&str, usize)> = a.not_attempted_why.iter().map(|(w, n)| (w.as_str(), *n)).collect();
+        assert_eq!(why, [("their base failed", 1), ("their base was not made", 1), (JOB_SILENT, 1)]);
+        assert_eq!(a.silent_jobs.len(), 2);
+        assert_eq!(t.missing(), 5);
+        assert_eq!((t.jobs, t.jobs_failed), (2, 1));
+        assert_eq!(t.wall, Some(610.0), "first start to last end");
+    }
+
+    #[test]
+    fn a_later_success_makes_up_for_a_failure_and_the_plan_hits_count() {
+        let mut plan = plan();
+        plan.builder.status = Status::Hit;
+        let first = job(&[(Stage::Agents, "agent-a", Some("a"), Outcome::Failed)], ("2026-12-01T09:00:00Z", "2026-12-01T09:00:01Z"));
+        let again = job(&[(Stage::Agents, "agent-a", Some("a"), Outcome::Assembled)], ("2026-12-01T09:01:00Z", "2026-12-01T09:01:01Z"));
+        let t = tally(&[first, again], Some(&plan));
+        assert_eq!(t.stage(Stage::Agents).made, 1);
+        assert_eq!(t.stage(Stage::Agents).failed, 0);
+        assert_eq!(t.stage(Stage::Builder).hit, 1, "the plan found it made");
+        let no_plan = tally(&[], None);
+        assert_eq!((no_plan.missing(), no_plan.planned), (0, false));
+    }
+
+    #[test]
+    fn jobs_are_found_by_their_items() {
+        let index = JobIndex::of(&plan());
+        assert_eq!(index.job_of(Stage::Bases, "linux/amd64", Some("c")).map(|j| j.to_string()).as_deref(), Some("bases 2/2"));
+        assert_eq!(index.job_of(Stage::Agents, "linux/arm64", Some("a")).map(|j| j.shard), Some(1), "agents by instance alone");
+        assert_eq!(index.job_of(Stage::Builder, "linux/amd64", None).map(|j| j.to_string()).as_deref(), Some("builder 1/1"));
+        assert_eq!(index.job_of(Stage::Bases, "linux/amd64", Some("zz")), None);
+        assert_eq!(epoch_secs("1970-01-01T00:01:00Z"), Some(60.0));
+    }
+}

@@ -12,7 +12,7 @@ use crate::cli::{Common, SummaryTo};
 use crate::core::outputs::job_outputs;
 use crate::core::plan::Plan;
 use crate::core::report::{Counters, ImageRecord, Report};
-use crate::core::summary::{ReportView, SUMMARY_BUDGET, report_summary};
+use crate::core::summary::{ReportView, SUMMARY_BUDGET, Scope, report_summary};
 
 /// Streams `value` to stdout as pretty JSON (a plan of 100,000 instances is ~90 MB of text:
 /// never held as one string).
@@ -90,7 +90,8 @@ pub(crate) fn finish(
         write_report(path, &report)?;
     }
     let title = format!("split-build {command}");
-    let view = ReportView { title: &title, reports: std::slice::from_ref(&report), plan: None, run_url: None, full: command == "run" };
+    let scope = if command == "run" { Scope::Run } else { Scope::Job };
+    let view = ReportView { title: &title, reports: std::slice::from_ref(&report), plan: None, run_url: None, scope };
     emit_summary(&report_summary(&view, SUMMARY_BUDGET), common.summary.as_ref(), actions)?;
     if actions.output.is_some() {
         let path = common.report.as_ref().map(|p| p.display().to_string());
