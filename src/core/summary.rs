@@ -717,11 +717,13 @@ fn failures(page: &mut Page, groups: &[FailureGroup<'_>], records: &[&ImageRecor
     page.rows(rows, groups.len(), "failure groups");
 }
 
-/// A Mermaid gantt of the jobs' wall-clock spans, one section per stage, failed jobs in red
-/// (`crit`); a stage of many jobs is one bar beside its failed jobs. Nothing with fewer than
-/// two bars.
+/// A Mermaid gantt of the jobs' wall-clock spans, one section per stage: failed jobs in red
+/// (`crit`), the others grey (`done`); a stage of many jobs is one blue bar (`active`) over
+/// their span, beside its failed jobs. Nothing with fewer than two bars.
 fn gantt(reports: &[Report], index: &JobIndex) -> String {
     struct Bar {
+        /// A whole stage's span, over its jobs.
+        whole: bool,
         stage: Option<Stage>,
         label: String,
         span: (f64, f64),
@@ -736,7 +738,7 @@ fn gantt(reports: &[Report], index: &JobIndex) -> String {
             (None, Some(s)) => format!("{s} job {}", k + 1),
             (None, None) => format!("{} {}", r.command, k + 1),
         };
-        bars.push(Bar { stage, label, span, failed: r.failures() > 0 });
+        bars.push(Bar { whole: false, stage, label, span, failed: r.failures() > 0 });
     }
     const MOST_BARS: usize = 24;
     if bars.len() > MOST_BARS {
@@ -755,7 +757,9 @@ fn gantt(reports: &[Report], index: &JobIndex) -> String {
             let end = bs.iter().map(|b| b.span.1).fold(f64::NEG_INFINITY, f64::max);
             let failed: Vec<Bar> = bs.into_iter().filter(|b| b.failed).collect();
             let name = stage.map_or_else(|| "other".to_owned(), |s| s.to_string());
-            folded.push(Bar { stage, label: format!("{name}, all {jobs} jobs"), span: (start, end), failed: !failed.is_empty() });
+            let label =
+                if failed.is_empty() { format!("{name}, {jobs} jobs") } else { format!("{name}, {jobs} jobs ({} failed)", failed.len()) };
+            folded.push(Bar { whole: true, stage, label, span: (start, end), failed: false });
             folded.extend(failed.into_iter().take(10));
         }
         bars = folded;
@@ -763,8 +767,14 @@ fn gantt(reports: &[Report], index: &JobIndex) -> String {
     if bars.len() < 2 {
         return String::new();
     }
-    bars.sort_by(|a, b| a.stage.cmp(&b.stage).then_with(|| a.span.0.total_cmp(&b.span.0)).then_with(|| natural_cmp(&a.label, &b.label)));
-    let mut out = String::from("```mermaid\ngantt\n    title Jobs by wall clock (failed in red)\n    dateFormat X\n    axisFormat %H:%M\n");
+    // Stages in pipeline order; a `run` report's bar (no one stage) last.
+    bars.sort_by(|a, b| {
+        (a.stage.is_none(), a.stage)
+            .cmp(&(b.stage.is_none(), b.stage))
+            .then_with(|| a.span.0.total_cmp(&b.span.0))
+            .then_with(|| natural_cmp(&a.label, &b.label))
+    });
+    let mut out = String::from("```mermaid\ngantt\n    title Jobs by wall clock (failed red)\n    dateFormat X\n    axisFormat %H:%M\n");
     let mut section: Option<Option<Stage>> = None;
     for b in &bars {
         if section != Some(b.stage) {
@@ -773,7 +783,14 @@ fn gantt(reports: &[Report], index: &JobIndex) -> String {
         }
         let label: String = b.label.chars().filter(|c| !matches!(c, ':' | '#' | ';')).collect();
         let (start, end) = (b.span.0.floor(), b.span.1.ceil().max(b.span.0.floor() + 1.0));
-        let _ = writeln!(out, "    {label} :{}, {start:.0}, {end:.0}", if b.failed { "crit" } else { "done" });
+        let tag = if b.failed {
+            "crit"
+        } else if b.whole {
+            "active"
+        } else {
+            "done"
+        };
+        let _ = writeln!(out, "    {label} :{tag}, {start:.0}, {end:.0}");
     }
     out.push_str("```\n");
     out
