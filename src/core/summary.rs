@@ -971,6 +971,7 @@ mod report_tests {
         );
         assert!(s.contains("❌ **1 of 6 images missing**: 1 failed · 5 made"), "{s}");
         assert!(s.contains("### Failures (1)") && !s.contains("Slowest") && !s.contains("| stage |"), "{s}");
+        insta::assert_snapshot!("job_summary", s);
     }
 
     #[test]

@@ -77,9 +77,12 @@ impl JobIndex {
         index
     }
 
-    /// The job that holds `record`'s image, if the plan gave it to one. An agents job makes
-    /// every platform of its instances, so agents are looked up by any platform.
+    /// The job that holds an image of `stage` on `platform` (its first, for a record of
+    /// several), if the plan gave it to one. An agents job makes every platform of its
+    /// instances, so agents are found by instance alone too.
     pub fn job_of(&self, stage: Stage, platform: &str, instance: Option<&str>) -> Option<JobId> {
+        // A record of several platforms (`linux/amd64,linux/arm64`) was made by one job.
+        let platform = platform.split(',').next().unwrap_or_default().trim();
         let item = if stage == Stage::Builder { String::new() } else { instance.unwrap_or_default().to_owned() };
         self.by_item.get(&(stage, platform.to_owned(), item.clone())).or_else(|| self.by_item.get(&(stage, String::new(), item))).copied()
     }
@@ -207,6 +210,12 @@ fn fate_of(outcomes: &[Outcome]) -> Fate {
 
 type Key = (Stage, String, String);
 
+/// The plan's entries a record stands for: one per platform it names (an agents job writes
+/// one record for an index over every platform, `linux/amd64,linux/arm64`).
+fn keys(r: &ImageRecord) -> impl Iterator<Item = Key> + '_ {
+    r.platform.split(',').map(|p| (r.stage, r.image.clone(), p.trim().to_owned()))
+}
+
 fn key(r: &ImageRecord) -> Key {
     (r.stage, r.image.clone(), r.platform.clone())
 }
@@ -215,9 +224,12 @@ fn key(r: &ImageRecord) -> Key {
 pub fn tally(reports: &[Report], plan: Option<&Plan>) -> Tally {
     let index = plan.map(JobIndex::of).unwrap_or_default();
     let mut outcomes: BTreeMap<Key, Vec<Outcome>> = BTreeMap::new();
-    let mut facts: HashMap<Key, (Option<String>, Option<String>)> = HashMap::new();
+    // The instance of each planned image (the base an agent waits for).
+    let mut instances: HashMap<Key, Option<String>> = HashMap::new();
     for r in reports.iter().flat_map(|r| r.images.iter()) {
-        outcomes.entry(key(r)).or_default().push(r.status);
+        for k in keys(r) {
+            outcomes.entry(k).or_default().push(r.status);
+        }
     }
     let mut t = Tally { planned: plan.is_some(), jobs: reports.len(), ..Tally::default() };
     if let Some(plan) = plan {
@@ -228,7 +240,7 @@ pub fn tally(reports: &[Report], plan: Option<&Plan>) -> Tally {
             if r.status == Outcome::Hit && entry.is_empty() {
                 entry.push(Outcome::Hit);
             }
-            facts.insert(key(r), (r.instance.clone(), None));
+            instances.insert(key(r), r.instance.clone());
         }
         for s in STAGES {
             t.stages[stage_index(s)].planned = Some(0);
@@ -276,7 +288,7 @@ pub fn tally(reports: &[Report], plan: Option<&Plan>) -> Tally {
     let base_fate: HashMap<(&str, &str), Fate> = fate
         .iter()
         .filter(|((s, _, _), _)| *s == Stage::Bases)
-        .filter_map(|(k, f)| Some(((facts.get(*k)?.0.as_deref()?, k.2.as_str()), *f)))
+        .filter_map(|(k, f)| Some(((instances.get(*k)?.as_deref()?, k.2.as_str()), *f)))
         .collect();
     let mut why: [BTreeMap<String, usize>; 3] = Default::default();
     for (k, f) in &fate {
@@ -287,7 +299,7 @@ pub fn tally(reports: &[Report], plan: Option<&Plan>) -> Tally {
             Fate::Failed => st.failed += 1,
             Fate::NotAttempted => {
                 st.not_attempted += 1;
-                let instance = facts.get(*k).and_then(|f| f.0.as_deref());
+                let instance = instances.get(*k).and_then(|i| i.as_deref());
                 let reason = not_attempted_why(k, instance, builder_fate, &base_fate, &index, &reported);
                 *why[stage_index(k.0)].entry(reason).or_default() += 1;
             }
@@ -431,6 +443,25 @@ mod tests {
         assert_eq!(t.stage(Stage::Builder).hit, 1, "the plan found it made");
         let no_plan = tally(&[], None);
         assert_eq!((no_plan.missing(), no_plan.planned), (0, false));
+    }
+
+    #[test]
+    fn a_record_of_several_platforms_stands_for_each_of_them() {
+        let mut plan = plan();
+        plan.builder.status = Status::Hit;
+        let arm = |mut e: AgentPlan| {
+            e.platform = "linux/arm64".parse().unwrap();
+            e
+        };
+        let extra: Vec<AgentPlan> = plan.agents.iter().cloned().map(arm).collect();
+        plan.agents.extend(extra);
+        let mut index = job(&[(Stage::Agents, "agent-a", Some("a"), Outcome::Assembled)], ("2026-12-01T09:00:00Z", "2026-12-01T09:00:01Z"));
+        index.images[0].platform = "linux/amd64,linux/arm64".into();
+        let t = tally(&[index], Some(&plan));
+        let a = t.stage(Stage::Agents);
+        assert_eq!((a.planned, a.made, a.not_attempted), (Some(6), 2, 4));
+        assert_eq!(a.jobs, 1);
+        assert!(a.silent_jobs.iter().all(|j| j.shard == 2), "job 1 reported: {:?}", a.silent_jobs);
     }
 
     #[test]

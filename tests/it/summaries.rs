@@ -347,3 +347,56 @@ fn parses_as_github_does(md: &str) {
         assert!(!outside_code.contains(leftover), "`{leftover}` left as text:\n{outside_code}");
     }
 }
+
+/// With two platforms a job reports as it writes: a builder and a base per leg, an agent once
+/// for its index over both platforms (`linux/amd64,linux/arm64`). Every entry of the plan is
+/// accounted for, none twice.
+#[test]
+fn two_platform_reports_account_for_every_leg() {
+    let dir = crate::support::spec_dir(&[
+        ("Dockerfile", "FROM scratch AS payload\nCOPY x /x\n"),
+        ("x", "x"),
+        (
+            "split-build.yml",
+            "registry: 127.0.0.1:5000/t\nplatforms: [linux/amd64, linux/arm64]\nbuilder: { repository: b, version: \"7\" }\nbases:\n  repository: base\n  from: \"up/{instance}:1\"\n  instances: [a, b, c]\nagents:\n  repository: agent\n  variants: [{ name: x }, { name: y }]\njobs: { max-parallel: 4 }\n",
+        ),
+    ]);
+    let d = dir.path();
+    let out = SplitBuild::new(d).args(["plan", "--offline", "--summary", "false", "--plan-file", "plan.json"]).output();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let plan: Value = serde_json::from_str(&std::fs::read_to_string(d.join("plan.json")).unwrap()).unwrap();
+    for (k, e) in shards(&plan, "builder").iter().enumerate() {
+        let p = json!({"image": plan["builder"]["image"], "platform": e["platform"]});
+        job(d, &format!("builder-{k}"), "build", 0, 60, vec![record("builder", &p, "built", 50.0, None)]);
+    }
+    for (k, e) in shards(&plan, "bases").iter().enumerate() {
+        let mine = items(e);
+        let images = plan["bases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["platform"] == e["platform"] && mine.iter().any(|i| b["instance"] == json!(i)))
+            .map(|b| record("bases", b, "built", 9.0, None))
+            .collect();
+        job(d, &format!("bases-{k}"), "build", 70, 30, images);
+    }
+    for (k, e) in shards(&plan, "agents").iter().enumerate() {
+        let mine = items(e);
+        let images = plan["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["platform"] == json!("linux/amd64") && mine.iter().any(|i| a["instance"] == json!(i)))
+            .map(|a| {
+                let mut r = record("agents", a, "assembled", 0.5, None);
+                r["platform"] = json!("linux/amd64,linux/arm64");
+                r
+            })
+            .collect();
+        job(d, &format!("agents-{k}"), "assemble", 110, 5, images);
+    }
+    let (code, md) = merged(d, &plan);
+    assert_eq!(code, 0, "{md}");
+    check_shape(&md, "✅ **20 planned images are there**: 20 made");
+    assert!(md.contains("| agents | 12 | 0 | 12 | 0 | 3 |"), "{md}");
+}
