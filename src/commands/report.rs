@@ -1,7 +1,7 @@
 //! `report`: merges the `--report` files of many jobs (as `actions/download-artifact`
 //! leaves them: files, or directories searched for `*.json`) into one step summary. With
 //! the plan, every image it names is accounted for: the exit code is 1 when any is missing
-//! (failed, or not attempted because its job never ran).
+//! (failed, or not attempted because its job never ran); without it, 0.
 
 use std::path::{Path, PathBuf};
 
@@ -55,7 +55,9 @@ pub(crate) async fn run(args: ReportArgs, actions: &ActionsEnv) -> anyhow::Resul
         t.sum(|s| s.failed),
         t.sum(|s| s.not_attempted)
     );
-    Ok(Done::with_failures(missing))
+    // Without the plan nothing was planned: the jobs that failed have failed their own steps,
+    // and what no job reported cannot be told from what was never asked for.
+    Ok(Done::with_failures(if plan.is_some() { missing } else { 0 }))
 }
 
 /// One `--report` file. A file that cannot be read and one that is not a report are the

@@ -876,6 +876,19 @@ mod tests {
     }
 
     #[test]
+    fn a_section_is_its_lines_under_a_heading_or_folded_and_nothing_when_empty() {
+        let mut page = Page::new(4096);
+        section(&mut page, "Why", &[], false);
+        assert_eq!(page.out, "");
+        section(&mut page, "Why they are made", &["- `dockerfile`: 500".to_owned()], false);
+        section(&mut page, "All", &["a".to_owned()], true);
+        assert_eq!(
+            page.finish(None, ""),
+            "### Why they are made\n\n- `dockerfile`: 500\n\n<details><summary>All</summary>\n\na\n\n</details>\n\n"
+        );
+    }
+
+    #[test]
     fn names_say_how_many_more() {
         assert_eq!(some_names(["a", "b", "c"].iter(), 2, 3), "`a`, `b` and 1 more");
         assert_eq!(some_names(["a"].iter(), 2, 1), "`a`");
