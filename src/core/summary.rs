@@ -636,10 +636,15 @@ fn stage_table(page: &mut Page, t: &Tally) {
 
 /// Each stage's repository, said once.
 fn repositories(page: &mut Page, view: &ReportView<'_>) {
-    let plan_records = view.plan.map(Report::of_plan);
-    let mut repos: BTreeMap<Stage, &str> = BTreeMap::new();
-    for r in view.reports.iter().chain(plan_records.iter()).flat_map(|r| r.images.iter()) {
-        repos.entry(r.stage).or_insert_with(|| r.repository());
+    let repo = |i: &crate::core::image_ref::ImageRef| format!("{}/{}", i.registry, i.repository);
+    let mut repos: BTreeMap<Stage, String> = BTreeMap::new();
+    if let Some(plan) = view.plan {
+        repos.insert(Stage::Builder, repo(&plan.builder.image));
+        repos.extend(plan.bases.first().map(|b| (Stage::Bases, repo(&b.image))));
+        repos.extend(plan.agents.first().map(|a| (Stage::Agents, repo(&a.image))));
+    }
+    for r in view.reports.iter().flat_map(|r| r.images.iter()) {
+        repos.entry(r.stage).or_insert_with(|| r.repository().to_owned());
     }
     if repos.is_empty() {
         return;

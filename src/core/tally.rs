@@ -233,23 +233,21 @@ pub fn tally(reports: &[Report], plan: Option<&Plan>) -> Tally {
     }
     let mut t = Tally { planned: plan.is_some(), jobs: reports.len(), ..Tally::default() };
     if let Some(plan) = plan {
-        for r in &crate::core::report::Report::of_plan(plan).images {
-            let entry = outcomes.entry(key(r)).or_default();
+        for s in STAGES {
+            t.stages[stage_index(s)].planned = Some(0);
+            t.stages[stage_index(s)].jobs_planned = Some(index.planned_jobs(s));
+        }
+        for r in Report::of_plan(plan).images {
+            if let Some(p) = t.stages[stage_index(r.stage)].planned.as_mut() {
+                *p += 1;
+            }
+            let entry = outcomes.entry(key(&r)).or_default();
             // What the plan found made is a hit unless a job says otherwise; a planned miss
             // no job mentions stays without an outcome: not attempted.
             if r.status == Outcome::Hit && entry.is_empty() {
                 entry.push(Outcome::Hit);
             }
-            instances.insert(key(r), r.instance.clone());
-        }
-        for s in STAGES {
-            t.stages[stage_index(s)].planned = Some(0);
-            t.stages[stage_index(s)].jobs_planned = Some(index.planned_jobs(s));
-        }
-        for r in &crate::core::report::Report::of_plan(plan).images {
-            if let Some(p) = t.stages[stage_index(r.stage)].planned.as_mut() {
-                *p += 1;
-            }
+            instances.insert(key(&r), r.instance);
         }
     }
 
