@@ -107,6 +107,20 @@ impl Page {
     }
 }
 
+/// The page `render` writes at the most detail that cuts no row (or at the least detail, cut),
+/// with its closing note; `whole` says where everything is.
+fn fitted(render: impl Fn(&Detail) -> Page, whole: &str) -> String {
+    let mut level = 0;
+    loop {
+        let detail = &DETAIL[level];
+        let page = render(detail);
+        if !page.was_cut() || level + 1 == DETAIL.len() {
+            return page.finish((level > 0).then_some(detail), whole);
+        }
+        level += 1;
+    }
+}
+
 /// A section of already-rendered `lines` under a `###` heading, folded into `<details>`
 /// when `folded`; nothing when `lines` is empty. Each line is a row of the budget. A new
 /// block of a summary (the plan's "why" grouping, say) is one more call of this.
@@ -241,15 +255,7 @@ fn status_counts(statuses: impl Iterator<Item = Status>) -> [usize; 3] {
 /// hit/warm/cold chart and the images to make, within `budget` bytes.
 pub fn plan_summary(plan: &Plan, offline: bool, budget: usize) -> String {
     let notes = group_notes(&plan.notes);
-    let mut last = None;
-    for (level, detail) in DETAIL.iter().enumerate() {
-        let page = plan_page(plan, offline, &notes, detail, budget);
-        if !page.was_cut() || level + 1 == DETAIL.len() {
-            return page.finish((level > 0).then_some(detail), "the `plan` output has every image and note");
-        }
-        last = Some(page);
-    }
-    last.map(|p| p.finish(None, "")).unwrap_or_default()
+    fitted(|d| plan_page(plan, offline, &notes, d, budget), "the `plan` output has every image and note")
 }
 
 fn plan_page(plan: &Plan, offline: bool, notes: &[NoteGroup<'_>], d: &Detail, budget: usize) -> Page {
@@ -476,15 +482,7 @@ pub fn report_summary(view: &ReportView<'_>, budget: usize) -> String {
     let records: Vec<&ImageRecord> = view.reports.iter().flat_map(|r| r.images.iter()).collect();
     let groups = group_failures(records.iter().copied(), &index);
     let whole = if view.scope == Scope::Job { "this job's JSON report has every image" } else { "the JSON reports have every image" };
-    let mut last = None;
-    for (level, detail) in DETAIL.iter().enumerate() {
-        let page = report_page(view, &t, &index, &records, &groups, detail, budget);
-        if !page.was_cut() || level + 1 == DETAIL.len() {
-            return page.finish((level > 0).then_some(detail), whole);
-        }
-        last = Some(page);
-    }
-    last.map(|p| p.finish(None, whole)).unwrap_or_default()
+    fitted(|d| report_page(view, &t, &index, &records, &groups, d, budget), whole)
 }
 
 fn report_page(
