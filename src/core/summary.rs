@@ -534,12 +534,13 @@ pub fn verdict(t: &Tally, scope: Scope) -> String {
     let some = |n: usize, what: &str| (n > 0).then(|| format!("{} {what}", count(n)));
     let mut parts: Vec<String> = Vec::new();
     let head = if missing == 0 {
+        let noun = if images == 1 { "image" } else { "images" };
         let what = if t.planned {
-            "planned images are there"
+            format!("planned {noun} {}", if images == 1 { "is there" } else { "are there" })
         } else if full {
-            "images, none failed"
+            format!("{noun}, none failed")
         } else {
-            "images"
+            noun.to_owned()
         };
         let done: Vec<String> = [some(made, "made"), some(hit, "hit")].into_iter().flatten().collect();
         format!("✅ **{} {what}**: {}", count(images), done.join(", "))
@@ -547,7 +548,8 @@ pub fn verdict(t: &Tally, scope: Scope) -> String {
         let lost: Vec<String> = [some(failed, "failed"), some(not_attempted, "not attempted")].into_iter().flatten().collect();
         parts.extend([some(made, "made"), some(hit, "hit")].into_iter().flatten());
         let planned = if t.planned { "planned " } else { "" };
-        format!("❌ **{} of {} {planned}images missing**: {}", count(missing), count(images), lost.join(", "))
+        let noun = if images == 1 { "image" } else { "images" };
+        format!("❌ **{} of {} {planned}{noun} missing**: {}", count(missing), count(images), lost.join(", "))
     };
     if full && t.jobs > 0 {
         parts.push(if t.jobs_failed > 0 {
@@ -988,6 +990,14 @@ mod report_tests {
         assert!(s.contains("❌ **1 of 6 images missing**: 1 failed · 5 made"), "{s}");
         assert!(s.contains("### Failures (1)") && !s.contains("Slowest") && !s.contains("| stage |"), "{s}");
         insta::assert_snapshot!("job_summary", s);
+    }
+
+    #[test]
+    fn one_image_is_one_image() {
+        let r = Report { command: "build".into(), images: vec![rec(3, Outcome::Hit)], ..Report::default() };
+        let s =
+            report_summary(&ReportView { scope: Scope::Job, title: "split-build build", ..view(std::slice::from_ref(&r)) }, SUMMARY_BUDGET);
+        assert!(s.contains("✅ **1 image**: 1 hit"), "{s}");
     }
 
     #[test]
