@@ -236,10 +236,14 @@ pub(crate) struct ReportArgs {
     /// `false`: no step summary.
     #[arg(long, value_parser = summary_to)]
     pub summary: Option<SummaryTo>,
-    /// The plan file: the images it found already made (hits no job touched) count in the
-    /// summary too.
+    /// The plan file: every image it names is accounted for (made, hit, failed, or not
+    /// attempted, which makes the exit code 1), and failures are traced to their jobs.
     #[arg(long)]
     pub plan: Option<PathBuf>,
+    /// The run's page, linked beside each failure and at the end of the summary (the action
+    /// passes `$GITHUB_SERVER_URL/$GITHUB_REPOSITORY/actions/runs/$GITHUB_RUN_ID`).
+    #[arg(long = "run-url")]
+    pub run_url: Option<String>,
 }
 
 /// `prune`.

@@ -1,5 +1,7 @@
 //! `report`: merges the `--report` files of many jobs (as `actions/download-artifact`
-//! leaves them: files, or directories searched for `*.json`) into one step summary.
+//! leaves them: files, or directories searched for `*.json`) into one step summary. With
+//! the plan, every image it names is accounted for: the exit code is 1 when any is missing
+//! (failed, or not attempted because its job never ran); without it, 0.
 
 use std::path::{Path, PathBuf};
 
@@ -7,8 +9,9 @@ use anyhow::Context as _;
 
 use crate::adapters::actions_env::ActionsEnv;
 use crate::cli::{ReportArgs, SummaryTo};
-use crate::core::report::{Report, untouched_hits};
-use crate::core::summary::{SUMMARY_BUDGET, report_summary};
+use crate::core::report::Report;
+use crate::core::summary::{ReportView, SUMMARY_BUDGET, Scope, report_summary};
+use crate::core::tally::tally;
 use crate::outcome::{Done, UsageError};
 use crate::stages::handover::read_plan;
 
@@ -29,14 +32,11 @@ pub(crate) async fn run(args: ReportArgs, actions: &ActionsEnv) -> anyhow::Resul
             tracing::warn!("`{}` does not exist: no report there (a skipped job writes none)", p.display());
         }
     }
-    let mut reports = files.iter().map(|f| read_report(f)).collect::<anyhow::Result<Vec<Report>>>()?;
-    if let Some(path) = &args.plan {
-        let hits = untouched_hits(&read_plan(path)?, &reports);
-        if !hits.images.is_empty() {
-            reports.push(hits);
-        }
-    }
-    let markdown = report_summary("split-build report", &reports, SUMMARY_BUDGET);
+    let reports = files.iter().map(|f| read_report(f)).collect::<anyhow::Result<Vec<Report>>>()?;
+    let plan = args.plan.as_deref().map(read_plan).transpose()?;
+    let run_url = args.run_url.as_deref().map(str::trim).filter(|u| !u.is_empty());
+    let view = ReportView { title: "split-build report", reports: &reports, plan: plan.as_ref(), run_url, scope: Scope::Merged };
+    let markdown = report_summary(&view, SUMMARY_BUDGET);
     println!("{markdown}");
     match &args.summary {
         Some(SummaryTo::Off) => {}
@@ -46,8 +46,18 @@ pub(crate) async fn run(args: ReportArgs, actions: &ActionsEnv) -> anyhow::Resul
         }
         None => actions.append_summary(&markdown)?,
     }
-    tracing::info!("merged {} report(s) with {} images", reports.len(), reports.iter().map(|r| r.images.len()).sum::<usize>());
-    Ok(Done::Ok)
+    let t = tally(&reports, plan.as_ref());
+    let missing = t.missing();
+    tracing::info!(
+        "merged {} job reports with {} images; {missing} missing ({} failed, {} not attempted)",
+        reports.len(),
+        reports.iter().map(|r| r.images.len()).sum::<usize>(),
+        t.sum(|s| s.failed),
+        t.sum(|s| s.not_attempted)
+    );
+    // Without the plan nothing was planned: the jobs that failed have failed their own steps,
+    // and what no job reported cannot be told from what was never asked for.
+    Ok(Done::with_failures(if plan.is_some() { missing } else { 0 }))
 }
 
 /// One `--report` file. A file that cannot be read and one that is not a report are the

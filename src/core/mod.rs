@@ -26,13 +26,18 @@ pub fn list_words(text: &str) -> impl Iterator<Item = &str> {
     text.split(|c: char| c.is_whitespace() || c == ',').filter(|w| !w.is_empty())
 }
 
+pub mod cause;
 pub mod content_hash;
 pub mod dockerignore;
+pub mod failures;
+pub mod figures;
 pub mod fingerprint;
 pub mod image_config;
 pub mod image_ref;
 pub mod legs;
 pub mod matrix;
+pub mod natural_sort;
+pub mod notes;
 pub mod outputs;
 pub mod plan;
 pub mod platform;
@@ -42,4 +47,5 @@ pub mod secret;
 pub mod spec;
 pub mod summary;
 pub mod tags;
+pub mod tally;
 pub mod template;

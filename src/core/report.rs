@@ -150,6 +150,21 @@ impl ImageRecord {
         self
     }
 
+    /// How a summary names the image: `instance[-variant]`, else its tag (the builder).
+    pub fn name(&self) -> String {
+        match (&self.instance, &self.variant) {
+            (Some(i), Some(v)) => format!("{i}-{v}"),
+            (Some(i), None) => i.clone(),
+            _ => self.image.rsplit_once(':').filter(|(_, t)| !t.contains('/')).map_or_else(|| self.image.clone(), |(_, t)| t.to_owned()),
+        }
+    }
+
+    /// The repository the image is in (`registry/path`, without tag or digest).
+    pub fn repository(&self) -> &str {
+        let name = self.image.split_once('@').map_or(self.image.as_str(), |(n, _)| n);
+        name.rsplit_once(':').filter(|(_, t)| !t.contains('/')).map_or(name, |(n, _)| n)
+    }
+
     /// The same record with the registry counters of its work.
     pub fn counted(mut self, c: Counters) -> ImageRecord {
         self.requests = c.requests;
@@ -171,6 +186,12 @@ pub struct Report {
     /// Every registry request of the command, planning included.
     #[serde(default)]
     pub registry: Counters,
+    /// When the command started (RFC 3339, UTC): with `ended_at`, the job's wall-clock span.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// When the command ended (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<String>,
     /// One record per image.
     pub images: Vec<ImageRecord>,
 }
@@ -198,17 +219,8 @@ impl Report {
                     .of(Some(&a.instance), Some(&a.variant)),
             );
         }
-        Report { command: "plan".into(), seconds: 0.0, registry: Counters::default(), images }
+        Report { command: "plan".into(), images, ..Report::default() }
     }
-}
-
-/// The images a plan found made that no job report names: the hits no job touched, as one
-/// report, so that a merged summary counts every planned image.
-pub fn untouched_hits(plan: &Plan, reports: &[Report]) -> Report {
-    let named: BTreeSet<&str> = reports.iter().flat_map(|r| r.images.iter().map(|i| i.image.as_str())).collect();
-    let mut hits = Report::of_plan(plan);
-    hits.images.retain(|i| i.status == Outcome::Hit && !named.contains(i.image.as_str()));
-    hits
 }
 
 /// The instances whose agents can be made after these builder and bases records: none when
@@ -333,34 +345,6 @@ mod tests {
         let no_builder = [rec(Stage::Builder, None, Outcome::Failed)];
         assert!(ready_instances(&instances, &no_builder).is_empty());
         assert_eq!(ready_instances(&instances, &[]).len(), 3);
-    }
-
-    #[test]
-    fn a_merged_summary_counts_the_hits_no_job_touched() {
-        use crate::core::plan::{AgentPlan, BuilderPlan, Matrices};
-        let image = |t: &str| format!("r.io/a:{t}").parse().unwrap();
-        let agent = |t: &str, status| AgentPlan {
-            instance: t.into(),
-            variant: "v".into(),
-            platform: "linux/amd64".parse().unwrap(),
-            image: image(t),
-            base: image("base"),
-            status,
-        };
-        let plan = Plan {
-            builder: BuilderPlan { image: image("b"), status: Status::Hit, platforms: vec!["linux/amd64".parse().unwrap()], built: vec![] },
-            bases: vec![],
-            agents: vec![agent("x", Status::Hit), agent("y", Status::Cold), agent("z", Status::Hit)],
-            matrices: Matrices::default(),
-            notes: vec![],
-            made_from: None,
-            made_in_run: None,
-        };
-        let job = Report { images: vec![rec(Stage::Builder, None, Outcome::Hit)], ..Report::default() };
-        let job = Report { images: vec![ImageRecord { image: "r.io/a:z".into(), ..job.images[0].clone() }], ..job };
-        let hits = untouched_hits(&plan, &[job]);
-        let names: Vec<&str> = hits.images.iter().map(|i| i.image.as_str()).collect();
-        assert_eq!(names, ["r.io/a:b", "r.io/a:x"]);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::cli::{Common, SummaryTo};
 use crate::core::outputs::job_outputs;
 use crate::core::plan::Plan;
 use crate::core::report::{Counters, ImageRecord, Report};
-use crate::core::summary::{SUMMARY_BUDGET, report_summary};
+use crate::core::summary::{ReportView, SUMMARY_BUDGET, Scope, report_summary};
 
 /// Streams `value` to stdout as pretty JSON (a plan of 100,000 instances is ~90 MB of text:
 /// never held as one string).
@@ -64,7 +64,9 @@ pub(crate) fn emit_summary(markdown: &str, to: Option<&SummaryTo>, actions: &Act
 }
 
 /// The end of a command that made images: its report (written with `--report`; `registry`
-/// is every request of the command), its summary and, in Actions, its outputs.
+/// is every request of the command; its start and end on the wall clock), its summary and,
+/// in Actions, its outputs. A matrix job's summary (`build`, `assemble`) is short: its
+/// verdict and failures, the merged report having the rest; `run` gets the whole story.
 pub(crate) fn finish(
     command: &str,
     images: Vec<ImageRecord>,
@@ -73,15 +75,24 @@ pub(crate) fn finish(
     common: &Common,
     actions: &ActionsEnv,
 ) -> anyhow::Result<Report> {
-    let report = Report { command: command.into(), seconds: started.elapsed().as_secs_f64(), registry, images };
+    let elapsed = started.elapsed();
+    let now = std::time::SystemTime::now();
+    let rfc3339 = |t: std::time::SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+    let report = Report {
+        command: command.into(),
+        seconds: elapsed.as_secs_f64(),
+        registry,
+        started_at: Some(rfc3339(now.checked_sub(elapsed).unwrap_or(now))),
+        ended_at: Some(rfc3339(now)),
+        images,
+    };
     if let Some(path) = &common.report {
         write_report(path, &report)?;
     }
-    emit_summary(
-        &report_summary(&format!("split-build {command}"), std::slice::from_ref(&report), SUMMARY_BUDGET),
-        common.summary.as_ref(),
-        actions,
-    )?;
+    let title = format!("split-build {command}");
+    let scope = if command == "run" { Scope::Run } else { Scope::Job };
+    let view = ReportView { title: &title, reports: std::slice::from_ref(&report), plan: None, run_url: None, scope };
+    emit_summary(&report_summary(&view, SUMMARY_BUDGET), common.summary.as_ref(), actions)?;
     if actions.output.is_some() {
         let path = common.report.as_ref().map(|p| p.display().to_string());
         actions.set_outputs(&job_outputs(&report, path.as_deref()))?;

@@ -158,7 +158,7 @@ fn online_plan_then_assemble_at_the_registry() {
     assert!(images.iter().all(|i| i["status"] == "assembled"), "{report}");
     let total_pushed: u64 = images.iter().map(|i| i["bytes_pushed"].as_u64().unwrap()).sum();
     assert!(total_pushed < 64 * 1024, "only configs and manifests are uploaded, not layers: {total_pushed} bytes");
-    assert!(std::fs::read_to_string(dir.path().join("assemble.md")).unwrap().contains("| agents | 6 |"));
+    assert!(std::fs::read_to_string(dir.path().join("assemble.md")).unwrap().contains("✅ **6 images**: 6 made"));
     check_agents(&reg, &p);
 
     // Everything exists now: the plan says so, and a rerun writes nothing.

@@ -114,7 +114,7 @@ fn a_fix_outside_the_hash_rebuilds_only_the_failed_base() {
     let out = split_build(d, &["report", "r1.json", "r2.json", "r3.json", "missing-dir"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let md = String::from_utf8_lossy(&out.stdout);
-    assert!(md.contains("3 report(s)") && md.contains("### Failures (1)"), "{md}");
+    assert!(md.contains("3 job reports") && md.contains("### Failures (1)"), "{md}");
 }
 
 #[test]

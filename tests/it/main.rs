@@ -21,3 +21,4 @@ mod plan_once;
 mod plan_snapshots;
 mod prune;
 mod services;
+mod summaries;

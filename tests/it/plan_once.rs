@@ -47,11 +47,14 @@ fn a_one_instance_shard_with_the_plan_asks_the_registry_about_its_instance_only(
     assert!(requests <= 24, "{requests} requests");
 
     // The report merges the jobs' reports and counts the hits no job touched.
-    let out = ok(dir, &["report", "--plan", "plan.json", "with-plan.json"]);
+    let out = split_build(dir, &["report", "--plan", "plan.json", "with-plan.json"]);
     let summary = String::from_utf8_lossy(&out.stdout);
     // The plan found the builder and the three bases made; the job made two agents.
     assert!(summary.contains("| bases | 3 | 3 |") && summary.contains("| builder | 1 | 1 |"), "the plan's untouched hits count: {summary}");
-    assert!(summary.contains("| agents | 2 | 0 | 0 | 2 |"), "{summary}");
+    // The other two instances' agents were planned to jobs that wrote no report: not
+    // attempted, and the report says so in its exit code.
+    assert!(summary.contains("| agents | 6 | 0 | 2 | 0 | 4 | 1 of 3 |"), "{summary}");
+    assert_eq!(out.status.code(), Some(1), "{summary}");
 }
 
 /// Runs split-build as a job of GitHub Actions run `run`, attempt `attempt`.
