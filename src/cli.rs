@@ -115,10 +115,11 @@ pub(crate) struct RegistryOpts {
     #[arg(long, default_value = "2m")]
     pub timeout: humantime::Duration,
     /// Most writes (uploads, mounts, manifest PUTs) a second to one registry host, shared by
-    /// every task of the process; 0 for no pacing. The default stays under GHCR's 2,000 a
-    /// minute per token.
-    #[arg(long = "max-writes-per-second", default_value_t = 25)]
-    pub max_writes_per_second: u32,
+    /// every task of the process; 0 for no pacing. Default: the job's share of the run's write
+    /// budget, from its matrix entry in the plan handed with `--plan` (`jobs.write-budget`),
+    /// else 25, under GHCR's 2,000 a minute per token.
+    #[arg(long = "max-writes-per-second")]
+    pub max_writes_per_second: Option<u32>,
 }
 
 /// `plan`.
@@ -135,6 +136,10 @@ pub(crate) struct PlanArgs {
     /// artifact: job outputs are capped at 1 MB).
     #[arg(long = "plan-file")]
     pub plan_file: Option<PathBuf>,
+    /// Writes a minute the registry allows the whole run, shared by every matrix job: each
+    /// entry gets its share (overrides the spec's `jobs.write-budget`; 0: no run-wide budget).
+    #[arg(long = "write-budget")]
+    pub write_budget: Option<u32>,
 }
 
 /// Which stage `build` builds.
@@ -224,6 +229,11 @@ pub(crate) struct RunArgs {
     /// Keep what the bases pulled and built (see `build --keep-images`).
     #[arg(long = "keep-images")]
     pub keep_images: bool,
+    /// Writes a minute the registry allows this run (overrides the spec's
+    /// `jobs.write-budget`; 0: none): the pace of this one process unless
+    /// `--max-writes-per-second` says otherwise.
+    #[arg(long = "write-budget")]
+    pub write_budget: Option<u32>,
 }
 
 /// `report`.
