@@ -160,3 +160,32 @@ fn a_bad_input_is_an_error_not_a_guess() {
     assert_eq!(run.code, Some(2));
     assert!(run.stderr.contains("use true or false"), "{}", run.stderr);
 }
+
+/// Every workflow the project ships or shows pins Node 24 releases only: the check passes on
+/// the repository and names each Node 20 pin (the ones every workflow had before 2026-09-23)
+/// with the release to use instead.
+#[test]
+fn workflows_pin_node24_actions_only() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let check =
+        |files: &[&Path]| std::process::Command::new("bash").arg(repo.join("scripts/check-action-uses")).args(files).output().unwrap();
+    let out = check(&[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.yml");
+    std::fs::write(
+        &old,
+        "jobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2\n      - uses: actions/download-artifact@v4\n      - uses: ./\n",
+    )
+    .unwrap();
+    let out = check(&[&old]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a Node 20 pin passed");
+    assert!(
+        stderr.contains("old.yml:5: actions/checkout@11bd719") && stderr.contains("3d3c42e5aac5ba805825da76410c181273ba90b1 # v7.0.1"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("old.yml:6: `actions/download-artifact@v4` is not pinned by a full commit SHA"), "{stderr}");
+    assert!(!stderr.contains("old.yml:7"), "a local action is not a pin: {stderr}");
+}
