@@ -93,6 +93,12 @@ impl Sizing {
     }
 }
 
+/// The writes a second a job paces at: `--max-writes-per-second` when given, else its share of
+/// the run's write budget (from its matrix entry), else `default`.
+pub fn job_rate(flag: Option<u32>, share: Option<u32>, default: u32) -> u32 {
+    flag.or(share).unwrap_or(default)
+}
+
 /// A plain `max_parallel`: every stage up to that many jobs, no write budget.
 impl From<usize> for Sizing {
     fn from(max_parallel: usize) -> Sizing {
@@ -266,6 +272,14 @@ mod tests {
         assert_eq!((bases.writes_per_second(), GithubMatrix::default().writes_per_second()), (Some(10), None));
         let json = serde_json::to_value(m(1)).unwrap();
         assert!(json["include"][0].get("writes_per_second").is_none(), "absent without a budget: {json}");
+    }
+
+    #[test]
+    fn the_flag_overrides_the_share_and_the_share_the_default() {
+        let cases = [((Some(5), Some(30)), 5), ((Some(0), Some(30)), 0), ((None, Some(30)), 30), ((None, None), 25), ((Some(9), None), 9)];
+        for ((flag, share), want) in cases {
+            assert_eq!(job_rate(flag, share, 25), want, "{flag:?} {share:?}");
+        }
     }
 
     #[test]

@@ -1224,6 +1224,10 @@ pub(crate) mod tests {
             let s = parse(&text).unwrap();
             assert_eq!((s.write_budget, s.agents_per_job), (budget, per_job), "{text}");
         }
+        let s = parse(&ghcr).unwrap();
+        assert_eq!(s.clone().with_write_budget(None).write_budget, Some(DEFAULT_GHCR_WRITE_BUDGET), "no flag: the spec's");
+        assert_eq!(s.clone().with_write_budget(Some(600)).write_budget, Some(600));
+        assert_eq!(s.with_write_budget(Some(0)).write_budget, None, "--write-budget 0: none");
         for (bad, key) in [
             ("agents-per-job: 0", "jobs.agents-per-job"),
             ("agents-per-job: 500001", "jobs.agents-per-job"),

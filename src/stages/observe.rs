@@ -16,7 +16,7 @@ use crate::adapters::actions_env::ActionsEnv;
 use crate::core::image_config::{is_index, provenance_of};
 use crate::core::image_ref::{Digest, ImageRef};
 use crate::core::legs::{has_legs, leg, pushed_as};
-use crate::core::matrix::Sizing;
+use crate::core::matrix::{Sizing, job_rate};
 use crate::core::plan::{Layout, LayoutInputs, Observed, Plan, Presence, Status, cache_note, decide, fresh_in, layout, refresh};
 use crate::core::template::Vars;
 use crate::stages::prepare::{Pick, Prepared};
@@ -32,7 +32,7 @@ pub(crate) fn connect(opts: &RegistryOpts, registry_host: &str) -> anyhow::Resul
 /// matrix entry in the plan): it paces at that unless `--max-writes-per-second` says otherwise.
 pub(crate) fn connect_paced(opts: &RegistryOpts, registry_host: &str, share: Option<u32>) -> anyhow::Result<Registry> {
     let credentials = Credentials::load(opts).flags_for(registry_host);
-    let rate = opts.max_writes_per_second.or(share).unwrap_or(DEFAULT_WRITES_PER_SECOND);
+    let rate = job_rate(opts.max_writes_per_second, share, DEFAULT_WRITES_PER_SECOND);
     tracing::debug!("pacing writes to {registry_host} at {rate} a second (0: unpaced)");
     Ok(Registry::new(credentials, &opts.insecure_registry, usize::from(opts.concurrency))?
         .with_timeout(opts.timeout.into())
