@@ -25,6 +25,15 @@ fn summary_to(s: &str) -> Result<SummaryTo, String> {
     Ok(if s.eq_ignore_ascii_case("false") { SummaryTo::Off } else { SummaryTo::File(PathBuf::from(s)) })
 }
 
+/// A pace in writes a second: a number from 0 (no pacing) up, fractions allowed (a job's
+/// share of a run's write budget may be under one a second).
+fn writes_per_second(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() && n >= 0.0 => Ok(n),
+        _ => Err(format!("`{s}` is not a pace: use a number of writes a second, 0 or more (0.5 is one write every 2 s; 0: no pacing)")),
+    }
+}
+
 fn tag(s: &str) -> Result<Tag, String> {
     s.parse().map_err(|e: crate::core::image_ref::RefError| e.0)
 }
@@ -118,8 +127,8 @@ pub(crate) struct RegistryOpts {
     /// every task of the process; 0 for no pacing. Default: the job's share of the run's write
     /// budget, from its matrix entry in the plan handed with `--plan` (`jobs.write-budget`),
     /// else 25, under GHCR's 2,000 a minute per token.
-    #[arg(long = "max-writes-per-second")]
-    pub max_writes_per_second: Option<u32>,
+    #[arg(long = "max-writes-per-second", value_parser = writes_per_second)]
+    pub max_writes_per_second: Option<f64>,
 }
 
 /// `plan`.

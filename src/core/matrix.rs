@@ -11,14 +11,14 @@ use crate::core::platform::Platform;
 use crate::core::spec::{Method, Spec};
 
 /// A matrix as `strategy.matrix: ${{ fromJSON(...) }}` takes it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GithubMatrix {
     /// One entry per job.
     pub include: Vec<MatrixEntry>,
 }
 
 /// One job of a stage.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MatrixEntry {
     /// 1-based number of this job within the stage.
     pub shard: usize,
@@ -30,21 +30,21 @@ pub struct MatrixEntry {
     pub runner: String,
     /// The job's items (instance ids or the builder version), space-separated.
     pub items: String,
-    /// The job's share of the run's write budget, in writes a second: what it paces its
-    /// registry writes at unless `--max-writes-per-second` says otherwise. Absent when the
-    /// run has no write budget.
+    /// The job's share of the run's write budget, in writes a second (hundredths kept): what
+    /// it paces its registry writes at unless `--max-writes-per-second` says otherwise. Absent
+    /// when the run has no write budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub writes_per_second: Option<u32>,
+    pub writes_per_second: Option<f64>,
 }
 
 impl GithubMatrix {
     /// The stage's share of the write budget per job (every entry of a stage has the same).
-    pub fn writes_per_second(&self) -> Option<u32> {
-        self.include.iter().filter_map(|e| e.writes_per_second).min()
+    pub fn writes_per_second(&self) -> Option<f64> {
+        self.include.iter().filter_map(|e| e.writes_per_second).reduce(f64::min)
     }
 
     /// The same matrix with every entry given `share` writes a second.
-    fn paced(mut self, share: Option<u32>) -> GithubMatrix {
+    fn paced(mut self, share: Option<f64>) -> GithubMatrix {
         for e in &mut self.include {
             e.writes_per_second = share;
         }
@@ -84,18 +84,18 @@ impl Sizing {
     }
 
     /// Each of `jobs` jobs running at the same time gets an equal share of the budget, in
-    /// whole writes a second, at least one (the client paces in whole writes a second: below
-    /// 60 a minute per job the jobs together may exceed the budget).
-    pub fn share(&self, jobs: usize) -> Option<u32> {
+    /// writes a second rounded down to hundredths (so the shares never add up to more than the
+    /// budget, and the plan's JSON stays short), at least 0.01.
+    pub fn share(&self, jobs: usize) -> Option<f64> {
         let budget = self.write_budget?;
-        let jobs = u32::try_from(jobs.max(1)).unwrap_or(u32::MAX);
-        Some((budget / 60 / jobs).max(1))
+        let hundredths = u64::from(budget) * 100 / 60 / (jobs.max(1) as u64);
+        Some(hundredths.max(1) as f64 / 100.0)
     }
 }
 
 /// The writes a second a job paces at: `--max-writes-per-second` when given, else its share of
 /// the run's write budget (from its matrix entry), else `default`.
-pub fn job_rate(flag: Option<u32>, share: Option<u32>, default: u32) -> u32 {
+pub fn job_rate(flag: Option<f64>, share: Option<f64>, default: f64) -> f64 {
     flag.or(share).unwrap_or(default)
 }
 
@@ -256,29 +256,38 @@ mod tests {
     #[test]
     fn each_job_gets_its_share_of_the_run_budget() {
         let ghcr = Sizing { max_parallel: 64, agents_per_job: Some(1000), write_budget: Some(1800) };
-        assert_eq!(ghcr.share(1), Some(30));
-        assert_eq!(ghcr.share(4), Some(7));
-        assert_eq!(ghcr.share(65), Some(1), "never below one write a second");
-        assert_eq!(ghcr.share(0), Some(30));
+        assert_eq!(ghcr.share(1), Some(30.0));
+        assert_eq!(ghcr.share(4), Some(7.5));
+        assert_eq!(ghcr.share(65), Some(0.46), "rounded down: 65 jobs together stay within 30 a second");
+        assert_eq!(Sizing { write_budget: Some(1), ..ghcr }.share(256), Some(0.01), "never nothing");
+        assert_eq!(ghcr.share(0), Some(30.0));
         assert_eq!(Sizing::from(64).share(1), None, "no budget: no share");
 
         let amd = p("linux/amd64");
         let m = |n: usize| shard(&[(amd.clone(), items(n))], n, &BTreeMap::new());
         let [builder, bases, agents] = pace(m(1), m(3), m(2), &Sizing { write_budget: Some(2400), ..ghcr });
         let shares = |g: &GithubMatrix| g.include.iter().map(|e| e.writes_per_second).collect::<Vec<_>>();
-        assert_eq!(shares(&builder), [Some(10)], "builder and bases run at once: 40 a second over 4 jobs");
-        assert_eq!(shares(&bases), [Some(10); 3]);
-        assert_eq!(shares(&agents), [Some(20); 2], "agents run after both");
-        assert_eq!((bases.writes_per_second(), GithubMatrix::default().writes_per_second()), (Some(10), None));
+        assert_eq!(shares(&builder), [Some(10.0)], "builder and bases run at once: 40 a second over 4 jobs");
+        assert_eq!(shares(&bases), [Some(10.0); 3]);
+        assert_eq!(shares(&agents), [Some(20.0); 2], "agents run after both");
+        assert_eq!((bases.writes_per_second(), GithubMatrix::default().writes_per_second()), (Some(10.0), None));
         let json = serde_json::to_value(m(1)).unwrap();
         assert!(json["include"][0].get("writes_per_second").is_none(), "absent without a budget: {json}");
+        let json = serde_json::to_string(&pace(m(1), m(64), m(1), &ghcr)[1].include[0]).unwrap();
+        assert!(json.ends_with(r#""writes_per_second":0.46}"#), "hundredths, as short as they print: {json}");
     }
 
     #[test]
     fn the_flag_overrides_the_share_and_the_share_the_default() {
-        let cases = [((Some(5), Some(30)), 5), ((Some(0), Some(30)), 0), ((None, Some(30)), 30), ((None, None), 25), ((Some(9), None), 9)];
+        let cases = [
+            ((Some(5.0), Some(30.0)), 5.0),
+            ((Some(0.0), Some(30.0)), 0.0),
+            ((None, Some(0.46)), 0.46),
+            ((None, None), 25.0),
+            ((Some(9.0), None), 9.0),
+        ];
         for ((flag, share), want) in cases {
-            assert_eq!(job_rate(flag, share, 25), want, "{flag:?} {share:?}");
+            assert_eq!(job_rate(flag, share, 25.0), want, "{flag:?} {share:?}");
         }
     }
 

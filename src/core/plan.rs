@@ -221,7 +221,7 @@ pub struct AgentPlan {
 }
 
 /// The three stage matrices.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Matrices {
     /// One entry per platform when the builder is missing.
     pub builder: GithubMatrix,
@@ -232,7 +232,7 @@ pub struct Matrices {
 }
 
 /// Everything the stages need: what exists, what to make, and how to split the work.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     /// The builder.
     pub builder: BuilderPlan,
@@ -742,12 +742,12 @@ mod tests {
             "a 500 x 2 commit: one agents job"
         );
         assert_eq!(m.agents.include[0].items.split(' ').count(), 500);
-        assert_eq!(m.agents.writes_per_second(), Some(30), "1,800 a minute for the one agents job");
-        assert_eq!(m.bases.writes_per_second(), Some(1), "65 builder and bases jobs at once: the floor of one a second");
+        assert_eq!(m.agents.writes_per_second(), Some(30.0), "1,800 a minute for the one agents job");
+        assert_eq!(m.bases.writes_per_second(), Some(0.46), "65 builder and bases jobs at once share 30 a second");
 
         let smaller = decide(l.clone(), &Observed::default(), Sizing { agents_per_job: Some(300), ..ghcr });
         assert_eq!(smaller.matrices.agents.include.len(), 4, "jobs.agents-per-job: 300");
-        assert_eq!(smaller.matrices.agents.writes_per_second(), Some(7));
+        assert_eq!(smaller.matrices.agents.writes_per_second(), Some(7.5));
         let dockerfile = decide(l, &Observed::default(), Sizing { agents_per_job: None, ..ghcr });
         assert_eq!(dockerfile.matrices.agents.include.len(), 64, "the dockerfile method keeps max-parallel");
     }

@@ -30,13 +30,13 @@ pub(crate) fn connect(opts: &RegistryOpts, registry_host: &str) -> anyhow::Resul
 
 /// [`connect`] for a job with a `share` of the run's write budget (writes a second, from its
 /// matrix entry in the plan): it paces at that unless `--max-writes-per-second` says otherwise.
-pub(crate) fn connect_paced(opts: &RegistryOpts, registry_host: &str, share: Option<u32>) -> anyhow::Result<Registry> {
+pub(crate) fn connect_paced(opts: &RegistryOpts, registry_host: &str, share: Option<f64>) -> anyhow::Result<Registry> {
     let credentials = Credentials::load(opts).flags_for(registry_host);
-    let rate = job_rate(opts.max_writes_per_second, share, DEFAULT_WRITES_PER_SECOND);
+    let rate = job_rate(opts.max_writes_per_second, share, f64::from(DEFAULT_WRITES_PER_SECOND));
     tracing::debug!("pacing writes to {registry_host} at {rate} a second (0: unpaced)");
     Ok(Registry::new(credentials, &opts.insecure_registry, usize::from(opts.concurrency))?
         .with_timeout(opts.timeout.into())
-        .with_write_rate(rate))
+        .with_write_rate_f64(rate))
 }
 
 /// The digest of each upstream reference, where the registry gives it; the others with
