@@ -146,6 +146,34 @@ fn nothing_lost(reg: &Registry, front: &str, plan: &Value, jobs: &[(bool, Value)
     failed
 }
 
+/// Today's shape: many jobs, each pacing at its own rate (25 writes a second, the old
+/// default), together far beyond what the registry allows the run. A 429 must slow a job
+/// down, never lose an image.
+#[test]
+fn many_assemble_processes_through_one_rate_limited_front_lose_no_image() {
+    let reg = Registry::start();
+    // Half the rate of the other test: the 64 jobs against 33 writes a second, smaller.
+    let rate = RATE / 2.0;
+    let front = RateFront::start(&reg.host, rate);
+    // One agents job per instance: 24 processes at once, as a 64-shard matrix of a 100 x 2
+    // commit does (two or three agent images a job).
+    let spec = spec(&front.host, "max-parallel: 24, agents-per-job: 2, write-budget: 0");
+    let dir = spec.path();
+    let p = plan(dir, "plan-report.json");
+    push_bases_and_builder(&reg, &p);
+    assert_eq!(p["matrices"]["agents"]["include"].as_array().unwrap().len(), 24);
+    let (_, writes_before, _) = front.counts.get();
+    let started = std::time::Instant::now();
+    let jobs = agents_stage(dir, &p, &["--max-writes-per-second", "25"]);
+    let (_, writes, refused) = front.counts.get();
+    eprintln!(
+        "24 jobs at 25 writes/s each through a front allowing {rate}/s: {:.1} s, {} writes, {refused} answered 429",
+        started.elapsed().as_secs_f64(),
+        writes - writes_before
+    );
+    nothing_lost(&reg, &front.host, &p, &jobs);
+}
+
 /// The new shape: the plan sizes the agents matrix to the registry and gives each job its
 /// share of the run's budget (here 90% of what the front allows, over 6 jobs). Nothing is
 /// lost, few writes meet a 429, and the plan's report counts its own registry requests.
@@ -169,7 +197,10 @@ fn jobs_pacing_at_their_share_of_the_run_budget_lose_no_image_and_meet_few_429s(
 
     let entries = p["matrices"]["agents"]["include"].as_array().unwrap();
     assert_eq!(entries.len(), 6, "48 agent images, 8 a job");
-    assert!(entries.iter().all(|e| e["writes_per_second"] == 3), "{budget} a minute over 6 jobs: 3 a second each: {entries:?}");
+    assert!(
+        entries.iter().all(|e| e["writes_per_second"].as_f64() == Some(3.0)),
+        "{budget} a minute over 6 jobs: 3 a second each: {entries:?}"
+    );
     let (_, writes_before, refused_before) = front.counts.get();
     let started = std::time::Instant::now();
     let jobs = agents_stage(dir, &p, &[]);
