@@ -25,6 +25,15 @@ fn summary_to(s: &str) -> Result<SummaryTo, String> {
     Ok(if s.eq_ignore_ascii_case("false") { SummaryTo::Off } else { SummaryTo::File(PathBuf::from(s)) })
 }
 
+/// A pace in writes a second: a number from 0 (no pacing) up, fractions allowed (a job's
+/// share of a run's write budget may be under one a second).
+fn writes_per_second(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(n) if n.is_finite() && n >= 0.0 => Ok(n),
+        _ => Err(format!("`{s}` is not a pace: use a number of writes a second, 0 or more (0.5 is one write every 2 s; 0: no pacing)")),
+    }
+}
+
 fn tag(s: &str) -> Result<Tag, String> {
     s.parse().map_err(|e: crate::core::image_ref::RefError| e.0)
 }
@@ -115,10 +124,11 @@ pub(crate) struct RegistryOpts {
     #[arg(long, default_value = "2m")]
     pub timeout: humantime::Duration,
     /// Most writes (uploads, mounts, manifest PUTs) a second to one registry host, shared by
-    /// every task of the process; 0 for no pacing. The default stays under GHCR's 2,000 a
-    /// minute per token.
-    #[arg(long = "max-writes-per-second", default_value_t = 25)]
-    pub max_writes_per_second: u32,
+    /// every task of the process; 0 for no pacing. Default: the job's share of the run's write
+    /// budget, from its matrix entry in the plan handed with `--plan` (`jobs.write-budget`),
+    /// else 25, under GHCR's 2,000 a minute per token.
+    #[arg(long = "max-writes-per-second", value_parser = writes_per_second)]
+    pub max_writes_per_second: Option<f64>,
 }
 
 /// `plan`.
@@ -135,6 +145,10 @@ pub(crate) struct PlanArgs {
     /// artifact: job outputs are capped at 1 MB).
     #[arg(long = "plan-file")]
     pub plan_file: Option<PathBuf>,
+    /// Writes a minute the registry allows the whole run, shared by every matrix job: each
+    /// entry gets its share (overrides the spec's `jobs.write-budget`; 0: no run-wide budget).
+    #[arg(long = "write-budget")]
+    pub write_budget: Option<u32>,
 }
 
 /// Which stage `build` builds.
@@ -224,6 +238,11 @@ pub(crate) struct RunArgs {
     /// Keep what the bases pulled and built (see `build --keep-images`).
     #[arg(long = "keep-images")]
     pub keep_images: bool,
+    /// Writes a minute the registry allows this run (overrides the spec's
+    /// `jobs.write-budget`; 0: none): the pace of this one process unless
+    /// `--max-writes-per-second` says otherwise.
+    #[arg(long = "write-budget")]
+    pub write_budget: Option<u32>,
 }
 
 /// `report`.

@@ -13,7 +13,7 @@ use crate::stages::daemon::connect_daemon;
 use crate::stages::dockerfile::assemble_with_daemon;
 use crate::stages::emit::finish;
 use crate::stages::handover::load_plan;
-use crate::stages::observe::{connect, make_plan, recheck_unless_fresh};
+use crate::stages::observe::{connect_paced, make_plan, recheck_unless_fresh};
 use crate::stages::prepare::prepare;
 
 /// `split-build assemble`.
@@ -25,17 +25,17 @@ pub(crate) async fn run(args: AssembleArgs, actions: &ActionsEnv) -> anyhow::Res
     // made.
     let pick = prepared.pick(args.items.as_deref(), args.platform.as_deref())?;
     let method = prepared.method(args.method);
-    let client = connect(&args.registry, &prepared.spec.registry.host)?;
+    let handed = args.plan.as_ref().map(|path| load_plan(path, &prepared)).transpose()?;
+    // A job handed the plan paces at the agents stage's share of the run's write budget.
+    let share = handed.as_ref().and_then(|plan| plan.matrices.agents.writes_per_second());
+    let client = connect_paced(&args.registry, &prepared.spec.registry.host, share)?;
     let concurrency = usize::from(args.registry.concurrency);
     actions.group("split-build assemble: planning");
-    let plan = match &args.plan {
-        Some(path) => match load_plan(path, &prepared) {
-            Ok(mut plan) => {
-                recheck_unless_fresh(&client, &mut plan, &pick, concurrency, actions).await;
-                Ok(plan)
-            }
-            Err(e) => Err(e),
-        },
+    let plan = match handed {
+        Some(mut plan) => {
+            recheck_unless_fresh(&client, &mut plan, &pick, concurrency, actions).await;
+            Ok(plan)
+        }
         None => make_plan(&prepared, Some(&client), concurrency, &pick).await,
     };
     actions.end_group();

@@ -9,7 +9,7 @@ use crate::outcome::{Done, UsageError};
 use crate::stages::daemon::{Site, build_bases, build_builder, connect_daemon};
 use crate::stages::emit::finish;
 use crate::stages::handover::load_plan;
-use crate::stages::observe::{connect, make_plan, recheck_unless_fresh};
+use crate::stages::observe::{connect_paced, make_plan, recheck_unless_fresh};
 use crate::stages::prepare::{Pick, prepare};
 
 /// `split-build build`.
@@ -20,16 +20,21 @@ pub(crate) async fn run(args: BuildArgs, actions: &ActionsEnv) -> anyhow::Result
     if args.stage == BuildStage::Builder && pick.items.is_some() {
         return Err(UsageError("--items is for --stage bases; the builder has one image per version".into()).into());
     }
-    let client = connect(&args.registry, &prepared.spec.registry.host)?;
+    let handed = args.plan.as_ref().map(|path| load_plan(path, &prepared)).transpose()?;
+    // A job handed the plan paces at its stage's share of the run's write budget.
+    let share = handed.as_ref().and_then(|plan| match args.stage {
+        BuildStage::Builder => plan.matrices.builder.writes_per_second(),
+        BuildStage::Bases => plan.matrices.bases.writes_per_second(),
+    });
+    let client = connect_paced(&args.registry, &prepared.spec.registry.host, share)?;
     // The builder job asks about the builder alone; a bases job about its own instances.
     let asks = match args.stage {
         BuildStage::Builder => Pick { items: Some(Default::default()), platform: pick.platform.clone() },
         BuildStage::Bases => pick.clone(),
     };
     let concurrency = usize::from(args.registry.concurrency);
-    let plan = match &args.plan {
-        Some(path) => {
-            let mut plan = load_plan(path, &prepared)?;
+    let plan = match handed {
+        Some(mut plan) => {
             recheck_unless_fresh(&client, &mut plan, &asks, concurrency, actions).await;
             plan
         }

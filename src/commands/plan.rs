@@ -1,6 +1,9 @@
 //! `plan`: spec → hashes → (registry) → plan JSON on stdout, outputs, summary, report.
 
+use std::time::Instant;
+
 use crate::adapters::actions_env::ActionsEnv;
+use crate::adapters::registry::Registry;
 use crate::cli::PlanArgs;
 use crate::core::outputs::plan_outputs;
 use crate::core::report::Report;
@@ -13,10 +16,12 @@ use crate::stages::prepare::{Pick, prepare};
 
 /// `split-build plan`.
 pub(crate) async fn run(args: PlanArgs, actions: &ActionsEnv) -> anyhow::Result<Done> {
+    let started = Instant::now();
     actions.group("split-build plan: hashing the spec's inputs");
     let prepared = prepare(&args.common);
     actions.end_group();
-    let prepared = prepared?;
+    let mut prepared = prepared?;
+    prepared.spec = prepared.spec.with_write_budget(args.write_budget);
     let client = if args.offline { None } else { Some(connect(&args.registry, &prepared.spec.registry.host)?) };
     let mut plan = make_plan(&prepared, client.as_ref(), usize::from(args.registry.concurrency), &Pick::default()).await?;
     plan.made_in_run = actions.run_id.clone();
@@ -30,7 +35,14 @@ pub(crate) async fn run(args: PlanArgs, actions: &ActionsEnv) -> anyhow::Result<
     }
     emit_summary(&plan_summary(&plan, args.offline, SUMMARY_BUDGET), args.common.summary.as_ref(), actions)?;
     if let Some(path) = &args.common.report {
-        write_report(path, &Report::of_plan(&plan))?;
+        // The plan's own questions to the registry count, so that the reports of a run add up
+        // to the whole commit's traffic.
+        let report = Report {
+            seconds: started.elapsed().as_secs_f64(),
+            registry: client.as_ref().map(Registry::totals).unwrap_or_default(),
+            ..Report::of_plan(&plan)
+        };
+        write_report(path, &report)?;
     }
     log_counts(&plan);
     Ok(Done::Ok)

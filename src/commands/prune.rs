@@ -146,7 +146,13 @@ pub(crate) async fn run(args: PruneArgs, actions: &ActionsEnv) -> anyhow::Result
             PruneLine { decision: d, action: PruneAction::of(d.keep, args.apply, error.as_deref()), error }
         })
         .collect();
-    let report = PruneReport { command: "prune", apply: args.apply, seconds: started.elapsed().as_secs_f64(), manifests: &lines };
+    let report = PruneReport {
+        command: "prune",
+        apply: args.apply,
+        seconds: started.elapsed().as_secs_f64(),
+        registry: client.totals(),
+        manifests: &lines,
+    };
     if let Some(path) = &args.common.report {
         write_report(path, &report)?;
     }

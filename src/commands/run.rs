@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use crate::adapters::actions_env::ActionsEnv;
 use crate::cli::RunArgs;
+use crate::core::matrix::Sizing;
 use crate::core::report::ready_instances;
 use crate::core::spec::Method;
 use crate::outcome::Done;
@@ -14,15 +15,17 @@ use crate::stages::append::assemble_append;
 use crate::stages::daemon::{Site, build_bases, build_builder, builder_and_bases_hits, connect_daemon};
 use crate::stages::dockerfile::assemble_with_daemon;
 use crate::stages::emit::{finish, log_counts};
-use crate::stages::observe::{connect, make_plan};
+use crate::stages::observe::{connect_paced, make_plan};
 use crate::stages::prepare::{Pick, prepare};
 
 /// `split-build run`.
 pub(crate) async fn run(args: RunArgs, actions: &ActionsEnv) -> anyhow::Result<Done> {
     let started = Instant::now();
-    let prepared = prepare(&args.common)?;
+    let mut prepared = prepare(&args.common)?;
+    prepared.spec = prepared.spec.with_write_budget(args.write_budget);
     let concurrency = usize::from(args.registry.concurrency);
-    let client = connect(&args.registry, &prepared.spec.registry.host)?;
+    // One process is the whole run: it has the run's write budget to itself.
+    let client = connect_paced(&args.registry, &prepared.spec.registry.host, Sizing::of(&prepared.spec).share(1))?;
     let plan = make_plan(&prepared, Some(&client), concurrency, &Pick::default()).await?;
     log_counts(&plan);
     let c = plan.counts();

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::core::content_hash::{Recipe, base_hash};
 use crate::core::image_ref::{Digest, ImageRef, Tag};
 use crate::core::legs::{has_legs, leg, pushed_as};
-use crate::core::matrix::{GithubMatrix, Work, shard};
+use crate::core::matrix::{GithubMatrix, Sizing, Work, pace, shard};
 use crate::core::platform::Platform;
 use crate::core::spec::Spec;
 pub use crate::core::tags::latest_tag;
@@ -221,7 +221,7 @@ pub struct AgentPlan {
 }
 
 /// The three stage matrices.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Matrices {
     /// One entry per platform when the builder is missing.
     pub builder: GithubMatrix,
@@ -232,7 +232,7 @@ pub struct Matrices {
 }
 
 /// Everything the stages need: what exists, what to make, and how to split the work.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     /// The builder.
     pub builder: BuilderPlan,
@@ -343,9 +343,12 @@ pub fn fresh_in(plan: &Plan, run_id: Option<&str>, run_attempt: Option<u32>) -> 
     run_attempt == Some(1) && run_id.is_some() && plan.made_in_run.as_deref() == run_id
 }
 
-/// Decides each image's status from what the registry said, and shards the missing work
-/// into at most `max_parallel` matrix entries per stage.
-pub fn decide(layout: Layout, observed: &Observed, max_parallel: usize) -> Plan {
+/// Decides each image's status from what the registry said, and shards the missing work into
+/// matrices sized as `sizing` says (a plain number: at most that many entries per stage), each
+/// entry with its share of the run's write budget.
+pub fn decide(layout: Layout, observed: &Observed, sizing: impl Into<Sizing>) -> Plan {
+    let sizing = sizing.into();
+    let max_parallel = sizing.max_parallel;
     // Takes the layout by value and moves its strings into the plan: at 100,000 instances
     // a copy of every name would double the peak memory.
     let Layout { builder, platforms, bases: base_layouts, agents: agent_layouts, runners } = layout;
@@ -418,20 +421,23 @@ pub fn decide(layout: Layout, observed: &Observed, max_parallel: usize) -> Plan 
         }
     }
     let base_jobs = leg_jobs(bases.iter().map(|b| (&b.platform, b.instance.as_str(), b.status, b.built)), &first);
-    let matrices = Matrices {
-        builder: builder_matrix(&builder, &platforms, builder_status, &builder_built, &runners),
-        bases: shard(&missing_by_platform(&platforms, base_jobs.into_iter()), max_parallel, &runners),
+    let agent_images = agents.iter().filter(|a| a.status.is_missing()).count();
+    let [builder_jobs, base_jobs, agent_jobs] = pace(
+        builder_matrix(&builder, &platforms, builder_status, &builder_built, &runners),
+        shard(&missing_by_platform(&platforms, base_jobs.into_iter()), max_parallel, &runners),
         // An agents job writes every platform of its agents (an index), so each agent
         // belongs to one job: the first platform's.
-        agents: shard(
+        shard(
             &missing_by_platform(
                 &platforms[..1],
                 agents.iter().filter(|a| a.platform == first).map(|a| (&a.platform, a.instance.as_str(), a.status)),
             ),
-            max_parallel,
+            sizing.agent_jobs(agent_images),
             &runners,
         ),
-    };
+        &sizing,
+    );
+    let matrices = Matrices { builder: builder_jobs, bases: base_jobs, agents: agent_jobs };
 
     let notes = observed
         .unresolved_upstreams
@@ -720,6 +726,30 @@ mod tests {
         refresh(&mut plan, &since);
         assert_eq!((plan.bases[6].built, plan.bases[7].built), (false, true));
         assert_eq!((plan.bases[0].status, plan.bases[1].status), (Status::Hit, Status::Hit));
+    }
+
+    #[test]
+    fn agents_written_at_the_registry_get_one_job_per_thousand_images_with_the_budget_to_themselves() {
+        let ids: Vec<String> = (0..500).map(|i| format!("i{i}")).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let l = small_layout(&ids, &["v1", "v2"], "1", b"FROM x");
+        let ghcr = Sizing { max_parallel: 64, agents_per_job: Some(1000), write_budget: Some(1800) };
+        let plan = decide(l.clone(), &Observed::default(), ghcr);
+        let m = &plan.matrices;
+        assert_eq!(
+            (m.builder.include.len(), m.bases.include.len(), m.agents.include.len()),
+            (1, 64, 1),
+            "a 500 x 2 commit: one agents job"
+        );
+        assert_eq!(m.agents.include[0].items.split(' ').count(), 500);
+        assert_eq!(m.agents.writes_per_second(), Some(30.0), "1,800 a minute for the one agents job");
+        assert_eq!(m.bases.writes_per_second(), Some(0.46), "65 builder and bases jobs at once share 30 a second");
+
+        let smaller = decide(l.clone(), &Observed::default(), Sizing { agents_per_job: Some(300), ..ghcr });
+        assert_eq!(smaller.matrices.agents.include.len(), 4, "jobs.agents-per-job: 300");
+        assert_eq!(smaller.matrices.agents.writes_per_second(), Some(7.5));
+        let dockerfile = decide(l, &Observed::default(), Sizing { agents_per_job: None, ..ghcr });
+        assert_eq!(dockerfile.matrices.agents.include.len(), 64, "the dockerfile method keeps max-parallel");
     }
 
     #[test]

@@ -310,6 +310,9 @@ pub struct PruneReport<'a> {
     pub apply: bool,
     /// Wall time of the whole command.
     pub seconds: f64,
+    /// Every registry request of the command (the plan's and the listing's included; the
+    /// GitHub API's are not registry requests).
+    pub registry: Counters,
     /// One line per manifest.
     pub manifests: &'a [PruneLine<'a>],
 }

@@ -166,6 +166,13 @@ pub struct Spec {
     pub cache: CacheMode,
     /// Most matrix entries per stage.
     pub max_parallel: u16,
+    /// Agent images per agents job with the `append` method (`jobs.agents-per-job`): that
+    /// stage is bound by the registry's write budget, not by runners.
+    pub agents_per_job: u32,
+    /// Writes a minute the registry allows a whole run, shared by every job
+    /// (`jobs.write-budget`; default [`DEFAULT_GHCR_WRITE_BUDGET`] on ghcr.io); `None`: no
+    /// run-wide budget, each job paces at its own `--max-writes-per-second`.
+    pub write_budget: Option<u32>,
     /// The `runs-on` label of each platform's matrix jobs (`jobs.runners`, else the default).
     pub runners: BTreeMap<Platform, String>,
     /// Extra tag patterns retention keeps.
@@ -176,6 +183,15 @@ impl Spec {
     /// The image reference of `repository:tag` in this spec's registry.
     pub fn image(&self, repository: &str, tag: Tag) -> ImageRef {
         ImageRef::new(&self.registry.host, repository, tag)
+    }
+
+    /// The same spec with the run's write budget a flag gives (`--write-budget`, writes a
+    /// minute; 0: none) in place of `jobs.write-budget`.
+    pub fn with_write_budget(mut self, writes_a_minute: Option<u32>) -> Spec {
+        if let Some(n) = writes_a_minute {
+            self.write_budget = (n > 0).then_some(n);
+        }
+        self
     }
 }
 
@@ -303,6 +319,10 @@ struct RawCache {
 struct RawJobs {
     #[serde(default, rename = "max-parallel")]
     max_parallel: Option<Spanned<i64>>,
+    #[serde(default, rename = "agents-per-job")]
+    agents_per_job: Option<Spanned<i64>>,
+    #[serde(default, rename = "write-budget")]
+    write_budget: Option<Spanned<i64>>,
     #[serde(default)]
     runners: Option<Spanned<BTreeMap<String, String>>>,
 }
@@ -321,6 +341,20 @@ pub fn default_runner(platform: &Platform) -> Option<&'static str> {
 pub const DEFAULT_AGENT_TAG: &str = "{builder}-{instance}-{variant}";
 /// The default most matrix entries per stage.
 pub const DEFAULT_MAX_PARALLEL: u16 = 64;
+/// Agent images per agents job by default (`jobs.agents-per-job`, the `append` method): a
+/// 500 × 2 agent commit is one job. Such a job is a few thousand small requests paced by the
+/// registry's write budget; more jobs would only split that budget and each cost a runner
+/// start, a checkout and the plan's download.
+pub const DEFAULT_AGENTS_PER_JOB: u32 = 1000;
+/// ghcr.io's run-wide write budget by default (writes a minute): under GHCR's about 2,000 a
+/// minute, which every job of a workflow run shares.
+pub const DEFAULT_GHCR_WRITE_BUDGET: u32 = 1800;
+
+/// The run-wide write budget a registry host has when the spec names none: GHCR's, else none.
+pub fn default_write_budget(host: &str) -> Option<u32> {
+    (host == "ghcr.io").then_some(DEFAULT_GHCR_WRITE_BUDGET)
+}
+
 /// The most images (bases and agents, on every platform) one plan may hold: 100,000
 /// instances × 2 variants × 1 platform (300,000) plans in ~1.4 s and ~260 MB; 500,000 stays
 /// well under 1 GB, while a million is what used to end in an allocation failure.
@@ -515,6 +549,30 @@ pub fn parse_spec(text: &str, file: &Path, env: &dyn SpecEnv) -> Result<Spec, Sp
         }
     }
 
+    let agents_per_job = match raw.jobs.as_ref().and_then(|j| j.agents_per_job.as_ref()) {
+        None => DEFAULT_AGENTS_PER_JOB,
+        Some(n) if (1..=i64::try_from(MAX_IMAGES).unwrap_or(i64::MAX)).contains(&n.value) => n.value as u32,
+        Some(n) => {
+            return Err(c.err(
+                n,
+                "jobs.agents-per-job",
+                format!("{} is out of range: use a whole number from 1 to {MAX_IMAGES} (agent images per agents job)", n.value),
+            ));
+        }
+    };
+    let write_budget = match raw.jobs.as_ref().and_then(|j| j.write_budget.as_ref()) {
+        None => default_write_budget(&registry.host),
+        Some(n) if n.value == 0 => None,
+        Some(n) if (1..=i64::from(u32::MAX)).contains(&n.value) => Some(n.value as u32),
+        Some(n) => {
+            return Err(c.err(
+                n,
+                "jobs.write-budget",
+                format!("{} is out of range: use the writes a minute the registry allows a whole run (GHCR: about 2,000), or 0 for no run-wide budget", n.value),
+            ));
+        }
+    };
+
     let given = raw.jobs.as_ref().and_then(|j| j.runners.as_ref());
     let mut runners = BTreeMap::new();
     if let Some(given) = given {
@@ -556,7 +614,20 @@ pub fn parse_spec(text: &str, file: &Path, env: &dyn SpecEnv) -> Result<Spec, Sp
 
     let keep = c.globs(&raw.keep, "keep")?;
 
-    Ok(Spec { file: file.to_path_buf(), registry, platforms, builder, bases, agents, cache, max_parallel, runners, keep })
+    Ok(Spec {
+        file: file.to_path_buf(),
+        registry,
+        platforms,
+        builder,
+        bases,
+        agents,
+        cache,
+        max_parallel,
+        agents_per_job,
+        write_budget,
+        runners,
+        keep,
+    })
 }
 
 /// `linux/amd64` always parses; this keeps `unwrap` out of the code path.
@@ -1135,6 +1206,36 @@ pub(crate) mod tests {
         assert_eq!(s.agents.method, Method::Append);
         assert_eq!(s.cache, CacheMode::Min);
         assert_eq!(s.max_parallel, DEFAULT_MAX_PARALLEL);
+        assert_eq!(s.agents_per_job, DEFAULT_AGENTS_PER_JOB);
+        assert_eq!(s.write_budget, None, "no run-wide budget off ghcr.io unless the spec sets one");
+    }
+
+    #[test]
+    fn jobs_size_and_write_budget_keys() {
+        let ghcr = PLAIN.replace("registry: reg.example/ns", "registry: ghcr.io/ns");
+        let parse = |text: &str| parse_spec(text, Path::new("s.yml"), &env());
+        assert_eq!(parse(&ghcr).unwrap().write_budget, Some(DEFAULT_GHCR_WRITE_BUDGET), "ghcr.io's budget by default");
+        let cases: Vec<(String, Option<u32>, u32)> = vec![
+            (format!("{ghcr}jobs: {{ write-budget: 0 }}\n"), None, DEFAULT_AGENTS_PER_JOB),
+            (format!("{PLAIN}jobs: {{ write-budget: 600, agents-per-job: 250 }}\n"), Some(600), 250),
+            (format!("{ghcr}jobs: {{ agents-per-job: 1 }}\n"), Some(DEFAULT_GHCR_WRITE_BUDGET), 1),
+        ];
+        for (text, budget, per_job) in cases {
+            let s = parse(&text).unwrap();
+            assert_eq!((s.write_budget, s.agents_per_job), (budget, per_job), "{text}");
+        }
+        let s = parse(&ghcr).unwrap();
+        assert_eq!(s.clone().with_write_budget(None).write_budget, Some(DEFAULT_GHCR_WRITE_BUDGET), "no flag: the spec's");
+        assert_eq!(s.clone().with_write_budget(Some(600)).write_budget, Some(600));
+        assert_eq!(s.with_write_budget(Some(0)).write_budget, None, "--write-budget 0: none");
+        for (bad, key) in [
+            ("agents-per-job: 0", "jobs.agents-per-job"),
+            ("agents-per-job: 500001", "jobs.agents-per-job"),
+            ("write-budget: -1", "jobs.write-budget"),
+        ] {
+            let e = parse(&format!("{PLAIN}jobs: {{ {bad} }}\n")).unwrap_err();
+            assert!(e.site.key == key && e.site.line == 13 && e.to_string().contains("out of range"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -352,7 +352,14 @@ mod tests {
     use crate::core::plan::{AgentPlan, BasePlan, BuilderPlan, Matrices, Status};
 
     fn entry(shard: usize, shards: usize, items: &str) -> MatrixEntry {
-        MatrixEntry { shard, shards, platform: "linux/amd64".into(), runner: "ubuntu-latest".into(), items: items.into() }
+        MatrixEntry {
+            shard,
+            shards,
+            platform: "linux/amd64".into(),
+            runner: "ubuntu-latest".into(),
+            items: items.into(),
+            writes_per_second: None,
+        }
     }
 
     /// Builder cold; bases a, b, c cold in two jobs; agents a-v, b-v, c-v cold in two jobs.

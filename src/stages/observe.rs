@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::{StreamExt as _, stream};
 
 use crate::adapters::credentials::Credentials;
-use crate::adapters::registry::{Registry, RetryPolicy, Stats};
+use crate::adapters::registry::{DEFAULT_WRITES_PER_SECOND, Registry, RetryPolicy, Stats};
 use crate::cli::RegistryOpts;
 use anyhow::Context as _;
 
@@ -16,17 +16,27 @@ use crate::adapters::actions_env::ActionsEnv;
 use crate::core::image_config::{is_index, provenance_of};
 use crate::core::image_ref::{Digest, ImageRef};
 use crate::core::legs::{has_legs, leg, pushed_as};
+use crate::core::matrix::{Sizing, job_rate};
 use crate::core::plan::{Layout, LayoutInputs, Observed, Plan, Presence, Status, cache_note, decide, fresh_in, layout, refresh};
 use crate::core::template::Vars;
 use crate::stages::prepare::{Pick, Prepared};
 
 /// A registry client from the flags (for the spec's `registry` host only), docker config
-/// and `GITHUB_TOKEN`, bounded by `--timeout`. (Every secret was masked at start-up.)
+/// and `GITHUB_TOKEN`, bounded by `--timeout`, pacing writes at `--max-writes-per-second`
+/// (else the default). (Every secret was masked at start-up.)
 pub(crate) fn connect(opts: &RegistryOpts, registry_host: &str) -> anyhow::Result<Registry> {
+    connect_paced(opts, registry_host, None)
+}
+
+/// [`connect`] for a job with a `share` of the run's write budget (writes a second, from its
+/// matrix entry in the plan): it paces at that unless `--max-writes-per-second` says otherwise.
+pub(crate) fn connect_paced(opts: &RegistryOpts, registry_host: &str, share: Option<f64>) -> anyhow::Result<Registry> {
     let credentials = Credentials::load(opts).flags_for(registry_host);
+    let rate = job_rate(opts.max_writes_per_second, share, f64::from(DEFAULT_WRITES_PER_SECOND));
+    tracing::debug!("pacing writes to {registry_host} at {rate} a second (0: unpaced)");
     Ok(Registry::new(credentials, &opts.insecure_registry, usize::from(opts.concurrency))?
         .with_timeout(opts.timeout.into())
-        .with_write_rate(opts.max_writes_per_second))
+        .with_write_rate_f64(rate))
 }
 
 /// The digest of each upstream reference, where the registry gives it; the others with
@@ -244,7 +254,7 @@ pub(crate) async fn make_plan(prepared: &Prepared, client: Option<&Registry>, co
             .await
             .with_context(|| format!("asking {} which images exist (use --offline to plan without it)", spec.registry.host))?;
     }
-    let mut plan = decide(layout, &observed, usize::from(spec.max_parallel));
+    let mut plan = decide(layout, &observed, Sizing::of(spec));
     plan.made_from = Some(prepared.fingerprint.clone());
     plan.notes.extend(cache_note(spec.cache));
     Ok(plan)

@@ -111,14 +111,16 @@ fn plan_outputs_arrive_through_the_output_file() {
     let builder = matrix("builder-matrix");
     assert_eq!(builder["include"][0]["items"], "v1.2.3");
     assert_eq!(builder["include"][0]["platform"], "linux/amd64");
-    for name in ["bases-matrix", "agents-matrix"] {
+    // Bases build on runners: jobs.max-parallel (64) jobs; agents are written at the registry,
+    // one job per 1,000 agent images: one.
+    for (name, jobs) in [("bases-matrix", 64), ("agents-matrix", 1)] {
         let m = matrix(name);
         let include = m["include"].as_array().unwrap();
-        assert_eq!(include.len(), 64, "{name}: jobs.max-parallel is 64");
+        assert_eq!(include.len(), jobs, "{name}");
         let mut seen = Vec::new();
         for (k, e) in include.iter().enumerate() {
             assert_eq!(e["shard"], k + 1);
-            assert_eq!(e["shards"], 64);
+            assert_eq!(e["shards"], jobs);
             seen.extend(e["items"].as_str().unwrap().split(' ').map(str::to_owned));
         }
         assert_eq!(seen.len(), 500, "{name}: every instance in exactly one shard");
@@ -157,4 +159,33 @@ fn a_bad_input_is_an_error_not_a_guess() {
     let run = run_action(&[("offline", "yes"), ("spec", "examples/swebench-verified/split-build.yml")]);
     assert_eq!(run.code, Some(2));
     assert!(run.stderr.contains("use true or false"), "{}", run.stderr);
+}
+
+/// Every workflow the project ships or shows pins Node 24 releases only: the check passes on
+/// the repository and names each Node 20 pin (the ones every workflow had before 2026-09-23)
+/// with the release to use instead.
+#[test]
+fn workflows_pin_node24_actions_only() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let check =
+        |files: &[&Path]| std::process::Command::new("bash").arg(repo.join("scripts/check-action-uses")).args(files).output().unwrap();
+    let out = check(&[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.yml");
+    std::fs::write(
+        &old,
+        "jobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@11bd71901bbe5b1630ceea73d27597364c9af683 # v4.2.2\n      - uses: actions/download-artifact@v4\n      - uses: ./\n",
+    )
+    .unwrap();
+    let out = check(&[&old]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a Node 20 pin passed");
+    assert!(
+        stderr.contains("old.yml:5: actions/checkout@11bd719") && stderr.contains("3d3c42e5aac5ba805825da76410c181273ba90b1 # v7.0.1"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("old.yml:6: `actions/download-artifact@v4` is not pinned by a full commit SHA"), "{stderr}");
+    assert!(!stderr.contains("old.yml:7"), "a local action is not a pin: {stderr}");
 }

@@ -15,6 +15,7 @@ mod disk;
 mod docker_run;
 mod dockerignore;
 mod e2e_act;
+mod fleet;
 mod hardening;
 mod multi_platform;
 mod plan_once;

@@ -27,6 +27,12 @@ fn bundled_example_plan_matrices_and_summary() {
     for stage in ["builder", "bases", "agents"] {
         assert!(plan["matrices"][stage]["include"].as_array().unwrap().len() <= 256);
     }
+    // A 500 x 2 agent commit with the append method: one agents job (1,000 agent images a job
+    // by default), pacing at ghcr.io's whole run budget, 1,800 writes a minute.
+    let agents_jobs = plan["matrices"]["agents"]["include"].as_array().unwrap();
+    assert_eq!(agents_jobs.len(), 1, "one agents job by default");
+    assert_eq!(agents_jobs[0]["writes_per_second"].as_f64(), Some(30.0));
+    assert_eq!(plan["matrices"]["bases"]["include"].as_array().unwrap().len(), 64, "bases keep jobs.max-parallel");
     // The whole plan is long; its shape is snapshotted with the first and last entries.
     let mut head = plan.clone();
     head["bases"] = serde_json::json!([bases[0], bases[499]]);

@@ -5,7 +5,7 @@
 //! mean it to be.
 //!
 //! The merged shapes go through the binary: `plan --offline` of the bundled example (500
-//! instances, two variants, 64 jobs a stage) writes the plan; the test writes the job reports
+//! instances, two variants, 64 jobs a stage: its agents 8 a job) writes the plan; the test writes the job reports
 //! that the workflow's jobs would have written (the plan's shards, fixed times) and runs
 //! `report --plan` on them, so its exit code is checked too.
 
@@ -25,10 +25,20 @@ fn rfc3339(offset: u64) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(T0 + offset)).to_string()
 }
 
-/// The bundled example's offline plan (every image cold).
+/// The bundled example's offline plan (every image cold), with 64 agents jobs as well: a
+/// copy whose `jobs.agents-per-job` is 8 (by default its 1,000 agents written at the registry
+/// are one job), so the agents stage has as many jobs to report on as the bases stage.
 fn offline_plan(dir: &Path) -> Value {
+    let example = dir.join("example");
+    crate::support::copy_tree(&Path::new(env!("CARGO_MANIFEST_DIR")).join(Path::new(EXAMPLE).parent().unwrap()), &example);
+    let spec = example.join("split-build.yml");
+    let text =
+        std::fs::read_to_string(&spec).unwrap().replace("jobs: { max-parallel: 64 }", "jobs: { max-parallel: 64, agents-per-job: 8 }");
+    std::fs::write(&spec, text).unwrap();
     let out = SplitBuild::in_repo(dir)
-        .args(["plan", "--offline", "--summary", "false", "--spec", EXAMPLE, "--plan-file"])
+        .args(["plan", "--offline", "--summary", "false", "--spec"])
+        .arg(&spec)
+        .arg("--plan-file")
         .arg(dir.join("plan.json"))
         .output();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -398,5 +408,6 @@ fn two_platform_reports_account_for_every_leg() {
     let (code, md) = merged(d, &plan);
     assert_eq!(code, 0, "{md}");
     check_shape(&md, "✅ **20 planned images are there**: 20 made");
-    assert!(md.contains("| agents | 12 | 0 | 12 | 0 | 3 |"), "{md}");
+    // 12 agent images written at the registry: one job (one per 1,000 images).
+    assert!(md.contains("| agents | 12 | 0 | 12 | 0 | 1 |"), "{md}");
 }

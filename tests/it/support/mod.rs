@@ -8,6 +8,7 @@ pub mod faulty_proxy;
 pub mod github_api;
 pub mod hostile;
 mod http;
+pub mod rate_front;
 mod runner;
 pub mod token_proxy;
 
