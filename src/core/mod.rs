@@ -28,6 +28,7 @@ pub fn list_words(text: &str) -> impl Iterator<Item = &str> {
 
 pub mod cause;
 pub mod content_hash;
+pub mod delete_budget;
 pub mod dockerignore;
 pub mod failures;
 pub mod figures;
@@ -40,6 +41,8 @@ pub mod natural_sort;
 pub mod notes;
 pub mod outputs;
 pub mod plan;
+pub mod prune_progress;
+pub mod prune_walk;
 pub mod platform;
 pub mod report;
 pub mod retention;
