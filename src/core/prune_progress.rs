@@ -154,7 +154,7 @@ impl Progress {
 /// yet at the share of deletions among those walked.
 pub fn remaining(total: u64, walked: u64, doomed_walked: u64, deleted: u64) -> u64 {
     let unwalked = total.saturating_sub(walked);
-    let share = if walked == 0 { unwalked } else { unwalked * doomed_walked / walked };
+    let share = (unwalked * doomed_walked).checked_div(walked).unwrap_or(unwalked);
     doomed_walked.saturating_sub(deleted) + share
 }
 
