@@ -19,6 +19,9 @@ use tokio::net::TcpStream;
 
 use super::http::{read_request, serve_loopback};
 
+/// The variable that scales the binary's clock (`adapters::clock`).
+pub const SCALE_VAR: &str = "SPLIT_BUILD_CLOCK_SCALE";
+
 /// The good token.
 pub const TOKEN: &str = "ghp_test_token_with_packages_scope";
 
