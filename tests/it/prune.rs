@@ -85,7 +85,20 @@ fn registry_prune_keeps_the_plan_and_the_newest_version() {
     // --max-delete caps one run: the 10 oldest go, the rest waits for the next run.
     let out = split_build(
         d,
-        &["prune", "--builder-version", "v3", "--keep-versions", "1", "--grace", "0s", "--apply", "--max-delete", "10", "--summary", "capped.md"],
+        &[
+            "prune",
+            "--builder-version",
+            "v3",
+            "--keep-versions",
+            "1",
+            "--grace",
+            "0s",
+            "--apply",
+            "--max-delete",
+            "10",
+            "--summary",
+            "capped.md",
+        ],
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let agents_left = tags(&reg, "ns/agent").len();

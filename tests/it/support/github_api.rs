@@ -69,8 +69,15 @@ pub struct Limits {
 
 impl Limits {
     /// No limits, the real clock, one 429 on the second page (as the old double did).
-    pub const OPEN: Limits =
-        Limits { hourly: None, points_per_minute: u32::MAX, in_flight: usize::MAX, scale: 1.0, secondary_every: None, failing_pages: &[], throttle_page_two: true };
+    pub const OPEN: Limits = Limits {
+        hourly: None,
+        points_per_minute: u32::MAX,
+        in_flight: usize::MAX,
+        scale: 1.0,
+        secondary_every: None,
+        failing_pages: &[],
+        throttle_page_two: true,
+    };
 
     /// A workflow's `GITHUB_TOKEN` (1,000 requests an hour), GitHub's secondary limits, some
     /// failing pages, on a clock `scale` times faster.
