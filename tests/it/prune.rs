@@ -283,6 +283,33 @@ fn ghcr_scheduled_prune_clears_a_package_larger_than_one_run() {
 }
 
 #[test]
+fn ghcr_prune_stops_cleanly_within_its_time_budget() {
+    let reg = Registry::start();
+    let package =
+        Package { org: "acme".into(), name: "agent".into(), versions: 12_000, tags: vec![vec!["keep-me".into()]], digests: vec![] };
+    let api = GithubApi::with_limits(package, Limits::github_token(SCALE));
+    let dir = acme_keep_spec(&reg);
+    let d = dir.path();
+    let t = Instant::now();
+    let out = SplitBuild::new(d)
+        .args(["prune", "--source", "ghcr", "--github-api", &api.url, "--registry-password", TOKEN, "--grace", "0s", "--apply"])
+        .args(["--time-budget", "90m", "--report", "r.json", "--summary", "s.md"])
+        .env(SCALE_VAR, SCALE.to_string())
+        .output();
+    let hours = t.elapsed().as_secs_f64() * SCALE / 3600.0;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(hours < 1.5, "ran {hours:.2} h of a 1.5 h budget");
+    // Two hourly windows fit in 90 minutes; the third opens after the budget: stop, report.
+    let deleted = api.seen().deleted.len();
+    assert!((1900..=2000).contains(&deleted), "{deleted} deleted in two hourly windows of 1,000 requests");
+    let report = json_file(d, "r.json");
+    assert_eq!(report["progress"]["ended"]["limit"], "hourly-budget", "{}", report["progress"]);
+    assert_eq!(report["progress"]["deleted"], deleted);
+    let summary = std::fs::read_to_string(d.join("s.md")).unwrap();
+    assert!(summary.contains("the hourly API budget was spent and resets after the time budget ends"), "{summary}");
+}
+
+#[test]
 fn ghcr_prune_refuses_to_delete_every_version_of_a_package() {
     let reg = Registry::start();
     let package = Package { org: "acme".into(), name: "agent".into(), versions: 250, tags: vec![], digests: vec![] };
