@@ -28,6 +28,7 @@ fn main() {
     let dir = Path::new(work);
     std::fs::create_dir_all(dir.join("base")).unwrap();
     std::fs::write(dir.join("base/Dockerfile"), "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n").unwrap();
+    std::fs::write(dir.join("Dockerfile"), "FROM scratch AS payload\n").unwrap();
     std::fs::write(
         dir.join("split-build.yml"),
         format!(
@@ -49,6 +50,7 @@ fn main() {
         let api = GithubApi::with_limits(package(versions), limits);
         let t = Instant::now();
         let status = prune(bin, dir, &api, scale, &["--time-budget", &budget]).status().unwrap();
+        assert!(status.success(), "prune under {label}: {status}");
         let wall_h = t.elapsed().as_secs_f64() * scale / 3600.0;
         let seen = api.seen();
         let deleted = seen.deleted.len() as f64;
@@ -67,6 +69,7 @@ fn main() {
     let api = GithubApi::with_limits(package(133_000), Limits::personal_token(scale));
     let t = Instant::now();
     let status = prune(bin, dir, &api, scale, &["--max-delete", "100"]).status().unwrap();
+    assert!(status.success(), "prune of 133,000 versions: {status}");
     let seen = api.seen();
     let first = seen.first_delete.map(|f| f.duration_since(t)).unwrap_or(Duration::MAX);
     println!(

@@ -218,19 +218,19 @@ impl GithubPackages {
             // A closed semaphore cannot happen: it is never closed.
             let _permit = self.in_flight.acquire().await.map_err(|e| CallError::Failed(anyhow!("{}: {e}", doing())))?;
             let seq = loop {
-                let gate = {
+                let turn = {
                     let mut b = self.budget.lock().unwrap_or_else(PoisonError::into_inner);
                     let now = self.clock.now();
                     match b.gate(kind, now, self.deadline) {
                         Gate::Go => Ok(b.sent(kind, now)),
-                        other => Err(other),
+                        Gate::Wait(t) => Err(Ok(t)),
+                        Gate::Stop(s) => Err(Err(s)),
                     }
                 };
-                match gate {
+                match turn {
                     Ok(seq) => break seq,
-                    Err(Gate::Wait(t)) => self.clock.sleep_until(t).await,
-                    Err(Gate::Stop(s)) => return Err(CallError::Stopped(s)),
-                    Err(Gate::Go) => unreachable!("Go is taken above"),
+                    Err(Ok(t)) => self.clock.sleep_until(t).await,
+                    Err(Err(s)) => return Err(CallError::Stopped(s)),
                 }
             };
             let answer = self
