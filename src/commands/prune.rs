@@ -12,7 +12,7 @@ use futures::{StreamExt as _, stream};
 
 use crate::adapters::actions_env::ActionsEnv;
 use crate::adapters::clock::Clock;
-use crate::adapters::github_packages::{GithubPackages, commits};
+use crate::adapters::github_packages::{CallError, GithubPackages, commits};
 use crate::adapters::registry::{Registry, Stats};
 use crate::cli::{PruneArgs, PruneSource};
 use crate::core::delete_budget::{Stop, per_run, runs_left};
@@ -61,71 +61,88 @@ pub(crate) async fn run(args: PruneArgs, actions: &ActionsEnv) -> anyhow::Result
     let (remaining, ended) = if ghcr {
         let token = token.ok_or_else(|| UsageError("pruning ghcr.io needs a token: GITHUB_TOKEN or --registry-password".into()))?;
         let mut gh = GithubPackages::new(&spec.registry.namespace, &token, &args.github_api, clock, deadline)?;
-        // The builder's package is small: listed whole, its tags order the builder versions.
-        let builder = {
-            let _g = actions.log_group("split-build prune: builder versions");
-            list_package(&mut gh, &package_name(&spec.builder.repository, &spec.registry.namespace), &spec.builder.repository).await?
-        };
-        let builder_tags: Vec<(String, i64)> =
-            builder.iter().flat_map(|s| s.tags.iter().map(move |t| (t.clone(), s.created.unwrap_or(0)))).collect();
-        drop(builder);
-        let versions = match &args.versions_from {
-            Some(from) => {
-                let shas = commits(Some(token.expose()), Some(&args.github_api), from, 1000).await?;
-                versions_from_commits(&shas, &builder_tags.iter().map(|(t, _)| t.clone()).collect::<Vec<_>>())
-            }
-            None => versions_by_age(builder_tags),
-        };
-        let keeper = Keeper::new(spec, &plan, &versions, &policy, now);
-        tracing::info!("builder versions newest first: {:?}", versions.iter().take(5).collect::<Vec<_>>());
+        // Versions known so far, for what remains when the run stops before its walk.
+        let mut known = 0;
+        let walked = 'walk: {
+            // The builder's package is small: listed whole, its tags order the builder versions.
+            let builder = {
+                let _g = actions.log_group("split-build prune: builder versions");
+                let name = package_name(&spec.builder.repository, &spec.registry.namespace);
+                match stopped(list_package(&mut gh, &name, &spec.builder.repository).await)? {
+                    Ok(b) => b,
+                    Err(s) => break 'walk (known, Some(Ended::Limit(s))),
+                }
+            };
+            let builder_tags: Vec<(String, i64)> =
+                builder.iter().flat_map(|s| s.tags.iter().map(move |t| (t.clone(), s.created.unwrap_or(0)))).collect();
+            drop(builder);
+            let versions = match &args.versions_from {
+                Some(from) => {
+                    let shas = commits(Some(token.expose()), Some(&args.github_api), from, 1000).await?;
+                    versions_from_commits(&shas, &builder_tags.iter().map(|(t, _)| t.clone()).collect::<Vec<_>>())
+                }
+                None => versions_by_age(builder_tags),
+            };
+            let keeper = Keeper::new(spec, &plan, &versions, &policy, now);
+            tracing::info!("builder versions newest first: {:?}", versions.iter().take(5).collect::<Vec<_>>());
 
-        // Every package's newest page first, and the brake before anything is deleted.
-        let mut firsts = Vec::new();
-        {
-            let _g = actions.log_group("split-build prune: packages");
-            for repo in &repos {
-                let name = package_name(repo, &spec.registry.namespace);
-                let Some(first) = gh.first_page(&name, repo).await? else { continue };
-                tracing::info!("package `{name}`: about {} versions", first.total_estimate());
-                if !keeps_any(&gh, &first, &keeper, &name, repo).await? {
-                    let msg = format!(
-                        "package `{name}` ({} versions): the policy keeps none of them (nothing the plan, the newest {} builder versions, the keep globs or the {} grace period name)",
-                        first.total_estimate(),
-                        args.keep_versions,
-                        args.grace
-                    );
-                    if args.apply {
-                        return Err(UsageError(format!(
+            // Every package's newest page first, and the brake before anything is deleted.
+            let mut firsts = Vec::new();
+            {
+                let _g = actions.log_group("split-build prune: packages");
+                for repo in &repos {
+                    let name = package_name(repo, &spec.registry.namespace);
+                    let first = match stopped(gh.first_page(&name, repo).await)? {
+                        Ok(Some(first)) => first,
+                        Ok(None) => continue,
+                        Err(s) => break 'walk (known, Some(Ended::Limit(s))),
+                    };
+                    tracing::info!("package `{name}`: about {} versions", first.total_estimate());
+                    known += first.total_estimate();
+                    let keeps = match stopped(keeps_any(&gh, &first, &keeper, &name, repo).await)? {
+                        Ok(k) => k,
+                        Err(s) => break 'walk (known, Some(Ended::Limit(s))),
+                    };
+                    if !keeps {
+                        let msg = format!(
+                            "package `{name}` ({} versions): the policy keeps none of them (nothing the plan, the newest {} builder versions, the keep globs or the {} grace period name)",
+                            first.total_estimate(),
+                            args.keep_versions,
+                            args.grace
+                        );
+                        if args.apply {
+                            return Err(UsageError(format!(
                             "refusing to delete every version of {msg}; nothing was deleted: check the spec's registry, namespace and repositories against the package"
                         ))
                         .into());
+                        }
+                        tracing::warn!("{msg}: `--apply` would refuse");
                     }
-                    tracing::warn!("{msg}: `--apply` would refuse");
+                    firsts.push((name, repo.clone(), first));
                 }
-                firsts.push((name, repo.clone(), first));
             }
-        }
-        let _g = actions.log_group(if args.apply { "split-build prune: deleting" } else { "split-build prune: deciding" });
-        let mut walk = PackageRun {
-            gh: &gh,
-            client: &client,
-            host: &host,
-            keeper: &keeper,
-            apply: args.apply,
-            concurrency,
-            cap: if args.apply { max_delete } else { None },
-            ended: None,
-            progress: &mut progress,
-            report: &mut report,
+            let _g = actions.log_group(if args.apply { "split-build prune: deleting" } else { "split-build prune: deciding" });
+            let mut walk = PackageRun {
+                gh: &gh,
+                client: &client,
+                host: &host,
+                keeper: &keeper,
+                apply: args.apply,
+                concurrency,
+                cap: if args.apply { max_delete } else { None },
+                ended: None,
+                progress: &mut progress,
+                report: &mut report,
+            };
+            let mut remaining = 0;
+            for (name, repo, first) in firsts {
+                remaining += walk.walk(&name, &repo, first).await?;
+            }
+            (remaining, walk.ended)
         };
-        let mut remaining = 0;
-        for (name, repo, first) in firsts {
-            remaining += walk.walk(&name, &repo, first).await?;
-        }
-        let ended = walk.ended;
         let (limit, (primary, secondary)) = gh.limits();
         (progress.hourly_limit, progress.primary_waits, progress.secondary_waits) = (limit, primary, secondary);
-        (remaining, ended)
+        walked
     } else {
         let _g = actions.log_group("split-build prune: registry");
         let run = RegistryRun { args: &args, client: &client, spec, plan: &plan, policy: &policy, now, clock: &clock, deadline };
@@ -135,7 +152,9 @@ pub(crate) async fn run(args: PruneArgs, actions: &ActionsEnv) -> anyhow::Result
     progress.ended = ended.unwrap_or(Ended::Done);
     progress.remaining = if args.apply { remaining } else { progress.deleted };
     let run_size = per_run(progress.hourly_limit, budget.map(|b| b.as_secs()), max_delete);
-    progress.runs_left = runs_left(progress.remaining, run_size);
+    // A run stopped before it walked anything cannot tell what remains.
+    let blind = progress.walked == 0 && matches!(progress.ended, Ended::Limit(_));
+    progress.runs_left = if blind { None } else { runs_left(progress.remaining, run_size) };
     tracing::info!(
         "{} manifests walked, {} kept, {} {}, {} failed; about {} remain ({:?})",
         progress.walked,
@@ -150,6 +169,15 @@ pub(crate) async fn run(args: PruneArgs, actions: &ActionsEnv) -> anyhow::Result
     let budget_text = budget.map(|b| humantime::format_duration(b).to_string());
     emit_summary(&progress.summary(&host, max_delete, budget_text.as_deref()), args.common.summary.as_ref(), actions)?;
     Ok(Done::with_failures(progress.failed as usize))
+}
+
+/// A call's answer, or the run's stop (its time or hourly budget ended before the call).
+fn stopped<T>(r: Result<T, CallError>) -> anyhow::Result<Result<T, Stop>> {
+    match r {
+        Ok(v) => Ok(Ok(v)),
+        Err(CallError::Stopped(s)) => Ok(Err(s)),
+        Err(CallError::Failed(e)) => Err(e),
+    }
 }
 
 /// A prune through the registry's API.

@@ -106,7 +106,7 @@ pub(crate) async fn children_of(
 
 /// Every version of a (small) GitHub package, newest first: the builder's, whose tags order
 /// the builder versions.
-pub(crate) async fn list_package(gh: &mut GithubPackages, name: &str, repository: &str) -> anyhow::Result<Vec<Stored>> {
+pub(crate) async fn list_package(gh: &mut GithubPackages, name: &str, repository: &str) -> Result<Vec<Stored>, CallError> {
     let Some(mut page) = gh.first_page(name, repository).await? else { return Ok(vec![]) };
     let mut out = std::mem::take(&mut page.versions);
     while let Some(next) = page.next.take() {
@@ -125,7 +125,7 @@ pub(crate) async fn keeps_any(
     keeper: &Keeper<'_>,
     name: &str,
     repository: &str,
-) -> anyhow::Result<bool> {
+) -> Result<bool, CallError> {
     if first.versions.iter().any(|s| keeper.keeps(s).is_some()) {
         return Ok(true);
     }
