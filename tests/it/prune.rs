@@ -310,6 +310,31 @@ fn ghcr_prune_stops_cleanly_within_its_time_budget() {
 }
 
 #[test]
+fn ghcr_prune_in_actions_stops_before_the_job_limit_by_default() {
+    // A clock 3,600 times faster: the 6-hour job is 6 s; no --time-budget, no --max-delete.
+    let scale = 3600.0;
+    let reg = Registry::start();
+    let package =
+        Package { org: "acme".into(), name: "agent".into(), versions: 12_000, tags: vec![vec!["keep-me".into()]], digests: vec![] };
+    let api = GithubApi::with_limits(package, Limits::github_token(scale));
+    let dir = acme_keep_spec(&reg);
+    let d = dir.path();
+    let t = Instant::now();
+    let out = SplitBuild::new(d)
+        .args(["prune", "--source", "ghcr", "--github-api", &api.url, "--registry-password", TOKEN, "--grace", "0s", "--apply"])
+        .args(["--report", "r.json", "--summary", "s.md"])
+        .env("GITHUB_ACTIONS", "true")
+        .env(SCALE_VAR, scale.to_string())
+        .output();
+    let hours = t.elapsed().as_secs_f64() * scale / 3600.0;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!((4.0..6.0).contains(&hours), "ran {hours:.2} h: the default budget in Actions is 5 h 30 min, the job dies at 6 h");
+    let report = json_file(d, "r.json");
+    assert!(report["progress"]["ended"]["limit"].is_string(), "{}", report["progress"]);
+    assert!(api.seen().deleted.len() > 1000, "it deleted through several hourly windows");
+}
+
+#[test]
 fn ghcr_prune_refuses_to_delete_every_version_of_a_package() {
     let reg = Registry::start();
     let package = Package { org: "acme".into(), name: "agent".into(), versions: 250, tags: vec![], digests: vec![] };
