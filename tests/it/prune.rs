@@ -282,20 +282,33 @@ fn ghcr_scheduled_prune_clears_a_package_larger_than_one_run() {
     assert_eq!(api.live(), 1, "only the kept version is left");
 }
 
-#[test]
-fn ghcr_prune_stops_cleanly_within_its_time_budget() {
+/// A registry for the plan, 12,000 versions of `acme/agent` (the newest kept by `keep-*`)
+/// behind the double with `GITHUB_TOKEN`'s limits on a clock `scale` times faster, and the
+/// spec's directory.
+fn twelve_thousand(scale: f64) -> (Registry, GithubApi, tempfile::TempDir) {
     let reg = Registry::start();
     let package =
         Package { org: "acme".into(), name: "agent".into(), versions: 12_000, tags: vec![vec!["keep-me".into()]], digests: vec![] };
-    let api = GithubApi::with_limits(package, Limits::github_token(SCALE));
+    let api = GithubApi::with_limits(package, Limits::github_token(scale));
     let dir = acme_keep_spec(&reg);
+    (reg, api, dir)
+}
+
+/// `prune --apply` of everything the policy lets go, through the double, with a report
+/// (`r.json`) and a summary (`s.md`).
+fn apply_all(d: &Path, api: &GithubApi, scale: f64) -> SplitBuild {
+    SplitBuild::new(d)
+        .args(["prune", "--source", "ghcr", "--github-api", &api.url, "--registry-password", TOKEN, "--grace", "0s", "--apply"])
+        .args(["--report", "r.json", "--summary", "s.md"])
+        .env(SCALE_VAR, scale.to_string())
+}
+
+#[test]
+fn ghcr_prune_stops_cleanly_within_its_time_budget() {
+    let (_reg, api, dir) = twelve_thousand(SCALE);
     let d = dir.path();
     let t = Instant::now();
-    let out = SplitBuild::new(d)
-        .args(["prune", "--source", "ghcr", "--github-api", &api.url, "--registry-password", TOKEN, "--grace", "0s", "--apply"])
-        .args(["--time-budget", "90m", "--report", "r.json", "--summary", "s.md"])
-        .env(SCALE_VAR, SCALE.to_string())
-        .output();
+    let out = apply_all(d, &api, SCALE).args(["--time-budget", "90m"]).output();
     let hours = t.elapsed().as_secs_f64() * SCALE / 3600.0;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(hours < 1.5, "ran {hours:.2} h of a 1.5 h budget");
@@ -313,19 +326,10 @@ fn ghcr_prune_stops_cleanly_within_its_time_budget() {
 fn ghcr_prune_in_actions_stops_before_the_job_limit_by_default() {
     // A clock 3,600 times faster: the 6-hour job is 6 s; no --time-budget, no --max-delete.
     let scale = 3600.0;
-    let reg = Registry::start();
-    let package =
-        Package { org: "acme".into(), name: "agent".into(), versions: 12_000, tags: vec![vec!["keep-me".into()]], digests: vec![] };
-    let api = GithubApi::with_limits(package, Limits::github_token(scale));
-    let dir = acme_keep_spec(&reg);
+    let (_reg, api, dir) = twelve_thousand(scale);
     let d = dir.path();
     let t = Instant::now();
-    let out = SplitBuild::new(d)
-        .args(["prune", "--source", "ghcr", "--github-api", &api.url, "--registry-password", TOKEN, "--grace", "0s", "--apply"])
-        .args(["--report", "r.json", "--summary", "s.md"])
-        .env("GITHUB_ACTIONS", "true")
-        .env(SCALE_VAR, scale.to_string())
-        .output();
+    let out = apply_all(d, &api, scale).env("GITHUB_ACTIONS", "true").output();
     let hours = t.elapsed().as_secs_f64() * scale / 3600.0;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!((4.0..6.0).contains(&hours), "ran {hours:.2} h: the default budget in Actions is 5 h 30 min, the job dies at 6 h");
