@@ -278,9 +278,14 @@ pub(crate) struct PruneArgs {
     /// Delete for real (default: dry run).
     #[arg(long)]
     pub apply: bool,
-    /// Refuse to delete more than this many in one run.
+    /// The most versions one run deletes, oldest first; the rest waits for the next run.
     #[arg(long = "max-delete")]
     pub max_delete: Option<usize>,
+    /// Stop deleting before this much time has passed (humantime, e.g. `5h30m`), then write
+    /// the report and summary and exit 0; default 5h30m in GitHub Actions (hosted jobs die at
+    /// 6 h), none elsewhere.
+    #[arg(long = "time-budget")]
+    pub time_budget: Option<humantime::Duration>,
     /// Never delete anything younger than this (humantime, e.g. `1d`, `12h`).
     #[arg(long, default_value = "1d")]
     pub grace: humantime::Duration,

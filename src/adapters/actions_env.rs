@@ -77,6 +77,13 @@ impl ActionsEnv {
         }
     }
 
+    /// Opens a log group that closes itself when the guard is dropped, so an early return
+    /// (`?`) never leaves the rest of the log inside the group.
+    pub(crate) fn log_group(&self, title: &str) -> LogGroup<'_> {
+        self.group(title);
+        LogGroup { actions: self }
+    }
+
     /// Prints `lines` as one folded group in a single write (Actions only), so that the logs
     /// of parallel work never interleave.
     pub(crate) fn folded(&self, title: &str, lines: &[String]) {
@@ -111,6 +118,18 @@ pub(crate) fn output_record(name: &str, value: &str, rng: &mut impl rand::Rng) -
         if !value.contains(&delim) {
             return format!("{name}<<{delim}\n{value}\n{delim}\n");
         }
+    }
+}
+
+/// An open `::group::` of the Actions log: `::endgroup::` is written when it is dropped
+/// (made by [`ActionsEnv::log_group`]).
+pub(crate) struct LogGroup<'a> {
+    actions: &'a ActionsEnv,
+}
+
+impl Drop for LogGroup<'_> {
+    fn drop(&mut self) {
+        self.actions.end_group();
     }
 }
 

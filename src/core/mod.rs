@@ -28,6 +28,7 @@ pub fn list_words(text: &str) -> impl Iterator<Item = &str> {
 
 pub mod cause;
 pub mod content_hash;
+pub mod delete_budget;
 pub mod dockerignore;
 pub mod failures;
 pub mod figures;
@@ -41,6 +42,8 @@ pub mod notes;
 pub mod outputs;
 pub mod plan;
 pub mod platform;
+pub mod prune_progress;
+pub mod prune_walk;
 pub mod report;
 pub mod retention;
 pub mod secret;

@@ -86,69 +86,94 @@ pub struct Policy {
     pub grace_secs: i64,
 }
 
-/// Decides for every stored manifest of the spec's three repositories. `versions` are the
-/// builder versions, newest first.
-pub fn select(stored: &[Stored], spec: &Spec, plan: &Plan, versions: &[String], policy: &Policy, now: i64) -> Vec<Decision> {
-    let platforms = &plan.builder.platforms;
-    // With several platforms, the builder's and each base's legs are the plan's too.
-    let legs = std::iter::once(&plan.builder.image)
-        .chain(plan.bases.iter().map(|b| &b.image))
-        .flat_map(|image| platforms.iter().filter(|_| has_legs(platforms)).map(move |p| leg(image, p)));
-    let in_plan: BTreeSet<(String, String)> = std::iter::once(plan.builder.image.clone())
-        .chain(plan.bases.iter().map(|b| b.image.clone()))
-        .chain(plan.agents.iter().map(|a| a.image.clone()))
-        .chain(legs)
-        .filter_map(|r| Some((r.repository.clone(), r.tag.as_ref()?.to_string())))
-        .collect();
-    let recent: Vec<&String> = versions.iter().take(policy.keep_versions).collect();
-    let mut version_of_tag: BTreeMap<(String, String), String> = BTreeMap::new();
-    for v in &recent {
-        version_of_tag.insert((spec.builder.repository.clone(), (*v).clone()), (*v).clone());
-        for instance in &spec.bases.instances {
-            for variant in &spec.agents.variants {
-                let tag = crate::core::tags::agent_tag_text(&spec.agents.tag, instance, &variant.name, v);
-                version_of_tag.insert((spec.agents.repository.clone(), tag), (*v).clone());
+/// The rules of a prune, made once from the spec, the plan and the builder versions, then
+/// asked about one stored manifest at a time (a GitHub package is walked page by page).
+pub struct Keeper<'a> {
+    spec: &'a Spec,
+    platforms: &'a [crate::core::platform::Platform],
+    in_plan: BTreeSet<(String, String)>,
+    version_of_tag: BTreeMap<(String, String), String>,
+    keep_globs: globset::GlobSet,
+    patterns: Vec<String>,
+    grace_secs: i64,
+    now: i64,
+}
+
+impl<'a> Keeper<'a> {
+    /// The rules for `spec` and `plan`; `versions` are the builder versions, newest first.
+    pub fn new(spec: &'a Spec, plan: &'a Plan, versions: &[String], policy: &Policy, now: i64) -> Keeper<'a> {
+        let platforms = &plan.builder.platforms;
+        // With several platforms, the builder's and each base's legs are the plan's too.
+        let legs = std::iter::once(&plan.builder.image)
+            .chain(plan.bases.iter().map(|b| &b.image))
+            .flat_map(|image| platforms.iter().filter(|_| has_legs(platforms)).map(move |p| leg(image, p)));
+        let in_plan: BTreeSet<(String, String)> = std::iter::once(plan.builder.image.clone())
+            .chain(plan.bases.iter().map(|b| b.image.clone()))
+            .chain(plan.agents.iter().map(|a| a.image.clone()))
+            .chain(legs)
+            .filter_map(|r| Some((r.repository.clone(), r.tag.as_ref()?.to_string())))
+            .collect();
+        let recent: Vec<&String> = versions.iter().take(policy.keep_versions).collect();
+        let mut version_of_tag: BTreeMap<(String, String), String> = BTreeMap::new();
+        for v in &recent {
+            version_of_tag.insert((spec.builder.repository.clone(), (*v).clone()), (*v).clone());
+            for instance in &spec.bases.instances {
+                for variant in &spec.agents.variants {
+                    let tag = crate::core::tags::agent_tag_text(&spec.agents.tag, instance, &variant.name, v);
+                    version_of_tag.insert((spec.agents.repository.clone(), tag), (*v).clone());
+                }
             }
         }
-    }
-    let mut keep_globs = GlobSetBuilder::new();
-    let mut patterns = Vec::new();
-    for k in &spec.keep {
-        if let Ok(g) = Glob::new(k) {
-            keep_globs.add(g);
-            patterns.push(k.clone());
+        let mut keep_globs = GlobSetBuilder::new();
+        let mut patterns = Vec::new();
+        for k in &spec.keep {
+            if let Ok(g) = Glob::new(k) {
+                keep_globs.add(g);
+                patterns.push(k.clone());
+            }
         }
+        let keep_globs = keep_globs.build().unwrap_or_else(|_| globset::GlobSet::empty());
+        Keeper { spec, platforms, in_plan, version_of_tag, keep_globs, patterns, grace_secs: policy.grace_secs, now }
     }
-    let keep_globs = keep_globs.build().unwrap_or_else(|_| globset::GlobSet::empty());
 
-    let first_pass = |s: &Stored| -> Option<Reason> {
+    /// The rule that keeps `s` by its own tags and age (rules 1 to 5), if any: children of
+    /// kept indexes (rule 6) are the caller's to add, as it learns the indexes.
+    pub fn keeps(&self, s: &Stored) -> Option<Reason> {
         for t in &s.tags {
             let key = (s.repository.clone(), t.clone());
-            if in_plan.contains(&key) {
+            if self.in_plan.contains(&key) {
                 return Some(Reason::InPlan);
             }
-            if let Some(v) = version_of_tag.get(&key) {
+            if let Some(v) = self.version_of_tag.get(&key) {
                 return Some(Reason::RecentVersion(v.clone()));
             }
-            if s.repository == spec.bases.repository && (t.ends_with("-latest") || is_leg_of(t, "-latest", platforms)) {
+            if s.repository == self.spec.bases.repository && (t.ends_with("-latest") || is_leg_of(t, "-latest", self.platforms)) {
                 return Some(Reason::Latest);
             }
-            if let Some(i) = keep_globs.matches(t).first() {
-                return Some(Reason::KeepPattern(patterns[*i].clone()));
+            if let Some(i) = self.keep_globs.matches(t).first() {
+                return Some(Reason::KeepPattern(self.patterns[*i].clone()));
             }
         }
-        if s.created.is_some_and(|c| now - c < policy.grace_secs) {
+        if s.created.is_some_and(|c| self.now - c < self.grace_secs) {
             return Some(Reason::Young);
         }
         None
-    };
-    let mut decisions: Vec<Decision> = stored
-        .iter()
-        .map(|s| match first_pass(s) {
+    }
+
+    /// The verdict on `s` by rules 1 to 5.
+    pub fn decide(&self, s: &Stored) -> Decision {
+        match self.keeps(s) {
             Some(reason) => Decision { stored: s.clone(), keep: true, reason },
             None => Decision { stored: s.clone(), keep: false, reason: Reason::Unused },
-        })
-        .collect();
+        }
+    }
+}
+
+/// Decides for every stored manifest of the spec's three repositories. `versions` are the
+/// builder versions, newest first.
+pub fn select(stored: &[Stored], spec: &Spec, plan: &Plan, versions: &[String], policy: &Policy, now: i64) -> Vec<Decision> {
+    let keeper = Keeper::new(spec, plan, versions, policy, now);
+    let mut decisions: Vec<Decision> = stored.iter().map(|s| keeper.decide(s)).collect();
     // Children of kept indexes stay, whatever their own tags say.
     let kept_children: BTreeSet<(String, Digest)> = decisions
         .iter()
@@ -162,6 +187,29 @@ pub fn select(stored: &[Stored], spec: &Spec, plan: &Plan, versions: &[String], 
         }
     }
     decisions
+}
+
+/// The brake: the repositories in which `decisions` keep nothing although they hold
+/// something. Deleting every version of a package is the mistake that matters (a wrong
+/// spec, a wrong namespace), so a run that would do it refuses.
+pub fn emptied(decisions: &[Decision]) -> Vec<String> {
+    let mut kept: BTreeMap<&str, bool> = BTreeMap::new();
+    for d in decisions {
+        *kept.entry(d.stored.repository.as_str()).or_default() |= d.keep;
+    }
+    kept.into_iter().filter(|(_, k)| !k).map(|(r, _)| r.to_owned()).collect()
+}
+
+/// The indexes into `decisions` of the deletions one run makes: oldest first (unknown
+/// creation times first, then by time, then by digest), at most `max`.
+pub fn oldest_first(decisions: &[Decision], max: Option<usize>) -> Vec<usize> {
+    let mut doomed: Vec<usize> = (0..decisions.len()).filter(|i| !decisions[*i].keep).collect();
+    doomed.sort_by(|a, b| {
+        let (a, b) = (&decisions[*a].stored, &decisions[*b].stored);
+        a.created.cmp(&b.created).then_with(|| a.digest.cmp(&b.digest))
+    });
+    doomed.truncate(max.unwrap_or(usize::MAX));
+    doomed
 }
 
 /// Builder versions in order, newest first, from `(tag, created)` of the builder
@@ -327,6 +375,26 @@ mod tests {
         let of = |dg: &Digest| got.iter().find(|x| &x.stored.digest == dg).unwrap().clone();
         assert_eq!((of(&child.digest).keep, of(&child.digest).reason), (true, Reason::ChildOfKept));
         assert!(!of(&orphan.digest).keep);
+    }
+
+    #[test]
+    fn the_brake_names_a_repository_that_would_be_emptied() {
+        let (spec, plan) = setup();
+        let items = vec![stored("builder", "v3", 10), stored("agent", "v1-a-v", 30), stored("agent", "v0-a-v", 40)];
+        let got = select(&items, &spec, &plan, &["v3".into()], &policy(1), NOW);
+        assert_eq!(emptied(&got), ["ns/agent"]);
+        let with_kept_agent = [items, vec![stored("agent", "v3-a-v", 10)]].concat();
+        assert!(emptied(&select(&with_kept_agent, &spec, &plan, &["v3".into()], &policy(1), NOW)).is_empty());
+    }
+
+    #[test]
+    fn one_run_deletes_the_oldest_first() {
+        let (spec, plan) = setup();
+        let items = vec![stored("agent", "v1-a-v", 30), stored("agent", "v0-a-v", 40), stored("agent", "v2-a-v", 20)];
+        let got = select(&items, &spec, &plan, &["v3".into()], &policy(1), NOW);
+        let tags = |ix: Vec<usize>| ix.into_iter().map(|i| got[i].stored.tags[0].clone()).collect::<Vec<_>>();
+        assert_eq!(tags(oldest_first(&got, Some(2))), ["v0-a-v", "v1-a-v"]);
+        assert_eq!(tags(oldest_first(&got, None)), ["v0-a-v", "v1-a-v", "v2-a-v"]);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The steps commands are made of, one file per step: preparing the spec, observing the
 //! registry, building through the daemon, appending at the registry, the dockerfile method,
-//! listing what a registry holds, handing the plan to jobs, emitting reports and summaries, and the one bounded job
+//! listing what a registry holds (and walking a GitHub package for prune), handing the plan to jobs, emitting reports and summaries (the prune report streamed), and the one bounded job
 //! runner. Stages call the pure core and the adapters; commands call stages; no stage
 //! imports a command.
 
@@ -14,3 +14,4 @@ pub(crate) mod jobs;
 pub(crate) mod merge;
 pub(crate) mod observe;
 pub(crate) mod prepare;
+pub(crate) mod report_stream;

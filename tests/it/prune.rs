@@ -1,13 +1,13 @@
 //! `prune` on both adapters: the real registry (3 builder versions × 10 instances × 2
 //! variants made by `run`) and GitHub's packages API (a local server answering as GitHub
-//! does, 133,000 versions).
+//! does, with its limits on a scaled clock: 133,000 versions; three scheduled runs of 12,000).
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::github_api::{GithubApi, Package, TOKEN};
+use crate::support::github_api::{GithubApi, Limits, Package, SCALE_VAR, TOKEN};
 use crate::support::*;
 
 /// A spec of `instances` and two variants (`one`, `two`) for `registry`, upstream images on
@@ -32,6 +32,9 @@ fn versioned_payload_spec(registry: &str, upstream: &str, instances: &[String], 
 fn acme_keep_spec(reg: &Registry) -> tempfile::TempDir {
     versioned_payload_spec(&format!("{}/acme", reg.host), &reg.host, &["inst-1".to_owned()], "keep: [\"keep-*\"]\n")
 }
+
+/// The clock of the GitHub tests: 360 times faster (a 6-hour job is 60 s).
+const SCALE: f64 = 360.0;
 
 fn tags(reg: &Registry, repo: &str) -> Vec<String> {
     let (status, text) = http_get(reg.port, &format!("/v2/{repo}/tags/list?n=1000")).unwrap();
@@ -79,17 +82,34 @@ fn registry_prune_keeps_the_plan_and_the_newest_version() {
     assert_eq!(tags(&reg, "ns/agent").len(), 60, "a dry run deletes nothing");
     assert!(std::fs::read_to_string(d.join("dry.md")).unwrap().contains("dry run"));
 
-    // --max-delete holds: nothing deleted, exit 2.
-    let out =
-        split_build(d, &["prune", "--builder-version", "v3", "--keep-versions", "1", "--grace", "0s", "--apply", "--max-delete", "10"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--max-delete 10"));
-    assert_eq!(tags(&reg, "ns/agent").len(), 60);
+    // --max-delete caps one run: the 10 oldest go, the rest waits for the next run.
+    let out = split_build(
+        d,
+        &[
+            "prune",
+            "--builder-version",
+            "v3",
+            "--keep-versions",
+            "1",
+            "--grace",
+            "0s",
+            "--apply",
+            "--max-delete",
+            "10",
+            "--summary",
+            "capped.md",
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let agents_left = tags(&reg, "ns/agent").len();
+    assert_eq!(agents_left + tags(&reg, "ns/builder").len(), 63 - 10);
+    let capped = std::fs::read_to_string(d.join("capped.md")).unwrap();
+    assert!(capped.contains("**Deleted 10**; about **32 remain**: about 4 more runs"), "{capped}");
 
     // A grace period keeps everything this young.
     let out = split_build(d, &["prune", "--builder-version", "v3", "--keep-versions", "1", "--apply", "--report", "grace.json"]);
     assert!(out.status.success());
-    assert_eq!(tags(&reg, "ns/agent").len(), 60, "nothing younger than a day goes");
+    assert_eq!(tags(&reg, "ns/agent").len(), agents_left, "nothing younger than a day goes");
 
     let out =
         split_build(d, &["prune", "--builder-version", "v3", "--keep-versions", "1", "--grace", "0s", "--apply", "--report", "apply.json"]);
@@ -100,7 +120,8 @@ fn registry_prune_keeps_the_plan_and_the_newest_version() {
     assert_eq!(tags(&reg, "ns/builder"), ["v3"]);
     assert_eq!(tags(&reg, "ns/base"), bases_before, "the plan's bases and every -latest stay");
     let applied = json_file(d, "apply.json");
-    assert_eq!(applied["manifests"].as_array().unwrap().iter().filter(|m| m["action"] == "deleted").count(), 42);
+    assert_eq!(applied["manifests"].as_array().unwrap().iter().filter(|m| m["action"] == "deleted").count(), 32);
+    assert_eq!(applied["progress"]["remaining"], 0);
 
     // What is left is exactly what the plan needs: it finds everything.
     let out = split_build(d, &["plan", "--builder-version", "v3"]);
@@ -109,10 +130,13 @@ fn registry_prune_keeps_the_plan_and_the_newest_version() {
 }
 
 #[test]
-fn ghcr_prune_lists_133000_versions_and_deletes_by_id() {
+fn ghcr_prune_lists_133000_versions_and_deletes_the_oldest_first() {
     let reg = Registry::start();
     let tags_newest: Vec<Vec<String>> = vec![vec!["keep-me".into()], vec![]];
-    let api = GithubApi::start(Package { org: "acme".into(), name: "agent".into(), versions: 133_000, tags: tags_newest, digests: vec![] });
+    let package = Package { org: "acme".into(), name: "agent".into(), versions: 133_000, tags: tags_newest, digests: vec![] };
+    // A personal token's budget, GitHub's secondary limits and some failing pages, on a clock
+    // 360 times faster.
+    let api = GithubApi::with_limits(package, Limits::personal_token(SCALE));
     let dir = acme_keep_spec(&reg);
     let d = dir.path();
     let common = ["prune", "--source", "ghcr", "--github-api", &api.url, "--grace", "0s", "--builder-version", "v9"];
@@ -120,25 +144,48 @@ fn ghcr_prune_lists_133000_versions_and_deletes_by_id() {
     let t = Instant::now();
     let mut args = common.to_vec();
     args.extend(["--registry-password", TOKEN, "--report", "dry.json"]);
-    // GNU time, where present, reports the peak memory of the listing (information only).
+    // GNU time, where present, reports the peak memory of the walk (information only).
     let timed = Path::new("/usr/bin/time").exists();
-    let run = SplitBuild::new(d).args(&args);
+    let run = SplitBuild::new(d).args(&args).env(SCALE_VAR, SCALE.to_string());
     let out = if timed { run.under("/usr/bin/time", &["-f", "peak RSS %M KB"]).output() } else { run.output() };
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let rss = String::from_utf8_lossy(&out.stderr).lines().filter(|l| l.starts_with("peak RSS")).collect::<String>();
-    eprintln!("listed 133,000 versions (1,330 pages, one 429 waited out) and decided in {:.1}s; {rss}", t.elapsed().as_secs_f64());
+    let seen = api.seen();
+    eprintln!(
+        "dry run: walked 133,000 versions (1,330 pages, {} 500s and {} secondary limits waited out) in {:.1}s; {rss}",
+        seen.server_errors,
+        seen.secondary_refused,
+        t.elapsed().as_secs_f64()
+    );
     let dry = json_file(d, "dry.json");
     let manifests = dry["manifests"].as_array().unwrap();
     assert_eq!(manifests.len(), 133_000);
     let kept: Vec<&Value> = manifests.iter().filter(|m| m["keep"] == true).collect();
     assert_eq!(kept.len(), 1, "only the keep-* tag stays");
-    assert!(api.deleted.lock().unwrap().is_empty(), "a dry run deletes nothing");
+    assert!(seen.deleted.is_empty(), "a dry run deletes nothing");
+    assert!(seen.server_errors > 0, "the double failed some pages, and the walk went on");
 
+    // --max-delete caps the run: the 1,000 oldest go (ids 133,000 down), the rest waits.
+    api.next_day();
     let mut args = common.to_vec();
-    args.extend(["--registry-password", TOKEN, "--apply", "--max-delete", "1000"]);
-    let out = split_build(d, &args);
-    assert_eq!(out.status.code(), Some(2), "--max-delete holds");
-    assert!(api.deleted.lock().unwrap().is_empty());
+    args.extend(["--registry-password", TOKEN, "--apply", "--max-delete", "1000", "--summary", "s.md", "--report", "r.json"]);
+    let t = Instant::now();
+    let out = SplitBuild::new(d).args(&args).env(SCALE_VAR, SCALE.to_string()).output();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let seen = api.seen();
+    let first = seen.first_delete.unwrap().duration_since(t).as_secs_f64();
+    eprintln!("apply: first deletion {first:.2}s after the start; 1,000 deleted in {:.1}s", t.elapsed().as_secs_f64());
+    assert!(first < 10.0, "the first deletion came {first:.1}s after the start");
+    let mut deleted = seen.deleted.clone();
+    deleted.sort_unstable();
+    assert_eq!(deleted, (132_001..=133_000).collect::<Vec<u64>>(), "the oldest 1,000, by id");
+    assert!(seen.requests < 1_100, "{} requests for 1,000 deletions: the walk lists only the pages it deletes from", seen.requests);
+    let summary = std::fs::read_to_string(d.join("s.md")).unwrap();
+    assert!(summary.contains("**Deleted 1000**"), "{summary}");
+    assert!(summary.contains("remain**: about 132 more runs"), "{summary}");
+    let report = json_file(d, "r.json");
+    assert_eq!(report["progress"]["deleted"], 1000);
+    assert_eq!(report["progress"]["ended"], "max-delete");
 
     let out = split_build(
         d,
@@ -148,6 +195,164 @@ fn ghcr_prune_lists_133000_versions_and_deletes_by_id() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("read:packages") && stderr.contains("delete:packages"), "{stderr}");
     assert!(!stderr.contains("ghp_no_scope"), "the token never reaches the logs");
+}
+
+/// The README's scheduled prune, as a workflow's action would get it: `INPUT_*` from the
+/// README's `with:` block, `GITHUB_ACTIONS=true` (so the 5 h 30 min default time budget),
+/// `GITHUB_TOKEN`; plus where the double is.
+fn readme_prune_run(d: &Path, api: &GithubApi, summary: &Path) -> std::process::Command {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let block = readme.split("```yaml\nname: prune\n").nth(1).expect("the README shows a scheduled prune").split("```").next().unwrap();
+    // The last step's inputs: split-build's (checkout's come first).
+    let with = block.rsplit("        with:\n").next().unwrap();
+    let mut run = SplitBuild::new(d)
+        .env("GITHUB_ACTIONS", "true")
+        .env("GITHUB_TOKEN", TOKEN)
+        .env("GITHUB_STEP_SUMMARY", summary)
+        .env("INPUT_SOURCE", "ghcr")
+        .env("INPUT_GITHUB-API", &api.url)
+        .env(SCALE_VAR, SCALE.to_string());
+    let mut inputs = 0;
+    for line in with.lines().take_while(|l| l.starts_with("          ")) {
+        let line = line.split(" #").next().unwrap().trim();
+        let (key, value) = line.split_once(':').unwrap();
+        let value = value.trim().trim_matches('"').replace("${{ github.repository }}", "acme/app");
+        run = run.env(format!("INPUT_{}", key.trim().to_ascii_uppercase()), value);
+        inputs += 1;
+    }
+    assert!(inputs >= 5, "{with}");
+    run.command()
+}
+
+#[test]
+fn ghcr_scheduled_prune_clears_a_package_larger_than_one_run() {
+    let reg = Registry::start();
+    let versions = 12_000u64;
+    let package = Package { org: "acme".into(), name: "agent".into(), versions, tags: vec![vec!["keep-me".into()]], digests: vec![] };
+    let api = GithubApi::with_limits(package, Limits::github_token(SCALE));
+    let dir = acme_keep_spec(&reg);
+    let d = dir.path();
+    // A hosted job dies at 6 h: 60 s on this clock.
+    let job_limit = Duration::from_secs_f64(6.0 * 3600.0 / SCALE);
+    let mut left = versions - 1;
+    for night in 1..=3 {
+        api.next_day();
+        let summary = d.join(format!("summary-{night}.md"));
+        let t = Instant::now();
+        let mut child = readme_prune_run(d, &api, &summary).spawn().unwrap();
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if t.elapsed() > job_limit {
+                child.kill().unwrap();
+                panic!("night {night}: killed at the job limit, as GitHub would");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let hours = t.elapsed().as_secs_f64() * SCALE / 3600.0;
+        let seen = api.seen();
+        let deleted = seen.deleted.len() as u64;
+        let summary = std::fs::read_to_string(&summary).unwrap();
+        // What the budget allows: --max-delete 5000, and 1,000 requests an hour for 5 h 30 min.
+        let allowed = left.min(5000);
+        let floor = 1000.0 * 100.0 / 101.0;
+        eprintln!(
+            "night {night}: exit {:?}, {deleted} deleted of {allowed} allowed in {hours:.2} h of 5.50 ({:.0}/h, {:.0}% of the {floor:.0}/h floor); {} requests, {} hourly and {} secondary limits waited out, {} 500s, at most {} in flight",
+            status.code(),
+            deleted as f64 / hours,
+            100.0 * deleted as f64 / hours / floor,
+            seen.requests,
+            seen.primary_refused,
+            seen.secondary_refused,
+            seen.server_errors,
+            seen.max_in_flight,
+        );
+        assert!(matches!(status.code(), Some(0 | 1)), "night {night}: exit {:?}\n{summary}", status.code());
+        assert!(hours < 5.5, "night {night}: ran {hours:.2} h, past its time budget");
+        assert!(deleted as f64 >= 0.8 * allowed as f64, "night {night}: {deleted} of {allowed}");
+        assert!(deleted as f64 / hours >= 0.8 * floor, "night {night}: {:.0} an hour", deleted as f64 / hours);
+        assert!(!seen.deleted.contains(&1), "the kept version stays");
+        assert!(seen.max_in_flight <= 100);
+        left -= deleted;
+        assert!(summary.contains(&format!("**Deleted {deleted}**")), "{summary}");
+        assert!(summary.contains(if left == 0 { "nothing is left to delete" } else { "more run" }), "{summary}");
+    }
+    assert_eq!(left, 0, "three nights clear the package");
+    assert_eq!(api.live(), 1, "only the kept version is left");
+}
+
+/// A registry for the plan, 12,000 versions of `acme/agent` (the newest kept by `keep-*`)
+/// behind the double with `GITHUB_TOKEN`'s limits on a clock `scale` times faster, and the
+/// spec's directory.
+fn twelve_thousand(scale: f64) -> (Registry, GithubApi, tempfile::TempDir) {
+    let reg = Registry::start();
+    let package =
+        Package { org: "acme".into(), name: "agent".into(), versions: 12_000, tags: vec![vec!["keep-me".into()]], digests: vec![] };
+    let api = GithubApi::with_limits(package, Limits::github_token(scale));
+    let dir = acme_keep_spec(&reg);
+    (reg, api, dir)
+}
+
+/// `prune --apply` of everything the policy lets go, through the double, with a report
+/// (`r.json`) and a summary (`s.md`).
+fn apply_all(d: &Path, api: &GithubApi, scale: f64) -> SplitBuild {
+    SplitBuild::new(d)
+        .args(["prune", "--source", "ghcr", "--github-api", &api.url, "--registry-password", TOKEN, "--grace", "0s", "--apply"])
+        .args(["--report", "r.json", "--summary", "s.md"])
+        .env(SCALE_VAR, scale.to_string())
+}
+
+#[test]
+fn ghcr_prune_stops_cleanly_within_its_time_budget() {
+    let (_reg, api, dir) = twelve_thousand(SCALE);
+    let d = dir.path();
+    let t = Instant::now();
+    let out = apply_all(d, &api, SCALE).args(["--time-budget", "90m"]).output();
+    let hours = t.elapsed().as_secs_f64() * SCALE / 3600.0;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(hours < 1.5, "ran {hours:.2} h of a 1.5 h budget");
+    // Two hourly windows fit in 90 minutes; the third opens after the budget: stop, report.
+    let deleted = api.seen().deleted.len();
+    assert!((1900..=2000).contains(&deleted), "{deleted} deleted in two hourly windows of 1,000 requests");
+    let report = json_file(d, "r.json");
+    assert_eq!(report["progress"]["ended"]["limit"], "hourly-budget", "{}", report["progress"]);
+    assert_eq!(report["progress"]["deleted"], deleted);
+    let summary = std::fs::read_to_string(d.join("s.md")).unwrap();
+    assert!(summary.contains("the hourly API budget was spent and resets after the time budget ends"), "{summary}");
+}
+
+#[test]
+fn ghcr_prune_in_actions_stops_before_the_job_limit_by_default() {
+    // A clock 3,600 times faster: the 6-hour job is 6 s; no --time-budget, no --max-delete.
+    let scale = 3600.0;
+    let (_reg, api, dir) = twelve_thousand(scale);
+    let d = dir.path();
+    let t = Instant::now();
+    let out = apply_all(d, &api, scale).env("GITHUB_ACTIONS", "true").output();
+    let hours = t.elapsed().as_secs_f64() * scale / 3600.0;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!((4.0..6.0).contains(&hours), "ran {hours:.2} h: the default budget in Actions is 5 h 30 min, the job dies at 6 h");
+    let report = json_file(d, "r.json");
+    assert!(report["progress"]["ended"]["limit"].is_string(), "{}", report["progress"]);
+    assert!(api.seen().deleted.len() > 1000, "it deleted through several hourly windows");
+}
+
+#[test]
+fn ghcr_prune_refuses_to_delete_every_version_of_a_package() {
+    let reg = Registry::start();
+    let package = Package { org: "acme".into(), name: "agent".into(), versions: 250, tags: vec![], digests: vec![] };
+    let api = GithubApi::with_limits(package, Limits::github_token(SCALE));
+    let dir = acme_keep_spec(&reg);
+    let d = dir.path();
+    let out = SplitBuild::new(d)
+        .args(["prune", "--source", "ghcr", "--github-api", &api.url, "--registry-password", TOKEN, "--grace", "0s", "--apply"])
+        .env(SCALE_VAR, SCALE.to_string())
+        .output();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("refusing to delete every version of package `agent` (250 versions)"), "{stderr}");
+    assert_eq!(api.live(), 250, "nothing was deleted");
 }
 
 #[test]
@@ -206,7 +411,7 @@ fn apply_ghcr(reg: &Registry, api: &GithubApi) -> (tempfile::TempDir, Vec<u64>) 
         "--report",
         "r.json",
     ];
-    let out = split_build(d, &args);
+    let out = SplitBuild::new(d).args(args).env(SCALE_VAR, SCALE.to_string()).output();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut deleted = api.deleted.lock().unwrap().clone();
     deleted.sort();
