@@ -63,15 +63,16 @@ impl ActionsEnv {
         }
     }
 
-    /// Opens a collapsible log group (Actions only; a terminal gets the log lines as they are).
-    pub(crate) fn group(&self, title: &str) {
+    /// Opens a collapsible log group (Actions only; a terminal gets the log lines as they
+    /// are). Only [`ActionsEnv::log_group`]'s guard opens one, so every path closes it.
+    fn group(&self, title: &str) {
         if self.enabled {
             println!("::group::{}", escape_data(title));
         }
     }
 
     /// Closes the group opened by [`ActionsEnv::group`].
-    pub(crate) fn end_group(&self) {
+    fn end_group(&self) {
         if self.enabled {
             println!("::endgroup::");
         }

@@ -30,23 +30,22 @@ pub(crate) async fn run(args: AssembleArgs, actions: &ActionsEnv) -> anyhow::Res
     let share = handed.as_ref().and_then(|plan| plan.matrices.agents.writes_per_second());
     let client = connect_paced(&args.registry, &prepared.spec.registry.host, share)?;
     let concurrency = usize::from(args.registry.concurrency);
-    actions.group("split-build assemble: planning");
-    let plan = match handed {
-        Some(mut plan) => {
-            recheck_unless_fresh(&client, &mut plan, &pick, concurrency, actions).await;
-            Ok(plan)
+    let plan = {
+        let _group = actions.log_group("split-build assemble: planning");
+        match handed {
+            Some(mut plan) => {
+                recheck_unless_fresh(&client, &mut plan, &pick, concurrency, actions).await;
+                Ok(plan)
+            }
+            None => make_plan(&prepared, Some(&client), concurrency, &pick).await,
         }
-        None => make_plan(&prepared, Some(&client), concurrency, &pick).await,
     };
-    actions.end_group();
     let plan = plan?;
 
     let records = match method {
         Method::Append => {
-            actions.group("split-build assemble: writing agent images");
-            let records = assemble_append(&client, &prepared, &plan, &pick, concurrency, actions).await;
-            actions.end_group();
-            records?
+            let _group = actions.log_group("split-build assemble: writing agent images");
+            assemble_append(&client, &prepared, &plan, &pick, concurrency, actions).await?
         }
         // Each daemon build folds its own log into a group.
         Method::Dockerfile => {

@@ -17,9 +17,10 @@ use crate::stages::prepare::{Pick, prepare};
 /// `split-build plan`.
 pub(crate) async fn run(args: PlanArgs, actions: &ActionsEnv) -> anyhow::Result<Done> {
     let started = Instant::now();
-    actions.group("split-build plan: hashing the spec's inputs");
-    let prepared = prepare(&args.common);
-    actions.end_group();
+    let prepared = {
+        let _group = actions.log_group("split-build plan: hashing the spec's inputs");
+        prepare(&args.common)
+    };
     let mut prepared = prepared?;
     prepared.spec = prepared.spec.with_write_budget(args.write_budget);
     let client = if args.offline { None } else { Some(connect(&args.registry, &prepared.spec.registry.host)?) };

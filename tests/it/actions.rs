@@ -189,3 +189,34 @@ fn workflows_pin_node24_actions_only() {
     assert!(stderr.contains("old.yml:6: `actions/download-artifact@v4` is not pinned by a full commit SHA"), "{stderr}");
     assert!(!stderr.contains("old.yml:7"), "a local action is not a pin: {stderr}");
 }
+
+/// Every `::group::` a command opens is closed before its error is told, on every path: an
+/// assemble whose planning fails (the registry is unreachable) ends from inside its group.
+#[test]
+fn log_groups_close_before_an_early_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("split-build.yml");
+    std::fs::write(
+        &spec,
+        "registry: 127.0.0.1:1/t\nbuilder: { repository: builder, version: v1 }\nbases:\n  repository: base\n  from: \"up/{instance}:1\"\n  instances: [a]\nagents:\n  repository: agent\n  variants: [{ name: v }]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("Dockerfile"), "FROM scratch AS payload\n").unwrap();
+    let run = run_action(&[("command", "assemble"), ("spec", spec.to_str().unwrap()), ("timeout", "2s")]);
+    assert_ne!(run.code, Some(0), "the registry is unreachable: {}", run.stderr);
+    let (mut open, mut opened) = (0i32, 0);
+    for line in run.stdout.lines() {
+        if line.starts_with("::group::") {
+            assert_eq!(open, 0, "a group opened inside another: {}", run.stdout);
+            open += 1;
+            opened += 1;
+        } else if line == "::endgroup::" {
+            open -= 1;
+        } else if line.starts_with("::error") {
+            assert_eq!(open, 0, "the error was told inside a collapsed group: {}", run.stdout);
+        }
+    }
+    assert!(opened > 0, "assemble groups its planning: {}", run.stdout);
+    assert_eq!(open, 0, "every group is closed: {}", run.stdout);
+    assert!(run.stdout.lines().any(|l| l.starts_with("::error")), "the failure is an annotation: {}", run.stdout);
+}
