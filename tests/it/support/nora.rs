@@ -27,6 +27,7 @@ pub(super) fn spawn(dir: &Path, port: u16, htpasswd: Option<&Path>) -> Child {
         .env("NORA_STORAGE_PATH", dir.join("data"))
         .env("NORA_DOCKER_PROXIES", "")
         .env("NORA_RATE_LIMIT_ENABLED", "false")
+        .env("NORA_SHUTDOWN_TIMEOUT", "2")
         .env("NORA_CONFIG_PATH", dir.join("nora.toml"))
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
