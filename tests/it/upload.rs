@@ -90,3 +90,25 @@ fn the_client_counts_one_request_per_upload_where_the_single_post_is_taken() {
         }
     }
 }
+
+#[test]
+fn a_registry_that_refuses_the_single_post_gets_post_and_put_once_it_said_so() {
+    let reg = Registry::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for status in [400, 404, 405, 415] {
+        let front = Hostile::start(&reg.host, Behaviour { refuse_single_post: Some(status), ..Behaviour::default() });
+        // A new client per status: what it remembers is per host and per process.
+        let client = registry::Registry::new(Credentials::default(), &[], 8).unwrap();
+        let stats = registry::Stats::default();
+        let repo = format!("t/refused-{status}");
+        for b in blobs() {
+            let digest = rt
+                .block_on(client.upload_blob(&front.host, &repo, b.clone(), &stats))
+                .unwrap_or_else(|e| panic!("single POST answered {status}: upload failed: {e:#}"));
+            let read = rt.block_on(client.get_blob(&reg.host, &repo, &digest, &registry::Stats::default())).unwrap();
+            assert_eq!(read, b, "answer {status}: the blob is in the registry");
+        }
+        // The single POST was tried once (refused), then every upload took POST + PUT.
+        assert_eq!(uploads(&front.seen_front()), Uploads { single: 1, sessions: 3, finishes: 3 }, "single POST answered {status}");
+    }
+}
