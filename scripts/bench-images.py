@@ -8,7 +8,7 @@ config's diff_ids match, so `docker pull` takes them. Each blob is uploaded once
 and mounted into the other repositories.
 
   bench-images.py --registry 127.0.0.1:5000 --shared-kb 65536,32768,... --own-kb 4 \\
-      --refs refs.txt [--payload]
+      --refs refs.txt [--payload [--payload-seed N]]
 
 refs.txt: one `INSTANCE REPOSITORY:TAG [REPOSITORY:TAG...]` a line; every reference of a line
 gets the same image. --payload instead pushes one image of the --shared layers only (the
@@ -138,11 +138,12 @@ def main():
     ap.add_argument("--own-kb", type=int, default=4)
     ap.add_argument("--refs", required=True)
     ap.add_argument("--payload", action="store_true")
+    ap.add_argument("--payload-seed", type=int, default=4242, help="another seed: another payload (a new builder version)")
     ap.add_argument("--threads", type=int, default=8)
     a = ap.parse_args()
     if not re.match(r"^(127\.\d+\.\d+\.\d+|localhost):\d+$", a.registry):
         sys.exit("bench-images: the registry must be a loopback HOST:PORT")
-    rng = random.Random(1776 if not a.payload else 4242)
+    rng = random.Random(1776 if not a.payload else a.payload_seed)
     shared = []
     for i, kb in enumerate(int(x) for x in a.shared_kb.split(",") if x):
         shared.append(layer({f"shared/{i}.bin": rng.randbytes(kb * 1024)}))

@@ -19,12 +19,14 @@ fn instances() -> Vec<String> {
 fn ten_instances(base_steps: &str, method: &str) -> (Registry, tempfile::TempDir) {
     docker();
     let reg = Registry::start();
+    // Upstream repositories spell `__` as `_1776_`, as SWE-bench's do (and NORA refuses `__`
+    // in a repository name, which the OCI spec allows).
     for id in instances() {
-        import_and_push(&busybox_rootfs_tar(&[]), &format!("{}/upstream/{id}:1", reg.host));
+        import_and_push(&busybox_rootfs_tar(&[]), &upstream(&reg, &id));
     }
     let base = format!("ARG BASE_IMAGE\nFROM ${{BASE_IMAGE}}\nARG INSTANCE\n{base_steps}RUN echo \"base of $INSTANCE\" > /base.txt\n");
     let spec = format!(
-        "registry: {}/e2e\nbuilder: {{ repository: builder, context: agent }}\nbases:\n  repository: base\n  context: base\n  from: \"{}/upstream/{{instance}}:1\"\n  build-args: {{ INSTANCE: \"{{instance}}\" }}\n  instances: [{}]\nagents:\n  repository: agent\n  method: {method}\n  variants:\n    - {{ name: one, entrypoint: [\"/bin/sh\", \"/agent/run.sh\"], env: {{ VARIANT: one }} }}\n    - {{ name: two, entrypoint: [\"/bin/sh\", \"/agent/run.sh\"], env: {{ VARIANT: two }} }}\n",
+        "registry: {}/e2e\nbuilder: {{ repository: builder, context: agent }}\nbases:\n  repository: base\n  context: base\n  from: \"{}/upstream/{{instance|replace(\\\"__\\\", \\\"_1776_\\\")}}:1\"\n  build-args: {{ INSTANCE: \"{{instance}}\" }}\n  instances: [{}]\nagents:\n  repository: agent\n  method: {method}\n  variants:\n    - {{ name: one, entrypoint: [\"/bin/sh\", \"/agent/run.sh\"], env: {{ VARIANT: one }} }}\n    - {{ name: two, entrypoint: [\"/bin/sh\", \"/agent/run.sh\"], env: {{ VARIANT: two }} }}\n",
         reg.host,
         reg.host,
         instances().join(", ")
@@ -38,6 +40,11 @@ fn ten_instances(base_steps: &str, method: &str) -> (Registry, tempfile::TempDir
         ("split-build.yml", &spec),
     ]);
     (reg, dir)
+}
+
+/// The upstream image of instance `id`.
+fn upstream(reg: &Registry, id: &str) -> String {
+    format!("{}/upstream/{}:1", reg.host, id.replace("__", "_1776_"))
 }
 
 fn count(report: &Value, stage: &str, status: &str) -> usize {
@@ -96,7 +103,7 @@ fn a_fix_outside_the_hash_rebuilds_only_the_failed_base() {
     assert_eq!(count(&r1, "bases", "failed"), 1, "{r1}");
     assert_eq!(count(&r1, "agents", "assembled"), 18, "{r1}");
 
-    import_and_push(&busybox_rootfs_tar(&[("ok", b"1")]), &format!("{}/upstream/repo__proj-3:1", reg.host));
+    import_and_push(&busybox_rootfs_tar(&[("ok", b"1")]), &upstream(&reg, "repo__proj-3"));
     let out = split_build(d, &["run", "--report", "r2.json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r2 = json_file(d, "r2.json");

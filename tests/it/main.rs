@@ -23,3 +23,4 @@ mod plan_snapshots;
 mod prune;
 mod services;
 mod summaries;
+mod upload;

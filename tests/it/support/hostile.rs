@@ -1,10 +1,10 @@
 //! A registry front that misbehaves on purpose, one behaviour per test, in front of a real
-//! Debian registry: it can demand Basic credentials, send upload `Location`s or blob reads to
-//! a second origin (another port: another host to a client), tamper with manifests, answer
-//! one with a huge body, stall, rate-limit with a long `Retry-After`, fail one image's
-//! manifest with 500s, or echo the `Authorization` header back in an error. Both origins
-//! record what they saw (method, path, `Authorization`). Loopback only; each request is
-//! forwarded on its own connection; a stall lasts at most a minute.
+//! registry: it can demand Basic credentials, send upload `Location`s or blob reads to a
+//! second origin (another port: another host to a client), tamper with manifests, answer one
+//! with a huge body, stall, rate-limit with a long `Retry-After`, fail one image's manifest
+//! with 500s, echo the `Authorization` header back in an error, or refuse the single-request
+//! upload. Both origins record what they saw (method, path, `Authorization`). Loopback only;
+//! each request is forwarded on its own connection; a stall lasts at most a minute.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,6 +36,10 @@ pub struct Behaviour {
     pub fail_manifests: Option<String>,
     /// Answer `400` to writes (PUT) under this path, quoting the request's `Authorization`.
     pub echo_authorization: Option<String>,
+    /// Answer the single-request upload (`POST .../blobs/uploads/?digest=` with the bytes) with
+    /// this status and an OCI error body, as registries that do not take it may (zot answers
+    /// 415 without `Content-Type: application/octet-stream`); every other request passes.
+    pub refuse_single_post: Option<u16>,
 }
 
 /// One request as an origin saw it.
@@ -77,6 +81,11 @@ impl Hostile {
             async move { serve(client, &other, &up, &s, &b).await }
         });
         Hostile { host: front.to_string(), seen, _front: front_rt, _elsewhere: elsewhere_rt }
+    }
+
+    /// What the front saw.
+    pub fn seen_front(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().iter().filter(|s| s.origin == "front").cloned().collect()
     }
 
     /// What the second origin saw.
@@ -166,6 +175,15 @@ async fn serve(mut client: TcpStream, other: &str, upstream: &str, seen: &Mutex<
     }
     if manifest_read && under(&b.fail_manifests) {
         return answer(&mut client, "500 Internal Server Error", &[], b"{\"errors\":[{\"code\":\"UNKNOWN\",\"message\":\"boom\"}]}").await;
+    }
+    if let Some(status) = b.refuse_single_post
+        && method == "POST"
+        && target.contains("/blobs/uploads/?")
+        && target.contains("digest=")
+    {
+        let body = br#"{"errors":[{"code":"UNSUPPORTED","message":"single-request upload refused"}]}"#;
+        let status = format!("{status} Refused");
+        return answer(&mut client, &status, &[("Content-Type", "application/json".into())], body).await;
     }
     if method == "PUT" && under(&b.echo_authorization) {
         let auth = header_value(&head, "authorization").unwrap_or_default();

@@ -1,13 +1,15 @@
-//! Real local services for integration tests: Debian's `docker-registry` on a free
-//! loopback port with a temp storage dir, the Docker daemon, and skopeo as an independent
-//! checker. Each test starts what it needs; a missing program fails the test with a message
-//! naming it (CI installs them in `.ci/run`; tests never skip). Also the one runner of the
-//! binary under test and the file helpers the tests share.
+//! Real local services for integration tests: a registry (Debian's `docker-registry`, or NORA
+//! when `SPLIT_BUILD_TEST_REGISTRY=nora`) on a free loopback port with a temp storage dir,
+//! the Docker daemon, and skopeo as an independent checker. Each test starts what it needs; a
+//! missing program fails the test with a message naming it (CI installs them in `.ci/run`;
+//! tests never skip). Also the one runner of the binary under test and the file helpers the
+//! tests share.
 
 pub mod faulty_proxy;
 pub mod github_api;
 pub mod hostile;
 mod http;
+mod nora;
 pub mod rate_front;
 mod runner;
 pub mod token_proxy;
@@ -53,8 +55,33 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, text))
 }
 
-/// A running `docker-registry` with filesystem storage in a temp dir and deletes enabled;
-/// stopped and removed on drop.
+/// The registry implementation a test runs on: Debian's `docker-registry` (CNCF distribution)
+/// unless `SPLIT_BUILD_TEST_REGISTRY` names another (`distribution` or `nora`). One parameter
+/// for the whole run, so every test that starts a [`Registry`] runs on each server that
+/// `scripts/test` passes it (see `scripts/test`); a test branches on [`Registry::server`] only
+/// where the servers differ, and says what split-build does on each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Server {
+    /// CNCF distribution 2.8 (Debian's `docker-registry`).
+    Distribution,
+    /// NORA (crates.io `nora-registry`, built by `scripts/nora-install`).
+    Nora,
+}
+
+impl Server {
+    /// The server `SPLIT_BUILD_TEST_REGISTRY` names (distribution when unset); any other value
+    /// fails the test.
+    pub fn chosen() -> Server {
+        match std::env::var("SPLIT_BUILD_TEST_REGISTRY").as_deref() {
+            Err(_) | Ok("" | "distribution") => Server::Distribution,
+            Ok("nora") => Server::Nora,
+            Ok(other) => panic!("SPLIT_BUILD_TEST_REGISTRY={other}: the tests know `distribution` and `nora`"),
+        }
+    }
+}
+
+/// A running registry (the [`Server`] chosen for the run) with filesystem storage in a temp
+/// dir and deletes enabled; stopped by its own process id and removed on drop.
 pub struct Registry {
     /// `127.0.0.1:PORT`.
     pub host: String,
@@ -62,6 +89,8 @@ pub struct Registry {
     pub port: u16,
     /// User and password when started with [`Registry::start_with_auth`].
     pub auth: Option<(String, String)>,
+    /// Which implementation answers.
+    pub server: Server,
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -69,38 +98,28 @@ pub struct Registry {
 impl Registry {
     /// An open registry.
     pub fn start() -> Registry {
-        Registry::launch(None)
+        Registry::launch(Server::chosen(), None)
     }
 
     /// A registry that wants HTTP Basic auth (htpasswd) for every request.
     pub fn start_with_auth(user: &str, password: &str) -> Registry {
-        Registry::launch(Some((user.to_owned(), password.to_owned())))
+        Registry::launch(Server::chosen(), Some((user.to_owned(), password.to_owned())))
     }
 
-    fn launch(auth: Option<(String, String)>) -> Registry {
-        let program = require("docker-registry", "docker-registry");
+    fn launch(server: Server, auth: Option<(String, String)>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let mut config = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.path().join("data").display()
-        );
-        if let Some((user, password)) = &auth {
+        let htpasswd = auth.as_ref().map(|(user, password)| {
             let hash = bcrypt::hash(password, 5).unwrap();
-            let htpasswd = dir.path().join("htpasswd");
-            std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
-            config.push_str(&format!("auth:\n  htpasswd:\n    realm: test\n    path: {}\n", htpasswd.display()));
-        }
-        let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let child = Command::new(program)
-            .arg("serve")
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting docker-registry");
-        let r = Registry { host: format!("127.0.0.1:{port}"), port, auth, child, _dir: dir };
+            let path = dir.path().join("htpasswd");
+            std::fs::write(&path, format!("{user}:{hash}\n")).unwrap();
+            path
+        });
+        let child = match server {
+            Server::Distribution => spawn_distribution(dir.path(), port, htpasswd.as_deref()),
+            Server::Nora => nora::spawn(dir.path(), port, htpasswd.as_deref()),
+        };
+        let r = Registry { host: format!("127.0.0.1:{port}"), port, auth, server, child, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Some((status, _)) = http_get(port, "/v2/")
@@ -110,7 +129,7 @@ impl Registry {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("docker-registry did not answer on 127.0.0.1:{port} within 20 s");
+        panic!("{server:?} did not answer on 127.0.0.1:{port} within 20 s");
     }
 
     /// `skopeo` credentials flag for this registry.
@@ -139,9 +158,47 @@ impl Registry {
 
 impl Drop for Registry {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
     }
+}
+
+/// Stops a server by its own process id: SIGTERM, up to five seconds to exit, then SIGKILL
+/// (NORA did not always stop on SIGTERM alone).
+fn stop(child: &mut Child) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).stderr(Stdio::null()).status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Debian's `docker-registry` serving `dir`/data on `port` (Basic auth from `htpasswd` if given).
+fn spawn_distribution(dir: &Path, port: u16, htpasswd: Option<&Path>) -> Child {
+    let program = require("docker-registry", "docker-registry");
+    let mut config = format!(
+        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+        dir.join("data").display()
+    );
+    if let Some(htpasswd) = htpasswd {
+        config.push_str(&format!("auth:\n  htpasswd:\n    realm: test\n    path: {}\n", htpasswd.display()));
+    }
+    let config_path = dir.join("config.yml");
+    std::fs::write(&config_path, config).unwrap();
+    Command::new(program)
+        .arg("serve")
+        .arg(&config_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting docker-registry")
 }
 
 /// Makes sure a Docker daemon answers (`docker info`), starting Debian's `dockerd` in the
