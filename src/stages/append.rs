@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use anyhow::{Context as _, anyhow};
 use bytes::Bytes;
@@ -134,6 +135,7 @@ async fn write_agent(
 
     let mut children = Vec::new();
     let mut family = None;
+    let mut optimistic = false;
     for entry in &job.entries {
         let p = &entry.platform;
         let (base_manifest, media_type, base_config) =
@@ -145,7 +147,16 @@ async fn write_agent(
         let manifest = agent_manifest(base_manifest, media_type, payload, &config, from).map_err(|e| anyhow!(e))?;
 
         // Blobs first: base layers from the base repository, payload layers from the builder's.
-        ensure_base_layers(client, &target.registry, &base.repository, &target.repository, base_manifest, present, stats).await?;
+        optimistic |= ensure_base_layers(
+            client,
+            &target.registry,
+            &base.repository,
+            &target.repository,
+            (base_manifest, &read.digest),
+            present,
+            stats,
+        )
+        .await?;
         for l in &payload.layers {
             ensure_blob(client, &target.registry, builder.repository, &target.repository, &l.descriptor.digest, present, stats).await?;
         }
@@ -164,6 +175,14 @@ async fn write_agent(
             // leave the registry's link to it unreadable for a moment (Debian's registry 2.8
             // on filesystem storage answers MANIFEST_BLOB_UNKNOWN / DIGEST_INVALID): wait and
             // write again; from the second retry on, mount its blobs again first.
+            // The base's layers were taken to be there (the repository holds earlier agents)
+            // and one is not: mount them all, for this agent and the rest of the process.
+            Err(e) if names_a_missing_blob(&e) && optimistic => {
+                optimistic = false;
+                tracing::debug!("{target}: the agent repository lacks a layer of its base ({e:#}): mounting them");
+                present.disprove(&target.repository, &read.digest).await;
+                reensure(client, job, builder, &read, present, stats).await?;
+            }
             Err(e) if names_a_missing_blob(&e) && tries < MISSING_BLOB_RETRIES => {
                 tries += 1;
                 let wait = std::time::Duration::from_millis((100u64 << tries) + rand::random::<u64>() % 100);
@@ -213,8 +232,20 @@ async fn put_agent(
 #[derive(Default)]
 struct Blobs {
     mounted: Mutex<HashMap<BlobKey, Arc<OnceCell<()>>>>,
-    /// Whether a base's top layer was found in a repository (one HEAD per process).
-    probed: Mutex<HashMap<BlobKey, Arc<OnceCell<bool>>>>,
+    /// Per agent repository: whether it holds earlier agents' base layers (one HEAD per
+    /// process), and the bases a refused manifest showed it does not hold.
+    steady: Mutex<HashMap<String, Arc<Steady>>>,
+}
+
+/// What a process knows of an agent repository's earlier agents.
+#[derive(Default)]
+struct Steady {
+    /// A base's top layer was found there: the repository holds earlier agents.
+    holds_agents: std::sync::atomic::AtomicBool,
+    /// Per base (by its top layer): whether that layer was found.
+    probed: std::sync::Mutex<HashMap<Digest, Arc<OnceCell<bool>>>>,
+    /// Bases (by manifest digest) new to the repository.
+    new_bases: std::sync::Mutex<std::collections::BTreeSet<Digest>>,
 }
 
 /// A blob in a repository: (repository, digest).
@@ -225,13 +256,15 @@ impl Blobs {
         self.mounted.lock().await.entry((to.to_owned(), digest.clone())).or_default().clone()
     }
 
-    async fn probe(&self, to: &str, digest: &Digest) -> Arc<OnceCell<bool>> {
-        self.probed.lock().await.entry((to.to_owned(), digest.clone())).or_default().clone()
+    async fn steady(&self, to: &str) -> Arc<Steady> {
+        self.steady.lock().await.entry(to.to_owned()).or_default().clone()
     }
 
-    /// Remembers that `digest` is in `to` without mounting it.
-    async fn mark(&self, to: &str, digest: &Digest) {
-        let _ = self.cell(to, digest).await.set(());
+    /// From now on, the layers of `base` are mounted into `to`.
+    async fn disprove(&self, to: &str, base: &Digest) {
+        if let Ok(mut new) = self.steady(to).await.new_bases.lock() {
+            new.insert(base.clone());
+        }
     }
 
     /// Forgets that `digest` is in `to`, so the next job mounts it again.
@@ -261,13 +294,49 @@ async fn ensure_blob(
     .map(drop)
 }
 
-/// Makes a base's layers present in the agent repository `to`. Mounts are writes, and a
-/// registry's budget counts writes: one HEAD (a read) of the base's top layer tells whether an
-/// earlier agent on this base (the previous commit's) put them there already, since a
-/// manifest is written only once every blob it names is present. Then no layer of the base
-/// is mounted; should one be missing after all, the manifest write is refused for it and the
-/// retry mounts every blob again (`reensure`).
+/// Makes a base's layers present in the agent repository `to`, or takes them to be there:
+/// whether they were mounted (false) or taken to be there (true). Mounts are writes, and a
+/// registry's budget counts writes. An agent commit after the first writes into a repository
+/// that holds the previous commit's agents, and with them every base's layers (a manifest is
+/// written only once every blob it names is present): a HEAD (a read) of a base's top layer
+/// tells which case this is, until one finds it (then the repository is taken to hold every
+/// base's layers, and no more HEADs are sent); in the steady state no base layer is mounted. A base new to the repository then has its manifest refused for a missing layer;
+/// that agent mounts every blob and writes again, and the process mounts that base's layers
+/// from then on.
 async fn ensure_base_layers(
+    client: &Registry,
+    registry: &str,
+    from: &str,
+    to: &str,
+    (base, base_digest): (&Manifest, &Digest),
+    present: &Blobs,
+    stats: &Stats,
+) -> anyhow::Result<bool> {
+    let Some(top) = base.layers.last() else { return Ok(false) };
+    let steady = present.steady(to).await;
+    let new_base = steady.new_bases.lock().is_ok_and(|new| new.contains(base_digest));
+    if new_base {
+        return mount_all(client, registry, from, to, base, present, stats).await;
+    }
+    if steady.holds_agents.load(Ordering::Relaxed) {
+        return Ok(true);
+    }
+    let cell = steady.probed.lock().map(|mut p| p.entry(top.digest.clone()).or_default().clone()).unwrap_or_default();
+    let there = cell
+        .get_or_try_init(|| async {
+            client.blob_exists(registry, to, &top.digest, stats).await.with_context(|| format!("checking layer {}", top.digest))
+        })
+        .await?;
+    if *there {
+        steady.holds_agents.store(true, Ordering::Relaxed);
+        return Ok(true);
+    }
+    mount_all(client, registry, from, to, base, present, stats).await
+}
+
+/// Mounts every layer of `base` into `to` (each once per process): false, nothing taken on
+/// trust.
+async fn mount_all(
     client: &Registry,
     registry: &str,
     from: &str,
@@ -275,24 +344,11 @@ async fn ensure_base_layers(
     base: &Manifest,
     present: &Blobs,
     stats: &Stats,
-) -> anyhow::Result<()> {
-    let Some(top) = base.layers.last() else { return Ok(()) };
-    let probe = present.probe(to, &top.digest).await;
-    let there = probe
-        .get_or_try_init(|| async {
-            client.blob_exists(registry, to, &top.digest, stats).await.with_context(|| format!("checking layer {}", top.digest))
-        })
-        .await?;
-    if *there {
-        for l in &base.layers {
-            present.mark(to, &l.digest).await;
-        }
-        return Ok(());
-    }
+) -> anyhow::Result<bool> {
     for l in &base.layers {
         ensure_blob(client, registry, from, to, &l.digest, present, stats).await?;
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Whether a manifest write was refused for a blob the registry should have (the typed

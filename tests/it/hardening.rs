@@ -418,3 +418,41 @@ fn a_credential_helper_runs_at_most_once_per_host_per_process() {
     assert!(planned <= 1 && assembled <= 1, "the helper ran {planned} times for the plan and {assembled} for the assemble");
     assert!(planned + assembled >= 1, "the helper was asked at all (the registry wants a password)");
 }
+
+/// An agent commit after the first writes into a repository that holds the previous commit's
+/// agents: it spends writes on each agent's config and manifest only (and the new payload
+/// once), no base layer is mounted. Bases new to the repository (four instances the first
+/// commit did not make) are found out by their refused manifest and mounted then: every
+/// agent is made.
+#[test]
+fn the_steady_state_writes_only_configs_and_manifests() {
+    let (reg, dir) = shared_layer_fixtures(&["v1", "v2"]);
+    let first: Vec<String> = (0..20).map(|i| format!("inst-{i}")).collect();
+    let out = split_build(dir.path(), &["assemble", "--builder-version", "v1", "--items", &first.join(" "), "--report", "r1.json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = split_build(dir.path(), &["assemble", "--builder-version", "v2", "--report", "r2.json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report = json_file(dir.path(), "r2.json");
+    let agents = agents(&report);
+    assert_eq!(agents.iter().filter(|a| a["status"] == "assembled").count(), 48, "{report:#}");
+    // A config upload is one write where the single POST is taken (NORA), two elsewhere.
+    let per_config = if reg.server == Server::Nora { 1 } else { 2 };
+    let steady: Vec<&&Value> =
+        agents.iter().filter(|a| !["inst-20", "inst-21", "inst-22", "inst-23"].contains(&a["instance"].as_str().unwrap())).collect();
+    let writes: u64 = steady.iter().map(|a| a["writes"].as_u64().unwrap()).sum();
+    assert_eq!(steady.len(), 40);
+    // Per agent its config and manifest; once, the new payload's mount (on whichever agent
+    // got there first).
+    assert!(writes <= 40 * (per_config + 1) + 1, "{writes} writes for 40 agents on bases the repository holds");
+    // The new bases' own layers were mounted: their agents are whole (whether or not the
+    // registry checks a manifest's blobs, as distribution does and NORA may not).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client =
+        split_build::adapters::registry::Registry::new(split_build::adapters::credentials::Credentials::default(), &[], 4).unwrap();
+    for i in 20..24 {
+        let own = split_build::core::image_ref::Digest::sha256_of(format!("layer inst-{i} ").repeat(4096).as_bytes());
+        let there =
+            rt.block_on(client.blob_exists(&reg.host, "t/agent", &own, &split_build::adapters::registry::Stats::default())).unwrap();
+        assert!(there, "inst-{i}'s own layer is in the agent repository");
+    }
+}
