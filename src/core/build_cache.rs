@@ -10,13 +10,12 @@
 //! several platforms); every later build takes all of them as cache-from and BuildKit pulls
 //! only the layers it reuses. Every tag here floats: each builder build moves it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use crate::core::dockerfile_stages::Stage;
-use crate::core::image_ref::{Digest, ImageRef};
+use crate::core::image_ref::ImageRef;
 use crate::core::legs::{has_legs, pushed_as};
 use crate::core::platform::Platform;
-use crate::core::retention::Stored;
 use crate::core::spec::CacheMode;
 use crate::core::tags::{BUILDER_WARM, CACHE_PREFIX, builder_warm_tag, platform_suffix, stage_cache_tag};
 
@@ -174,29 +173,12 @@ impl CacheTags<'_> {
         repository == self.bases
             && head.match_indices(&marker).any(|(i, _)| self.instances.contains(&head[..i]) && head.len() > i + marker.len())
     }
-
-    /// Of the stored manifests, the digests retention keeps for the cache, with their tag:
-    /// the newest under each cache tag (one per stage and platform). An older one, left where
-    /// a registry keeps a moved tag's manifest listed, goes.
-    pub fn newest(&self, stored: &[Stored]) -> BTreeMap<Digest, String> {
-        let mut newest: BTreeMap<(&str, &str), &Stored> = BTreeMap::new();
-        for s in stored {
-            for t in s.tags.iter().filter(|t| self.contains(&s.repository, t)) {
-                let key = (s.repository.as_str(), t.as_str());
-                if newest.get(&key).is_none_or(|seen| s.created.unwrap_or(i64::MIN) > seen.created.unwrap_or(i64::MIN)) {
-                    newest.insert(key, s);
-                }
-            }
-        }
-        newest.into_iter().map(|((_, t), s)| (s.digest.clone(), t.to_owned())).collect()
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::core::dockerfile_stages::{parse_stages, stages_needed};
-    use crate::core::retention::tests::{d, stored};
 
     fn p(s: &str) -> Platform {
         s.parse().unwrap()
@@ -266,24 +248,10 @@ mod tests {
     }
 
     #[test]
-    fn retention_keeps_the_newest_cache_image_of_each_stage_and_platform() {
+    fn cache_tags_are_told_from_versions_and_bases() {
         let two = [p("linux/amd64"), p("linux/arm64")];
         let tags = CacheTags { builder: "ns/builder", bases: "ns/base", instances: ["i1", "a-cache-b"].into(), platforms: &two };
-        let all = [
-            // The same tag's older manifest, as a registry that keeps it listed may show it.
-            Stored { digest: d("older"), ..stored("builder", "cache-deps-linux-amd64", 5) },
-            stored("builder", "cache-deps-linux-amd64", 1),
-            stored("builder", "cache-deps-linux-arm64", 2),
-            stored("builder", "latest-linux-amd64", 3),
-            stored("builder", "v2", 4),
-            stored("builder", "", 1),
-            stored("base", "i1-cache-deps-linux-amd64", 1),
-            stored("base", "i1-0123456789abcdef", 1),
-        ];
-        let kept = tags.newest(&all);
-        assert_eq!(kept.len(), 4, "{:?}", kept.values().collect::<Vec<_>>());
-        assert!(kept.contains_key(&all[1].digest) && !kept.contains_key(&all[0].digest), "the newer deps amd64 image only");
-        assert!(kept.contains_key(&all[2].digest) && kept.contains_key(&all[3].digest) && kept.contains_key(&all[6].digest));
+        assert!(tags.contains("ns/builder", "cache-deps-linux-amd64") && tags.contains("ns/base", "i1-cache-deps-linux-amd64"));
         let one = CacheTags { platforms: &two[..1], ..tags.clone() };
         assert!(one.contains("ns/builder", "cache-build") && one.contains("ns/builder", "latest"));
         assert!(

@@ -9,11 +9,11 @@
 //!    belongs to version V when its tag is `agents.tag` rendered with `{builder}` = V for an
 //!    instance and variant of the spec);
 //! 3. every `{instance}-latest` base (the warm cache), and with several platforms its legs;
-//! 4. tags matching a `keep` pattern of the spec;
-//! 4b. the build cache's floating tags (`core::build_cache`: the builder's `latest`, a stage's
-//!    `cache-{stage}` or `{instance}-cache-{stage}`, their legs): the manifest a tag names is
-//!    the newest of that stage and platform; a moved tag's older manifest is left untagged
-//!    (GHCR) or unlisted (a registry), and goes as unused;
+//! 4. tags matching a `keep` pattern of the spec, and the build cache's floating tags
+//!    (`core::build_cache`: the builder's `latest`, a stage's `cache-{stage}` or
+//!    `{instance}-cache-{stage}`, their legs): the manifest a cache tag names is the newest of
+//!    that stage and platform; a moved tag's older manifest is left untagged (GHCR) or
+//!    unlisted (a registry), and goes as unused;
 //! 5. anything younger than the grace period;
 //! 6. a manifest that a kept index refers to (multi-platform children);
 //!
@@ -141,7 +141,17 @@ impl<'a> Keeper<'a> {
             }
         }
         let keep_globs = keep_globs.build().unwrap_or_else(|_| globset::GlobSet::empty());
-        Keeper { spec, platforms, in_plan, version_of_tag, keep_globs, patterns, cache: cache_tags(spec), grace_secs: policy.grace_secs, now }
+        Keeper {
+            spec,
+            platforms,
+            in_plan,
+            version_of_tag,
+            keep_globs,
+            patterns,
+            cache: cache_tags(spec),
+            grace_secs: policy.grace_secs,
+            now,
+        }
     }
 
     /// The rule that keeps `s` by its own tags and age (rules 1 to 5), if any: children of
@@ -443,7 +453,8 @@ pub(crate) mod tests {
         let tags = vec!["dddd222".to_owned(), "ffff0000aaaa".to_owned(), "abc".to_owned()];
         assert_eq!(versions_from_commits(&commits, &tags), ["ffff0000aaaa", "dddd222"]);
         let (spec, _) = setup();
-        let listed = [stored("builder", "v1", 2), stored("builder", "latest", 1), stored("builder", "cache-deps", 1), stored("base", "v0", 1)];
+        let listed =
+            [stored("builder", "v1", 2), stored("builder", "latest", 1), stored("builder", "cache-deps", 1), stored("base", "v0", 1)];
         let named: Vec<String> = builder_tags(&listed, &spec).into_iter().map(|(t, _)| t).collect();
         assert_eq!(named, ["v1"], "the build cache's tags name no builder version");
     }
