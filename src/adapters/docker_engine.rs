@@ -99,7 +99,20 @@ impl DockerEngine {
     pub(crate) async fn build(&self, req: &BuildRequest, actions: &ActionsEnv) -> anyhow::Result<()> {
         let _building = self.gate.read().await;
         if self.buildkit.load(Ordering::Relaxed) != NO_BUILDKIT {
-            match self.build_with(req, true, actions).await {
+            let mut result = self.build_with(req, true, actions).await;
+            // The daemon keeps an uploaded context as a build cache record, which a cache prune
+            // of another process on the same daemon may take before BuildKit reads it: the
+            // context is sent again, once.
+            if let Err(e) = &result
+                && is_lost_context(&format!("{e:#}"))
+            {
+                tracing::info!(
+                    "{}: the daemon lost the uploaded context (another process pruned its build cache); sending it again",
+                    req.tag
+                );
+                result = self.build_with(req, true, actions).await;
+            }
+            match result {
                 Ok(()) => {
                     self.buildkit.store(HAS_BUILDKIT, Ordering::Relaxed);
                     return Ok(());
@@ -267,6 +280,13 @@ impl DockerEngine {
         }
     }
 
+    /// Holds off this process's cache prunes for as long as the guard lives: a build made of
+    /// several builds (each stage as a cache image, then the target) keeps the records its
+    /// later builds reuse.
+    pub(crate) async fn hold_cache(&self) -> tokio::sync::OwnedRwLockReadGuard<()> {
+        self.gate.clone().read_owned().await
+    }
+
     /// Frees the layer cache nothing refers to any more (`docker builder prune --filter
     /// type=regular`): the bytes reclaimed. Only layer records: an uploaded build context
     /// (another build's, not yet solved) is a record of another type and stays.
@@ -349,6 +369,11 @@ fn is_build_failure(message: &str) -> bool {
 /// Whether a push failed because the registry refused the daemon's credentials.
 fn refused_for_credentials(message: &str) -> bool {
     ["unauthorized", "denied", "authentication required", "401", "403"].iter().any(|w| message.to_lowercase().contains(w))
+}
+
+/// Whether a BuildKit error says the uploaded context was gone before it was read.
+fn is_lost_context(message: &str) -> bool {
+    message.contains("failed to read downloaded context") && message.contains("context not found")
 }
 
 /// The repository's last path segment and the tag: enough to tell parallel builds apart.
@@ -548,6 +573,8 @@ mod tests {
         assert!(is_build_failure("failed to solve with frontend dockerfile.v0: 127.0.0.1:5000/x:1: not found"));
         assert!(!is_build_failure("error during connect: session not supported"));
         assert!(!is_build_failure("buildkit not supported by daemon"));
+        let lost = "failed to solve with frontend dockerfile.v0: failed to read downloaded context: Get \"http://build-context-p0d2\": context not found";
+        assert!(is_lost_context(lost) && !is_lost_context("failed to solve: executor failed"));
     }
 
     #[test]

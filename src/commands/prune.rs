@@ -19,7 +19,9 @@ use crate::core::delete_budget::{Stop, per_run, runs_left};
 use crate::core::plan::Plan;
 use crate::core::prune_progress::{Ended, Progress};
 use crate::core::report::PruneAction;
-use crate::core::retention::{Keeper, Policy, emptied, oldest_first, package_name, select, versions_by_age, versions_from_commits};
+use crate::core::retention::{
+    Keeper, Policy, builder_tags, emptied, oldest_first, package_name, select, versions_by_age, versions_from_commits,
+};
 use crate::core::spec::Spec;
 use crate::outcome::{Done, UsageError};
 use crate::stages::emit::emit_summary;
@@ -73,8 +75,7 @@ pub(crate) async fn run(args: PruneArgs, actions: &ActionsEnv) -> anyhow::Result
                     Err(s) => break 'walk (known, Some(Ended::Limit(s))),
                 }
             };
-            let builder_tags: Vec<(String, i64)> =
-                builder.iter().flat_map(|s| s.tags.iter().map(move |t| (t.clone(), s.created.unwrap_or(0)))).collect();
+            let builder_tags = builder_tags(&builder, spec);
             drop(builder);
             let versions = match &args.versions_from {
                 Some(from) => {
@@ -208,11 +209,7 @@ impl RegistryRun<'_> {
         for repo in repos {
             stored.extend(list_registry(client, host, repo, concurrency).await.with_context(|| format!("listing `{host}/{repo}`"))?);
         }
-        let builder_tags: Vec<(String, i64)> = stored
-            .iter()
-            .filter(|s| s.repository == spec.builder.repository)
-            .flat_map(|s| s.tags.iter().map(move |t| (t.clone(), s.created.unwrap_or(0))))
-            .collect();
+        let builder_tags = builder_tags(&stored, spec);
         let versions = match &args.versions_from {
             Some(from) => {
                 let token = client.credentials().github_api_token();

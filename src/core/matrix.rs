@@ -35,6 +35,9 @@ pub struct MatrixEntry {
     /// when the run has no write budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writes_per_second: Option<f64>,
+    /// The builder's job only: `warm` or `cold` (whether an earlier build gives it cache).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
 impl GithubMatrix {
@@ -146,6 +149,7 @@ pub fn shard(work: &[Work], max_jobs: usize, runners: &BTreeMap<Platform, String
                 runner: runners.get(platform).cloned().unwrap_or_else(|| "ubuntu-latest".to_owned()),
                 items: items[start..start + len].join(" "),
                 writes_per_second: None,
+                status: None,
             });
             start += len;
         }

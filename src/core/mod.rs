@@ -26,9 +26,11 @@ pub fn list_words(text: &str) -> impl Iterator<Item = &str> {
     text.split(|c: char| c.is_whitespace() || c == ',').filter(|w| !w.is_empty())
 }
 
+pub mod build_cache;
 pub mod cause;
 pub mod content_hash;
 pub mod delete_budget;
+pub mod dockerfile_stages;
 pub mod dockerignore;
 pub mod failures;
 pub mod figures;

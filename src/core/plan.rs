@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::build_cache::warm_image;
 use crate::core::content_hash::{Recipe, base_hash};
 use crate::core::image_ref::{Digest, ImageRef, Tag};
 use crate::core::legs::{has_legs, leg, pushed_as};
@@ -164,13 +165,17 @@ impl Observed {
 pub struct BuilderPlan {
     /// The builder image the agents take their payload from.
     pub image: ImageRef,
-    /// `hit` or `cold`.
+    /// `hit`, `warm` (an earlier builder build, its floating `latest` tag, exists to take
+    /// cache from) or `cold`.
     pub status: Status,
     /// The platforms it is built for.
     pub platforms: Vec<Platform>,
     /// With several platforms and no index yet: the platforms whose leg exists already.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub built: Vec<Platform>,
+    /// When warm: the warm builder found, per platform (`latest`, or its legs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cache_from: Vec<ImageRef>,
 }
 
 /// One base image on one platform.
@@ -288,14 +293,6 @@ impl Plan {
     }
 }
 
-/// What the plan's notes say of a cache mode: `max` works as `min` through the daemon's
-/// `/build` API, which can export inline cache only (no registry or local cache export).
-pub fn cache_note(mode: crate::core::spec::CacheMode) -> Option<String> {
-    (mode == crate::core::spec::CacheMode::Max).then(|| {
-        "cache.mode max: builds go through the Docker daemon's /build API, which exports inline cache only, so max works as min here (the layers of the final stage are cached, intermediate stages are not)".to_owned()
-    })
-}
-
 /// Whether an agent found with `presence` was made on `base` (and, where it says so, from
 /// `builder`): a rebuilt base makes every agent on it stale.
 fn made_from(presence: &Presence, base: &ImageRef, builder: &str) -> bool {
@@ -310,6 +307,7 @@ pub fn refresh(plan: &mut Plan, observed: &Observed) {
     if observed.has(&plan.builder.image).is_some() {
         plan.builder.status = Status::Hit;
         plan.builder.built.clear();
+        plan.builder.cache_from.clear();
     } else if has_legs(&platforms) {
         for p in &platforms {
             if !plan.builder.built.contains(p) && observed.has(&leg(&plan.builder.image, p)).is_some() {
@@ -352,8 +350,8 @@ pub fn decide(layout: Layout, observed: &Observed, sizing: impl Into<Sizing>) ->
     // Takes the layout by value and moves its strings into the plan: at 100,000 instances
     // a copy of every name would double the peak memory.
     let Layout { builder, platforms, bases: base_layouts, agents: agent_layouts, runners } = layout;
-    let builder_status = if observed.has(&builder).is_some() { Status::Hit } else { Status::Cold };
     let legs = has_legs(&platforms);
+    let (builder_status, builder_cache) = builder_status(&builder, &platforms, observed);
     // With several platforms and no index, the legs found so far.
     let builder_built: Vec<Platform> = if legs && builder_status.is_missing() {
         platforms.iter().filter(|p| observed.has(&leg(&builder, p)).is_some()).cloned().collect()
@@ -365,7 +363,7 @@ pub fn decide(layout: Layout, observed: &Observed, sizing: impl Into<Sizing>) ->
     // least one platform.
     let Some(first) = platforms.first().cloned() else {
         // The spec parser never yields an empty platform list; nothing to plan without one.
-        let builder = BuilderPlan { image: builder, status: builder_status, platforms, built: builder_built };
+        let builder = BuilderPlan { image: builder, status: builder_status, platforms, built: builder_built, cache_from: builder_cache };
         return Plan {
             builder,
             bases: vec![],
@@ -423,7 +421,7 @@ pub fn decide(layout: Layout, observed: &Observed, sizing: impl Into<Sizing>) ->
     let base_jobs = leg_jobs(bases.iter().map(|b| (&b.platform, b.instance.as_str(), b.status, b.built)), &first);
     let agent_images = agents.iter().filter(|a| a.status.is_missing()).count();
     let [builder_jobs, base_jobs, agent_jobs] = pace(
-        builder_matrix(&builder, &platforms, builder_status, &builder_built, &runners),
+        builder_matrix(&builder, &platforms, builder_status, &builder_built, &builder_cache, &runners),
         shard(&missing_by_platform(&platforms, base_jobs.into_iter()), max_parallel, &runners),
         // An agents job writes every platform of its agents (an index), so each agent
         // belongs to one job: the first platform's.
@@ -451,8 +449,19 @@ pub fn decide(layout: Layout, observed: &Observed, sizing: impl Into<Sizing>) ->
         )
         .collect();
 
-    let builder = BuilderPlan { image: builder, status: builder_status, platforms, built: builder_built };
+    let builder = BuilderPlan { image: builder, status: builder_status, platforms, built: builder_built, cache_from: builder_cache };
     Plan { builder, bases, agents, matrices, notes, made_from: None, made_in_run: None }
+}
+
+/// The builder's status: `hit` when its tag exists, else `warm` when an earlier build's
+/// floating tag (`latest`, per platform with several) exists to take cache from, with the
+/// ones found, else `cold`.
+fn builder_status(builder: &ImageRef, platforms: &[Platform], observed: &Observed) -> (Status, Vec<ImageRef>) {
+    if observed.has(builder).is_some() {
+        return (Status::Hit, Vec::new());
+    }
+    let warm: Vec<ImageRef> = platforms.iter().map(|p| warm_image(builder, p, platforms)).filter(|w| observed.has(w).is_some()).collect();
+    (if warm.is_empty() { Status::Cold } else { Status::Warm }, warm)
 }
 
 fn builder_matrix(
@@ -460,6 +469,7 @@ fn builder_matrix(
     platforms: &[Platform],
     status: Status,
     built: &[Platform],
+    warm: &[ImageRef],
     runners: &BTreeMap<Platform, String>,
 ) -> GithubMatrix {
     if !status.is_missing() {
@@ -472,7 +482,13 @@ fn builder_matrix(
         todo.extend(platforms.first());
     }
     let work: Vec<Work> = todo.into_iter().map(|p| (p.clone(), vec![tag.clone()])).collect();
-    shard(&work, work.len(), runners)
+    let mut matrix = shard(&work, work.len(), runners);
+    // Each job says whether its platform has an earlier build to take cache from.
+    for entry in &mut matrix.include {
+        let warm = platforms.iter().any(|p| p.to_string() == entry.platform && warm.contains(&warm_image(builder, p, platforms)));
+        entry.status = Some(if warm { Status::Warm } else { Status::Cold }.as_str().to_owned());
+    }
+    matrix
 }
 
 /// The (platform, instance, status) of each base leg a job must work on: the missing legs,
@@ -642,10 +658,29 @@ mod tests {
     }
 
     #[test]
-    fn cache_mode_max_is_said_to_work_as_min() {
-        use crate::core::spec::CacheMode;
-        assert!(cache_note(CacheMode::Max).is_some_and(|n| n.contains("works as min")));
-        assert!(cache_note(CacheMode::Min).is_none() && cache_note(CacheMode::Off).is_none());
+    fn a_builder_with_an_earlier_build_is_warm_per_platform() {
+        let l = small_layout(&["a"], &["v"], "2", b"FROM x");
+        let latest = warm_image(&l.builder, &l.platforms[0], &l.platforms);
+        let plan = decide(l.clone(), &present(&[(&latest, Presence::default())]), 64);
+        assert_eq!((plan.builder.status, plan.builder.cache_from.as_slice()), (Status::Warm, std::slice::from_ref(&latest)));
+        assert_eq!(plan.matrices.builder.include.len(), 1, "a warm builder is still work");
+        assert!(plan.counts().builder_needed);
+        assert_eq!(decide(l.clone(), &Observed::default(), 64).builder.status, Status::Cold);
+        let both = present(&[(&latest, Presence::default()), (&l.builder, Presence::default())]);
+        let hit = decide(l.clone(), &both, 64);
+        assert_eq!((hit.builder.status, hit.builder.cache_from.len()), (Status::Hit, 0));
+        let mut warm = plan.clone();
+        refresh(&mut warm, &present(&[(&l.builder, Presence::default())]));
+        assert_eq!((warm.builder.status, warm.builder.cache_from.len()), (Status::Hit, 0), "built since: a hit, no cache to take");
+
+        let two = two_platform_layout(&["a"]);
+        let arm = two.platforms[1].clone();
+        let arm_latest = warm_image(&two.builder, &arm, &two.platforms);
+        assert_eq!(arm_latest.to_string(), "reg.example/ns/builder:latest-linux-arm64");
+        let plan = decide(two, &present(&[(&arm_latest, Presence::default())]), 64);
+        assert_eq!((plan.builder.status, plan.builder.cache_from), (Status::Warm, vec![arm_latest]), "the platform with one");
+        let statuses: Vec<Option<&str>> = plan.matrices.builder.include.iter().map(|e| e.status.as_deref()).collect();
+        assert_eq!(statuses, [Some("cold"), Some("warm")], "each leg's job says whether its platform is warm");
     }
 
     #[test]

@@ -9,7 +9,11 @@
 //!    belongs to version V when its tag is `agents.tag` rendered with `{builder}` = V for an
 //!    instance and variant of the spec);
 //! 3. every `{instance}-latest` base (the warm cache), and with several platforms its legs;
-//! 4. tags matching a `keep` pattern of the spec;
+//! 4. tags matching a `keep` pattern of the spec, and the build cache's floating tags
+//!    (`core::build_cache`: the builder's `latest`, a stage's `cache-{stage}` or
+//!    `{instance}-cache-{stage}`, their legs): the manifest a cache tag names is the newest of
+//!    that stage and platform; a moved tag's older manifest is left untagged (GHCR) or
+//!    unlisted (a registry), and goes as unused;
 //! 5. anything younger than the grace period;
 //! 6. a manifest that a kept index refers to (multi-platform children);
 //!
@@ -21,6 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use globset::{Glob, GlobSetBuilder};
 use serde::Serialize;
 
+use crate::core::build_cache::CacheTags;
 use crate::core::image_ref::Digest;
 use crate::core::legs::{has_legs, is_leg_of, leg};
 use crate::core::plan::Plan;
@@ -58,6 +63,8 @@ pub enum Reason {
     Latest,
     /// Matches a `keep` pattern.
     KeepPattern(String),
+    /// The newest cache image under this tag (a stage's, or the warm builder).
+    Cache(String),
     /// Younger than the grace period.
     Young,
     /// A kept index refers to it.
@@ -95,6 +102,7 @@ pub struct Keeper<'a> {
     version_of_tag: BTreeMap<(String, String), String>,
     keep_globs: globset::GlobSet,
     patterns: Vec<String>,
+    cache: CacheTags<'a>,
     grace_secs: i64,
     now: i64,
 }
@@ -133,7 +141,17 @@ impl<'a> Keeper<'a> {
             }
         }
         let keep_globs = keep_globs.build().unwrap_or_else(|_| globset::GlobSet::empty());
-        Keeper { spec, platforms, in_plan, version_of_tag, keep_globs, patterns, grace_secs: policy.grace_secs, now }
+        Keeper {
+            spec,
+            platforms,
+            in_plan,
+            version_of_tag,
+            keep_globs,
+            patterns,
+            cache: cache_tags(spec),
+            grace_secs: policy.grace_secs,
+            now,
+        }
     }
 
     /// The rule that keeps `s` by its own tags and age (rules 1 to 5), if any: children of
@@ -152,6 +170,9 @@ impl<'a> Keeper<'a> {
             }
             if let Some(i) = self.keep_globs.matches(t).first() {
                 return Some(Reason::KeepPattern(self.patterns[*i].clone()));
+            }
+            if self.cache.contains(&s.repository, t) {
+                return Some(Reason::Cache(t.clone()));
             }
         }
         if s.created.is_some_and(|c| self.now - c < self.grace_secs) {
@@ -212,6 +233,27 @@ pub fn oldest_first(decisions: &[Decision], max: Option<usize>) -> Vec<usize> {
     doomed
 }
 
+/// The build cache's floating tags of the spec's repositories: kept as cache, never versions.
+pub fn cache_tags(spec: &Spec) -> CacheTags<'_> {
+    CacheTags {
+        builder: &spec.builder.repository,
+        bases: &spec.bases.repository,
+        instances: spec.bases.instances.iter().map(String::as_str).collect(),
+        platforms: &spec.platforms,
+    }
+}
+
+/// `(tag, created)` of every builder version among `stored`: the builder repository's tags
+/// but the build cache's (`latest`, `cache-{stage}`), which name no version.
+pub fn builder_tags(stored: &[Stored], spec: &Spec) -> Vec<(String, i64)> {
+    let cache = cache_tags(spec);
+    stored
+        .iter()
+        .filter(|s| s.repository == spec.builder.repository)
+        .flat_map(|s| s.tags.iter().filter(|t| !cache.contains(&s.repository, t)).map(move |t| (t.clone(), s.created.unwrap_or(0))))
+        .collect()
+}
+
 /// Builder versions in order, newest first, from `(tag, created)` of the builder
 /// repository's tags (used when no commit history is given). Ties break by tag.
 pub fn versions_by_age(mut tags: Vec<(String, i64)>) -> Vec<String> {
@@ -247,7 +289,7 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::core::content_hash::{InputFile, Recipe};
     use crate::core::plan::{LayoutInputs, Observed, decide, layout};
@@ -255,11 +297,12 @@ mod tests {
     const DAY: i64 = 86_400;
     const NOW: i64 = 100 * DAY;
 
-    fn d(seed: &str) -> Digest {
+    pub(crate) fn d(seed: &str) -> Digest {
         Digest::sha256_of(seed.as_bytes())
     }
 
-    fn stored(repo: &str, tag: &str, age_days: i64) -> Stored {
+    /// A stored manifest of `ns/{repo}:{tag}`, `age_days` old (test fixture for other modules).
+    pub(crate) fn stored(repo: &str, tag: &str, age_days: i64) -> Stored {
         Stored {
             repository: format!("ns/{repo}"),
             digest: d(&format!("{repo}:{tag}")),
@@ -306,6 +349,9 @@ mod tests {
             stored("base", "a-oldhash", 40),
             stored("base", "a-latest", 40),
             stored("base", "release-1", 40),
+            stored("builder", "cache-deps", 40),
+            stored("builder", "latest", 40),
+            stored("base", "a-cache-tools", 40),
         ];
         let mut spec = spec;
         spec.keep = vec!["release-*".into()];
@@ -323,6 +369,9 @@ mod tests {
             ("base", "a-oldhash", false, Reason::Unused),
             ("base", "a-latest", true, Reason::Latest),
             ("base", "release-1", true, Reason::KeepPattern("release-*".into())),
+            ("builder", "cache-deps", true, Reason::Cache("cache-deps".into())),
+            ("builder", "latest", true, Reason::Cache("latest".into())),
+            ("base", "a-cache-tools", true, Reason::Cache("a-cache-tools".into())),
         ];
         for (repo, tag, keep, reason) in table {
             assert_eq!(verdict(&got, repo, tag), (keep, reason), "{repo}:{tag}");
@@ -403,6 +452,11 @@ mod tests {
         let commits = vec!["ffff0000aaaa".to_owned(), "eeee1111bbbb".to_owned(), "dddd2222cccc".to_owned()];
         let tags = vec!["dddd222".to_owned(), "ffff0000aaaa".to_owned(), "abc".to_owned()];
         assert_eq!(versions_from_commits(&commits, &tags), ["ffff0000aaaa", "dddd222"]);
+        let (spec, _) = setup();
+        let listed =
+            [stored("builder", "v1", 2), stored("builder", "latest", 1), stored("builder", "cache-deps", 1), stored("base", "v0", 1)];
+        let named: Vec<String> = builder_tags(&listed, &spec).into_iter().map(|(t, _)| t).collect();
+        assert_eq!(named, ["v1"], "the build cache's tags name no builder version");
     }
 
     #[test]

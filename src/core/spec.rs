@@ -73,8 +73,26 @@ pub enum CacheMode {
     Off,
     /// The final image's layers only.
     Min,
-    /// Every intermediate layer.
+    /// Every stage's layers (the builder: each stage its target needs, pushed as a cache
+    /// image; see `core::build_cache`).
     Max,
+}
+
+/// The cache mode of each stage that builds through the daemon (`cache.builder`,
+/// `cache.bases`; `cache.mode` sets both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Cache {
+    /// The builder: one build per agent commit, on the critical path (default `max`).
+    pub builder: CacheMode,
+    /// The bases: hundreds of builds, where one cache export each would flood the registry
+    /// with writes (default `min`).
+    pub bases: CacheMode,
+}
+
+impl Default for Cache {
+    fn default() -> Cache {
+        Cache { builder: CacheMode::Max, bases: CacheMode::Min }
+    }
 }
 
 /// The builder: built once per version, its `payload` stage is the agent layer.
@@ -162,8 +180,8 @@ pub struct Spec {
     pub bases: BasesSpec,
     /// The agents.
     pub agents: AgentsSpec,
-    /// Cache export mode.
-    pub cache: CacheMode,
+    /// Cache export mode per stage.
+    pub cache: Cache,
     /// Most matrix entries per stage.
     pub max_parallel: u16,
     /// Agent images per agents job with the `append` method (`jobs.agents-per-job`): that
@@ -312,6 +330,10 @@ struct RawVariant {
 struct RawCache {
     #[serde(default)]
     mode: Option<Spanned<String>>,
+    #[serde(default)]
+    builder: Option<Spanned<String>>,
+    #[serde(default)]
+    bases: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -517,15 +539,7 @@ pub fn parse_spec(text: &str, file: &Path, env: &dyn SpecEnv) -> Result<Spec, Sp
     let bases = bases_spec(&c, &registry, &raw.bases)?;
     let agents = agents_spec(&c, &registry, &raw.agents, &bases.instances, platforms.len())?;
 
-    let cache = match raw.cache.as_ref().and_then(|c| c.mode.as_ref()) {
-        None => CacheMode::Min,
-        Some(m) => match c.text(m, "cache.mode")?.as_str() {
-            "off" => CacheMode::Off,
-            "min" => CacheMode::Min,
-            "max" => CacheMode::Max,
-            other => return Err(c.err(m, "cache.mode", format!("`{other}` is not a cache mode: use off, min or max"))),
-        },
-    };
+    let cache = cache_spec(&c, raw.cache.as_ref())?;
 
     let max_parallel = match raw.jobs.as_ref().and_then(|j| j.max_parallel.as_ref()) {
         None => DEFAULT_MAX_PARALLEL,
@@ -633,6 +647,31 @@ pub fn parse_spec(text: &str, file: &Path, env: &dyn SpecEnv) -> Result<Spec, Sp
 /// `linux/amd64` always parses; this keeps `unwrap` out of the code path.
 fn unreachable_platform() -> Platform {
     Platform { os: "linux".into(), architecture: "amd64".into(), variant: None }
+}
+
+/// `cache`: `mode` sets every stage, `builder` and `bases` one each (and win over `mode`).
+fn cache_spec(c: &Checker<'_>, raw: Option<&RawCache>) -> Result<Cache, SpecError> {
+    let mut cache = Cache::default();
+    let Some(raw) = raw else { return Ok(cache) };
+    let mode = |m: &Spanned<String>, key: &str| -> Result<CacheMode, SpecError> {
+        match c.text(m, key)?.as_str() {
+            "off" => Ok(CacheMode::Off),
+            "min" => Ok(CacheMode::Min),
+            "max" => Ok(CacheMode::Max),
+            other => Err(c.err(m, key, format!("`{other}` is not a cache mode: use off, min or max"))),
+        }
+    };
+    if let Some(m) = &raw.mode {
+        let m = mode(m, "cache.mode")?;
+        cache = Cache { builder: m, bases: m };
+    }
+    if let Some(m) = &raw.builder {
+        cache.builder = mode(m, "cache.builder")?;
+    }
+    if let Some(m) = &raw.bases {
+        cache.bases = mode(m, "cache.bases")?;
+    }
+    Ok(cache)
 }
 
 fn builder_spec(c: &Checker<'_>, registry: &RegistryPrefix, raw: &Spanned<RawBuilder>) -> Result<BuilderSpec, SpecError> {
@@ -1193,6 +1232,18 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn cache_modes_per_stage_and_mode_for_both() {
+        let with = |cache: &str| parse_spec(&format!("{PLAIN}cache: {cache}\n"), Path::new("s.yml"), &env());
+        let c = |b, s| Cache { builder: b, bases: s };
+        assert_eq!(with("{ mode: off }").unwrap().cache, c(CacheMode::Off, CacheMode::Off), "mode sets both, as before");
+        assert_eq!(with("{ builder: min }").unwrap().cache, c(CacheMode::Min, CacheMode::Min));
+        assert_eq!(with("{ bases: max }").unwrap().cache, c(CacheMode::Max, CacheMode::Max));
+        assert_eq!(with("{ mode: off, builder: max }").unwrap().cache, c(CacheMode::Max, CacheMode::Off), "a stage's key wins");
+        let e = with("{ bases: all }").unwrap_err().to_string();
+        assert!(e.contains("cache.bases") && e.contains("off, min or max"), "{e}");
+    }
+
+    #[test]
     fn defaults_and_resolved_paths() {
         let s = spec_with(&["a", "b"], &["v"]);
         assert_eq!(s.registry.to_string(), "reg.example/ns");
@@ -1204,7 +1255,7 @@ pub(crate) mod tests {
         assert_eq!(s.bases.dockerfile, PathBuf::from("docker/Dockerfile.base"));
         assert_eq!(s.bases.inputs, ["**"]);
         assert_eq!(s.agents.method, Method::Append);
-        assert_eq!(s.cache, CacheMode::Min);
+        assert_eq!(s.cache, Cache { builder: CacheMode::Max, bases: CacheMode::Min }, "the builder caches every stage");
         assert_eq!(s.max_parallel, DEFAULT_MAX_PARALLEL);
         assert_eq!(s.agents_per_job, DEFAULT_AGENTS_PER_JOB);
         assert_eq!(s.write_budget, None, "no run-wide budget off ghcr.io unless the spec sets one");

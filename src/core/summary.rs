@@ -251,6 +251,27 @@ fn status_counts(statuses: impl Iterator<Item = Status>) -> [usize; 3] {
     c
 }
 
+/// What the summary says of the builder: a hit, or to build warm (with the earlier build it
+/// takes cache from) or cold.
+fn builder_line(plan: &Plan) -> String {
+    let b = &plan.builder;
+    match b.status {
+        Status::Hit => "exists (hit)".to_owned(),
+        Status::Warm => {
+            let from: Vec<String> = b.cache_from.iter().map(|c| format!("`{c}`")).collect();
+            format!("to build, warm (cache from {})", from.join(", "))
+        }
+        Status::Cold => "to build, cold (no earlier build to take cache from)".to_owned(),
+    }
+}
+
+/// The builder's status on one platform: warm only where that platform's earlier build exists.
+fn builder_status_on(plan: &Plan, platform: &crate::core::platform::Platform) -> Status {
+    let b = &plan.builder;
+    let warm = crate::core::build_cache::warm_image(&b.image, platform, &b.platforms);
+    if b.status == Status::Warm && !b.cache_from.contains(&warm) { Status::Cold } else { b.status }
+}
+
 /// The step summary of `plan`: a verdict, per-stage counts, the notes grouped by cause, the
 /// hit/warm/cold chart and the images to make, within `budget` bytes.
 pub fn plan_summary(plan: &Plan, offline: bool, budget: usize) -> String {
@@ -260,7 +281,7 @@ pub fn plan_summary(plan: &Plan, offline: bool, budget: usize) -> String {
 
 fn plan_page(plan: &Plan, offline: bool, notes: &[NoteGroup<'_>], d: &Detail, budget: usize) -> Page {
     let matrices = &plan.matrices;
-    let builder = status_counts(plan.builder.platforms.iter().map(|_| plan.builder.status));
+    let builder = status_counts(plan.builder.platforms.iter().map(|p| builder_status_on(plan, p)));
     let bases = status_counts(plan.bases.iter().map(|b| b.status));
     let agents = status_counts(plan.agents.iter().map(|a| a.status));
     let total = [0, 1, 2].map(|i| builder[i] + bases[i] + agents[i]);
@@ -311,7 +332,7 @@ fn plan_page(plan: &Plan, offline: bool, notes: &[NoteGroup<'_>], d: &Detail, bu
         page.out,
         "Builder `{}`: {}. Cache hits: {} of {} images.\n",
         plan.builder.image,
-        if counts.builder_needed { "to build" } else { "exists (hit)" },
+        builder_line(plan),
         count(counts.cache_hits),
         count(counts.planned)
     );

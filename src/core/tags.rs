@@ -1,6 +1,8 @@
 //! Every tag formula in one place: the base's `{instance}-{hash}`, the floating
 //! `{instance}-latest`, the builder's `{version}`, the agent's `agents.tag` template, a leg's
-//! `{tag}-{os}-{arch}[-{variant}]`, and the fitting of any of them into 128 characters. The
+//! `{tag}-{os}-{arch}[-{variant}]`, the build cache's (the builder's floating `latest`, a
+//! stage's `cache-{stage}` or `{instance}-cache-{stage}`), and the fitting of any of them
+//! into 128 characters. The
 //! plan names images with these, retention recognises its images with these, and spec
 //! validation checks what these render: should two of them ever disagree, `prune` would
 //! delete live images, so there is one of each.
@@ -59,6 +61,27 @@ pub fn agent_tag_text(template: &Template, instance: &str, variant: &str, builde
 pub fn agent_tag(template: &Template, instance: &str, variant: &str, builder_version: &str) -> Tag {
     let text = agent_tag_text(template, instance, variant, builder_version);
     text.parse().unwrap_or_else(|_| tag_of(&text))
+}
+
+/// The builder's floating tag, moved by every builder build: where the planner finds a warm
+/// builder (an earlier build to take cache from), as `{instance}-latest` is for bases.
+pub const BUILDER_WARM: &str = "latest";
+
+/// The prefix of a stage's cache tag (after the instance, for a base's).
+pub const CACHE_PREFIX: &str = "cache-";
+
+/// The builder's floating tag, `latest`.
+pub fn builder_warm_tag() -> Tag {
+    tag_of(BUILDER_WARM)
+}
+
+/// A stage's cache image tag: the builder's `cache-{stage}`, a base instance's
+/// `{instance}-cache-{stage}` (a stage name is `[a-z0-9][a-z0-9_.-]*` in BuildKit).
+pub fn stage_cache_tag(instance: Option<&str>, stage: &str) -> Tag {
+    match instance {
+        Some(i) => tag_of(&format!("{i}-{CACHE_PREFIX}{stage}")),
+        None => tag_of(&format!("{CACHE_PREFIX}{stage}")),
+    }
 }
 
 /// The tag suffix of a platform: `linux-amd64`, `linux-arm64-v8`.

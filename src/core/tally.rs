@@ -359,6 +359,7 @@ mod tests {
             runner: "ubuntu-latest".into(),
             items: items.into(),
             writes_per_second: None,
+            status: None,
         }
     }
 
@@ -386,7 +387,13 @@ mod tests {
             status: Status::Cold,
         };
         Plan {
-            builder: BuilderPlan { image: img("builder"), status: Status::Cold, platforms: vec![platform], built: vec![] },
+            builder: BuilderPlan {
+                image: img("builder"),
+                status: Status::Cold,
+                platforms: vec![platform],
+                built: vec![],
+                cache_from: vec![],
+            },
             bases: ["a", "b", "c"].map(base).to_vec(),
             agents: ["a", "b", "c"].map(agent).to_vec(),
             matrices: Matrices {

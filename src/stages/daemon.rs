@@ -4,12 +4,15 @@
 use std::collections::HashMap;
 
 use anyhow::Context as _;
+use futures::FutureExt as _;
 
 use crate::adapters::actions_env::ActionsEnv;
 use crate::adapters::credentials::Credentials;
 use crate::adapters::docker_engine::{BuildRequest, DockerEngine};
 use crate::adapters::registry::{Registry, Stats};
 use crate::cli::RegistryOpts;
+use crate::core::build_cache::{CacheSteps, cache_from, cache_image, cache_steps, warm_image};
+use crate::core::dockerfile_stages::{self, parse_stages, stages_needed};
 use crate::core::image_config::BASE_NAME;
 use crate::core::image_ref::ImageRef;
 use crate::core::legs::{has_legs, pushed_as};
@@ -122,10 +125,15 @@ async fn build_builder_once(
     platform: &Platform,
     actions: &ActionsEnv,
 ) -> anyhow::Result<()> {
-    let image = pushed_as(&plan.builder.image, platform, &plan.builder.platforms).to_string();
+    let platforms = &plan.builder.platforms;
+    let image = pushed_as(&plan.builder.image, platform, platforms).to_string();
     foreign_note(engine, platform).await;
     let b = &prepared.spec.builder;
     let dockerfile = std::fs::read_to_string(&b.dockerfile).with_context(|| format!("reading `{}`", b.dockerfile.display()))?;
+    let steps = cache_steps_of(prepared.spec.cache.builder, &dockerfile, Some(&b.target));
+    // The warm builder is taken whether the plan found it or not: a build under way
+    // elsewhere may have made it since, and BuildKit passes over a missing one.
+    let warm = warm_image(&plan.builder.image, platform, platforms);
     let req = BuildRequest {
         context: b.context.clone(),
         dockerfile,
@@ -133,13 +141,74 @@ async fn build_builder_once(
         target: Some(b.target.clone()),
         build_args: b.build_args.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         labels: HashMap::from([("dev.split-build.builder-version".to_owned(), prepared.builder_version.to_string())]),
-        cache_from: vec![],
+        cache_from: cache_from(&plan.builder.image, None, Some(&warm), &steps, platform, platforms),
         tag: image.clone(),
-        inline_cache: prepared.spec.cache != CacheMode::Off,
+        inline_cache: steps.inline,
         platform: Some(platform.to_string()),
     };
+    let _held = engine.hold_cache().await;
+    let cached = build_stage_caches(engine, &req, &steps, &plan.builder.image, None, platform, platforms, actions).await;
     engine.build(&req, actions).await?;
-    engine.push(&image).await
+    engine.push(&image).await?;
+    cached.await;
+    // The floating tag moves last, once the version it names is pushed.
+    engine.tag(&image, &warm.to_string()).await?;
+    engine.push(&warm.to_string()).await
+}
+
+/// What a cache mode makes of a Dockerfile's stages: under `max` each stage `target` needs
+/// is built as a cache image first. A Dockerfile whose stages cannot be followed (no such
+/// target) caches as `min` (the build itself then says what is wrong).
+fn cache_steps_of(mode: CacheMode, dockerfile: &str, target: Option<&str>) -> CacheSteps {
+    let stages = parse_stages(dockerfile);
+    match stages_needed(&stages, target) {
+        Ok(needed) => cache_steps(mode, &needed),
+        Err(e) => {
+            tracing::warn!("{e}: caching the target's own steps only");
+            cache_steps(if mode == CacheMode::Max { CacheMode::Min } else { mode }, &[])
+        }
+    }
+}
+
+/// The stages the target of `dockerfile` needs, for the plan's notes (`Err`: why not).
+pub(crate) fn needed_stages(path: &std::path::Path, target: Option<&str>) -> Result<Vec<dockerfile_stages::Stage>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("reading `{}`: {e}", path.display()))?;
+    let stages = parse_stages(&text);
+    stages_needed(&stages, target).map(|n| n.into_iter().cloned().collect()).map_err(|e| e.to_string())
+}
+
+/// Under `max`: builds each stage `steps` names as its own target (the same context, args
+/// and cache-from as `req`), with inline cache metadata, tagged as its cache image; the
+/// pushes go on while the next build runs, and the returned future waits for them. A
+/// stage's cache image that fails to build or push costs only the cache (logged).
+#[allow(clippy::too_many_arguments)]
+async fn build_stage_caches(
+    engine: &DockerEngine,
+    req: &BuildRequest,
+    steps: &CacheSteps,
+    image: &ImageRef,
+    owner: Option<&str>,
+    platform: &Platform,
+    platforms: &[Platform],
+    actions: &ActionsEnv,
+) -> impl std::future::Future<Output = ()> + use<> {
+    let mut pushes = Vec::new();
+    for stage in &steps.stages {
+        let Some(cache) = cache_image(image, owner, stage, platform, platforms).map(|c| c.to_string()) else { continue };
+        let stage_req = BuildRequest { target: Some(stage.clone()), tag: cache.clone(), ..req.clone() };
+        if let Err(e) = engine.build(&stage_req, actions).await {
+            tracing::warn!("stage `{stage}` not cached: {e:#}");
+            break;
+        }
+        tracing::info!("stage `{stage}` built as the cache image `{cache}`");
+        let engine = engine.clone();
+        pushes.push(tokio::spawn(async move {
+            if let Err(e) = engine.push(&cache).await {
+                tracing::warn!("the cache image `{cache}` was not pushed: {e:#}");
+            }
+        }));
+    }
+    futures::future::join_all(pushes).map(|_| ())
 }
 
 /// Builds and pushes each missing base the job picks, `parallel` at a time; each also
@@ -162,6 +231,8 @@ pub(crate) async fn build_bases(site: Site<'_>, pick: &Pick, parallel: usize, ke
         }
     };
     let platforms = &plan.builder.platforms;
+    // The stages built as cache images (under `max`), whose local images go with the base's.
+    let stages = &cache_steps_of(prepared.spec.cache.bases, &dockerfile, prepared.spec.bases.target.as_deref()).stages;
     let to_build: Vec<&BasePlan> = todo.iter().copied().filter(|b| !b.built).collect();
     let pulled = Pulled::counting(&to_build);
     let pulled = &pulled;
@@ -182,7 +253,7 @@ pub(crate) async fn build_bases(site: Site<'_>, pick: &Pick, parallel: usize, ke
             })
             .await;
             if !keep_images && !b.built {
-                free_disk(engine, b, platforms, pulled).await;
+                free_disk(engine, b, platforms, pulled, stages).await;
             }
             record.counted(stats.counters())
         }
@@ -231,8 +302,9 @@ fn pulled_by(b: &BasePlan) -> Vec<String> {
 /// already), the images it pulled that no later base of the shard needs, and the layer cache
 /// nothing refers to (when no build of this process is under way). A failure to free disk is logged, never the base's
 /// failure.
-async fn free_disk(engine: &DockerEngine, b: &BasePlan, platforms: &[Platform], pulled: &Pulled) {
+async fn free_disk(engine: &DockerEngine, b: &BasePlan, platforms: &[Platform], pulled: &Pulled, stages: &[String]) {
     let mut gone = pushed_tags(b, platforms);
+    gone.extend(stages.iter().filter_map(|s| cache_image(&b.image, Some(&b.instance), s, &b.platform, platforms)).map(|c| c.to_string()));
     gone.extend(pulled.done(b));
     for image in &gone {
         if let Err(e) = engine.remove(image).await {
@@ -267,6 +339,7 @@ async fn build_base(
 ) -> anyhow::Result<()> {
     let [image, latest] = <[String; 2]>::try_from(pushed_tags(b, platforms)).map_err(|_| anyhow::anyhow!("two tags"))?;
     foreign_note(engine, &b.platform).await;
+    let steps = cache_steps_of(prepared.spec.cache.bases, &dockerfile, prepared.spec.bases.target.as_deref());
     let mut build_args: HashMap<String, String> = b.build_args.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     build_args.insert("BASE_IMAGE".into(), b.from.clone());
     let req = BuildRequest {
@@ -276,13 +349,16 @@ async fn build_base(
         target: prepared.spec.bases.target.clone(),
         build_args,
         labels: HashMap::from([(BASE_NAME.to_owned(), b.from.clone())]),
-        cache_from: b.cache_from.iter().map(ToString::to_string).collect(),
+        cache_from: cache_from(&b.image, Some(&b.instance), b.cache_from.as_ref(), &steps, &b.platform, platforms),
         tag: image.clone(),
-        inline_cache: prepared.spec.cache != CacheMode::Off,
+        inline_cache: steps.inline,
         platform: Some(b.platform.to_string()),
     };
+    let _held = engine.hold_cache().await;
+    let cached = build_stage_caches(engine, &req, &steps, &b.image, Some(&b.instance), &b.platform, platforms, actions).await;
     engine.build(&req, actions).await?;
     engine.push(&image).await?;
+    cached.await;
     engine.tag(&image, &latest).await?;
     engine.push(&latest).await
 }

@@ -13,12 +13,15 @@ use crate::cli::RegistryOpts;
 use anyhow::Context as _;
 
 use crate::adapters::actions_env::ActionsEnv;
+use crate::core::build_cache::{bases_note, builder_note, warm_image};
+use crate::core::dockerfile_stages::Stage;
 use crate::core::image_config::{is_index, provenance_of};
 use crate::core::image_ref::{Digest, ImageRef};
 use crate::core::legs::{has_legs, leg, pushed_as};
 use crate::core::matrix::{Sizing, job_rate};
-use crate::core::plan::{Layout, LayoutInputs, Observed, Plan, Presence, Status, cache_note, decide, fresh_in, layout, refresh};
+use crate::core::plan::{Layout, LayoutInputs, Observed, Plan, Presence, Status, decide, fresh_in, layout, refresh};
 use crate::core::template::Vars;
+use crate::stages::daemon::needed_stages;
 use crate::stages::prepare::{Pick, Prepared};
 
 /// A registry client from the flags (for the spec's `registry` host only), docker config
@@ -144,6 +147,10 @@ async fn existing(registry: &Registry, layout: &Layout, pick: &Pick, concurrency
     if has_legs(platforms) && !found(&layout.builder) {
         second.extend(platforms.iter().map(|p| leg(&layout.builder, p)));
     }
+    // A missing builder: its warm tag (an earlier build to take cache from), per platform.
+    if !found(&layout.builder) {
+        second.extend(platforms.iter().map(|p| warm_image(&layout.builder, p, platforms)));
+    }
     let agents: Vec<ImageRef> = if found(&layout.builder) {
         layout.agents.iter().filter(|a| pick.wants_instance(&a.instance) && found(&a.base)).map(|a| a.image.clone()).collect()
     } else {
@@ -256,8 +263,22 @@ pub(crate) async fn make_plan(prepared: &Prepared, client: Option<&Registry>, co
     }
     let mut plan = decide(layout, &observed, Sizing::of(spec));
     plan.made_from = Some(prepared.fingerprint.clone());
-    plan.notes.extend(cache_note(spec.cache));
+    plan.notes.extend(cache_notes(prepared, &plan.builder.image));
     Ok(plan)
+}
+
+/// What the plan's notes say of the cache: the builder's path always, the bases' under `max`.
+fn cache_notes(prepared: &Prepared, builder: &ImageRef) -> Vec<String> {
+    fn refs(r: &Result<Vec<Stage>, String>) -> Result<Vec<&Stage>, String> {
+        r.as_ref().map(|v| v.iter().collect()).map_err(Clone::clone)
+    }
+    let spec = &prepared.spec;
+    let b = needed_stages(&spec.builder.dockerfile, Some(&spec.builder.target));
+    let bases = needed_stages(&spec.bases.dockerfile, spec.bases.target.as_deref());
+    let (b, bases) = (refs(&b), refs(&bases));
+    let mut notes = vec![builder_note(builder, spec.cache.builder, &spec.builder.target, b.as_deref().map_err(Clone::clone))];
+    notes.extend(bases_note(spec.cache.bases, bases.as_deref().map_err(Clone::clone)));
+    notes
 }
 
 /// Brings a handed-over plan up to date for a job: asks the registry only about what the job

@@ -11,6 +11,7 @@ mod support;
 mod actions;
 mod assemble;
 mod bad_specs;
+mod builder_cache;
 mod disk;
 mod docker_run;
 mod dockerignore;

@@ -66,7 +66,7 @@ fn registry_prune_keeps_the_plan_and_the_newest_version() {
         std::thread::sleep(std::time::Duration::from_millis(1100));
     }
     assert_eq!(tags(&reg, "ns/agent").len(), 60);
-    assert_eq!(tags(&reg, "ns/builder"), ["v1", "v2", "v3"]);
+    assert_eq!(tags(&reg, "ns/builder"), ["latest", "v1", "v2", "v3"], "each builder build also moves `latest` (the warm builder)");
     let bases_before = tags(&reg, "ns/base");
     assert_eq!(bases_before.len(), 20, "10 bases and their -latest");
 
@@ -102,7 +102,8 @@ fn registry_prune_keeps_the_plan_and_the_newest_version() {
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let agents_left = tags(&reg, "ns/agent").len();
-    assert_eq!(agents_left + tags(&reg, "ns/builder").len(), 63 - 10);
+    // 60 agents and 4 builder tags (v1, v2, v3 and the floating `latest`, kept as cache).
+    assert_eq!(agents_left + tags(&reg, "ns/builder").len(), 64 - 10);
     let capped = std::fs::read_to_string(d.join("capped.md")).unwrap();
     assert!(capped.contains("**Deleted 10**; about **32 remain**: about 4 more runs"), "{capped}");
 
@@ -117,7 +118,7 @@ fn registry_prune_keeps_the_plan_and_the_newest_version() {
     let agents = tags(&reg, "ns/agent");
     assert_eq!(agents.len(), 20);
     assert!(agents.iter().all(|t| t.starts_with("v3-")), "{agents:?}");
-    assert_eq!(tags(&reg, "ns/builder"), ["v3"]);
+    assert_eq!(tags(&reg, "ns/builder"), ["latest", "v3"], "the warm builder's tag is cache, not a version");
     assert_eq!(tags(&reg, "ns/base"), bases_before, "the plan's bases and every -latest stay");
     let applied = json_file(d, "apply.json");
     assert_eq!(applied["manifests"].as_array().unwrap().iter().filter(|m| m["action"] == "deleted").count(), 32);

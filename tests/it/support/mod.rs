@@ -286,21 +286,28 @@ pub fn import_and_push(rootfs: &[u8], tag: &str) {
 /// Turns the single-platform image `staging` into an index under `target` with an amd64
 /// and an arm64 child (same layers; the arm64 config says arm64).
 pub fn make_two_platform_index(host: &str, staging: &str, target: &str) -> (String, Vec<String>) {
+    make_platform_index(host, &[(staging, "amd64"), (staging, "arm64")], target)
+}
+
+/// An index under `target` with one child per `(staging image, architecture)`: the staging
+/// image's layers under a config that says that architecture.
+pub fn make_platform_index(host: &str, children_of: &[(&str, &str)], target: &str) -> (String, Vec<String>) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let client = registry::Registry::new(Credentials::default(), &[], 8).unwrap();
         let s = registry::Stats::default();
-        let src: ImageRef = format!("{host}/{staging}").parse().unwrap();
         let dst: ImageRef = format!("{host}/{target}").parse().unwrap();
-        let m = client.get_manifest(&src, &s).await.unwrap().unwrap();
-        let manifest: serde_json::Value = serde_json::from_slice(&m.bytes).unwrap();
-        let config_digest = manifest["config"]["digest"].as_str().unwrap().parse().unwrap();
-        let config: serde_json::Value = serde_json::from_slice(&client.get_blob(host, &src.repository, &config_digest, &s).await.unwrap()).unwrap();
-        for l in manifest["layers"].as_array().unwrap() {
-            client.mount_blob(host, &src.repository, &dst.repository, &l["digest"].as_str().unwrap().parse().unwrap(), &s).await.unwrap();
-        }
         let mut children = Vec::new();
-        for arch in ["amd64", "arm64"] {
+        for (staging, arch) in children_of {
+            let src: ImageRef = format!("{host}/{staging}").parse().unwrap();
+            let m = client.get_manifest(&src, &s).await.unwrap().unwrap();
+            let manifest: serde_json::Value = serde_json::from_slice(&m.bytes).unwrap();
+            let config_digest = manifest["config"]["digest"].as_str().unwrap().parse().unwrap();
+            let config: serde_json::Value =
+                serde_json::from_slice(&client.get_blob(host, &src.repository, &config_digest, &s).await.unwrap()).unwrap();
+            for l in manifest["layers"].as_array().unwrap() {
+                client.mount_blob(host, &src.repository, &dst.repository, &l["digest"].as_str().unwrap().parse().unwrap(), &s).await.unwrap();
+            }
             let mut c = config.clone();
             c["architecture"] = serde_json::json!(arch);
             let bytes = bytes::Bytes::from(serde_json::to_vec(&c).unwrap());
