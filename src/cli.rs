@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::core::image_ref::Tag;
+use crate::core::plan::UpstreamUnresolved;
 use crate::core::secret::Secret;
 
 fn secret(s: &str) -> Result<Secret, String> {
@@ -129,6 +130,30 @@ pub(crate) struct RegistryOpts {
     /// else 25, under GHCR's 2,000 a minute per token.
     #[arg(long = "max-writes-per-second", value_parser = writes_per_second)]
     pub max_writes_per_second: Option<f64>,
+    /// What a plan does with a base whose upstream digest cannot be resolved (unreachable,
+    /// refusing, rate limiting beyond the retries) and whose previous build records none: `wait` leaves it (and its
+    /// agents) out and fails the plan; `build` hashes the reference alone.
+    #[arg(long = "upstream-unresolved", value_enum, default_value = "wait")]
+    pub upstream_unresolved: UpstreamArg,
+}
+
+/// `--upstream-unresolved`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum UpstreamArg {
+    /// Not planned: the base and its agents wait, the plan exits 1.
+    Wait,
+    /// Planned under the hash of the reference alone (a new tag).
+    Build,
+}
+
+impl RegistryOpts {
+    /// The plan's rule for an unresolved upstream that no previous build records.
+    pub(crate) fn upstream(&self) -> UpstreamUnresolved {
+        match self.upstream_unresolved {
+            UpstreamArg::Wait => UpstreamUnresolved::Wait,
+            UpstreamArg::Build => UpstreamUnresolved::Build,
+        }
+    }
 }
 
 /// `plan`.

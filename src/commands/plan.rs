@@ -6,6 +6,7 @@ use crate::adapters::actions_env::ActionsEnv;
 use crate::adapters::registry::Registry;
 use crate::cli::PlanArgs;
 use crate::core::outputs::plan_outputs;
+use crate::core::plan::{Plan, Status};
 use crate::core::report::Report;
 use crate::core::summary::{SUMMARY_BUDGET, plan_summary};
 use crate::outcome::Done;
@@ -24,7 +25,8 @@ pub(crate) async fn run(args: PlanArgs, actions: &ActionsEnv) -> anyhow::Result<
     let mut prepared = prepared?;
     prepared.spec = prepared.spec.with_write_budget(args.write_budget);
     let client = if args.offline { None } else { Some(connect(&args.registry, &prepared.spec.registry.host)?) };
-    let mut plan = make_plan(&prepared, client.as_ref(), usize::from(args.registry.concurrency), &Pick::default()).await?;
+    let mut plan =
+        make_plan(&prepared, client.as_ref(), usize::from(args.registry.concurrency), &Pick::default(), args.registry.upstream()).await?;
     plan.made_in_run = actions.run_id.clone();
 
     write_json_stdout(&plan)?;
@@ -46,5 +48,25 @@ pub(crate) async fn run(args: PlanArgs, actions: &ActionsEnv) -> anyhow::Result<
         write_report(path, &report)?;
     }
     log_counts(&plan);
+    if let Some(reason) = unresolved_reason(&plan) {
+        anyhow::bail!(reason);
+    }
     Ok(Done::Ok)
+}
+
+/// Why the plan fails when some bases could not be planned: their upstream's digest is
+/// unknown and no previous build records one.
+fn unresolved_reason(plan: &Plan) -> Option<String> {
+    let mut names: Vec<&str> = plan.bases.iter().filter(|b| b.status == Status::Unresolved).map(|b| b.instance.as_str()).collect();
+    names.dedup();
+    if names.is_empty() {
+        return None;
+    }
+    let shown: Vec<&str> = names.iter().take(5).copied().collect();
+    let more = if names.len() > shown.len() { format!(" and {} more", names.len() - shown.len()) } else { String::new() };
+    Some(format!(
+        "{} not planned: the upstream digest could not be resolved and no previous build records one ({}{more}); the plan's notes say which registry. Rerun when it answers, or pass --upstream-unresolved build to hash the reference alone",
+        if names.len() == 1 { "1 base".to_owned() } else { format!("{} bases", names.len()) },
+        shown.join(", ")
+    ))
 }

@@ -25,3 +25,4 @@ mod prune;
 mod services;
 mod summaries;
 mod upload;
+mod upstream;
