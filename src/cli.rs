@@ -63,6 +63,9 @@ pub(crate) enum Command {
     Report(ReportArgs),
     /// Retention: delete what neither the plan nor the newest builder versions use.
     Prune(PruneArgs),
+    /// For one instance (or `builder`): every hash input of the plan's image beside its
+    /// previous build's, the differing ones marked.
+    Explain(ExplainArgs),
 }
 
 impl Command {
@@ -74,6 +77,7 @@ impl Command {
             Command::Assemble(a) => Some(&a.registry),
             Command::Run(a) => Some(&a.registry),
             Command::Prune(a) => Some(&a.registry),
+            Command::Explain(a) => Some(&a.registry),
             Command::Report(_) => None,
         }
     }
@@ -324,6 +328,17 @@ pub(crate) struct PruneArgs {
     /// The GitHub API (default: `$GITHUB_API_URL`, which the runner sets on GitHub Enterprise).
     #[arg(long = "github-api", env = "GITHUB_API_URL", default_value = "https://api.github.com")]
     pub github_api: String,
+}
+
+/// `explain`.
+#[derive(Debug, Args)]
+pub(crate) struct ExplainArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub registry: RegistryOpts,
+    /// An instance id of the spec, or `builder`.
+    pub instance: String,
 }
 
 /// Where `prune` lists and deletes.

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::core::image_ref::Digest;
 use crate::core::inputs_record::{InputsRecord, Previous, compact};
+use crate::core::plan::Plan;
 
 /// The reason of an image with no previous build.
 pub const NEW: &str = "new";
@@ -167,6 +168,129 @@ pub fn why_lines<'a>(builder: &[String], bases: impl IntoIterator<Item = (&'a st
     out
 }
 
+/// One input of an image beside its previous build's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// The input's name, as the hash table names it (`dockerfile`, `build-arg PY`, ...).
+    pub name: String,
+    /// Its value for the plan's image (`-`: none).
+    pub plan: String,
+    /// Its value for the previous build (`-`: none, `?`: not recorded).
+    pub previous: String,
+    /// Whether the two differ.
+    pub differs: bool,
+}
+
+/// Every input of `current` beside `previous`'s (none: no previous build, or one that
+/// records nothing), in the hash table's order. Digests are shortened.
+pub fn side_by_side(current: &InputsRecord, previous: Option<&InputsRecord>) -> Vec<Row> {
+    let none = "-".to_owned();
+    let unknown = "?".to_owned();
+    let mut rows = Vec::new();
+    let mut push = |name: String, plan: Option<String>, prev: Option<Option<String>>| {
+        let plan = plan.unwrap_or_else(|| none.clone());
+        let (previous, differs) = match prev {
+            None => (unknown.clone(), true),
+            Some(p) => {
+                let p = p.unwrap_or_else(|| none.clone());
+                let differs = p != plan;
+                (p, differs)
+            }
+        };
+        rows.push(Row { name, plan, previous, differs });
+    };
+    let hex = |h: &str| format!("sha256:{}…", &h[..h.len().min(12)]);
+    push("scheme".into(), Some(current.scheme.clone()), previous.map(|p| Some(p.scheme.clone())));
+    push("dockerfile".into(), Some(hex(&current.dockerfile)), previous.map(|p| Some(hex(&p.dockerfile))));
+    push("target".into(), current.target.clone(), previous.map(|p| p.target.clone()));
+    let (cc, pc) = match previous {
+        Some(p) if p.is_compact() || current.is_compact() => (compact(&current.context), Some(compact(&p.context))),
+        Some(p) => (current.context.clone(), Some(p.context.clone())),
+        None => (current.context.clone(), None),
+    };
+    let keys: BTreeSet<&String> = cc.keys().chain(pc.iter().flat_map(|m| m.keys())).collect();
+    for k in keys {
+        push(format!("context {k}"), cc.get(k).map(|h| hex(h)), pc.as_ref().map(|m| m.get(k).map(|h| hex(h))));
+    }
+    let keys: BTreeSet<&String> = current.build_args.keys().chain(previous.iter().flat_map(|p| p.build_args.keys())).collect();
+    for k in keys {
+        push(format!("build-arg {k}"), current.build_args.get(k).cloned(), previous.map(|p| p.build_args.get(k).cloned()));
+    }
+    push("platforms".into(), Some(current.platforms.join(", ")), previous.map(|p| Some(p.platforms.join(", "))));
+    if current.from.is_some() || previous.is_some_and(|p| p.from.is_some()) {
+        push("from".into(), current.from.clone(), previous.map(|p| p.from.clone()));
+        push("from digest".into(), current.from_digest.as_ref().map(short), previous.map(|p| p.from_digest.as_ref().map(short)));
+    }
+    rows
+}
+
+/// The side-by-side table as aligned text, `*` marking what differs.
+pub fn render_rows(rows: &[Row]) -> String {
+    let w = |f: &dyn Fn(&Row) -> usize, head: usize| rows.iter().map(f).max().unwrap_or(0).max(head);
+    let (wn, wp) = (w(&|r| r.name.chars().count(), 5), w(&|r| r.plan.chars().count(), 4));
+    let pad = |s: &str, n: usize| format!("{s}{}", " ".repeat(n.saturating_sub(s.chars().count())));
+    let mut out = format!("  {}  {}  previous build\n", pad("input", wn), pad("plan", wp));
+    for r in rows {
+        let mark = if r.differs { '*' } else { ' ' };
+        out.push_str(format!("{mark} {}  {}  {}", pad(&r.name, wn), pad(&r.plan, wp), r.previous).trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// What `explain` says of one image: a head (what it is, its status, where its previous
+/// build is and what that records, why it is made) and the side-by-side table.
+#[derive(Debug, Clone, Copy)]
+pub struct Explained<'a> {
+    /// What it is: `base repo__proj-1 (linux/amd64)`, `builder`.
+    pub what: &'a str,
+    /// The plan's image.
+    pub image: &'a str,
+    /// Its status in the plan.
+    pub status: &'a str,
+    /// The plan's `why` (may be empty).
+    pub why: &'a [String],
+    /// Where its previous build is looked for (none: nowhere).
+    pub previous_at: Option<&'a str>,
+    /// Its inputs now.
+    pub current: &'a InputsRecord,
+    /// What the previous build says (`None`: there is none).
+    pub previous: Option<&'a Previous>,
+}
+
+/// `explain`'s text for one image.
+pub fn explain(e: &Explained<'_>) -> String {
+    let (record, about) = match (e.previous_at, e.previous) {
+        (None, _) => (None, "none to compare with".to_owned()),
+        (Some(at), None) => (None, format!("`{at}`: none (no such image)")),
+        (Some(at), Some(Previous::Record(r))) => (Some(r.as_ref()), format!("`{at}`")),
+        (Some(at), Some(Previous::Upstream { name, digest })) => {
+            (None, format!("`{at}`: no input record, only its upstream `{name}` at {}", short(digest)))
+        }
+        (Some(at), Some(Previous::NoRecord(why))) => (None, format!("`{at}`: no input record ({why})")),
+    };
+    let why = if e.status == "hit" {
+        "nothing: the image exists (hit)".to_owned()
+    } else if !e.why.is_empty() {
+        e.why.join(", ")
+    } else {
+        why(e.current, e.previous).join(", ")
+    };
+    let mut out =
+        format!("{}: {}\n  image:          {}\n  previous build: {about}\n  made because:   {why}\n\n", e.what, e.status, e.image);
+    out.push_str(&render_rows(&side_by_side(e.current, record)));
+    out.push_str("\n(* marks an input that differs from the previous build; ? one it does not record)\n");
+    out
+}
+
+/// The plan's "why" section for the step summary (markdown; empty when nothing to make
+/// says why): the missing bases grouped by their kinds of reason.
+pub fn plan_why_markdown(plan: &Plan) -> String {
+    let bases = plan.bases.iter().filter(|b| b.status.is_missing()).map(|b| (b.instance.as_str(), b.why.as_slice()));
+    let lines = why_lines(&[], bases);
+    if lines.is_empty() { String::new() } else { lines.join("\n") + "\n" }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +340,18 @@ mod tests {
         assert_eq!(unknown, ["unknown (its previous build: no label)"]);
         assert_eq!(kind(&unknown[0]), "unknown");
         assert_eq!(kind("from a:1 → b:1"), "from");
+    }
+
+    #[test]
+    fn side_by_side_marks_what_differs() {
+        let prev = base();
+        let cur = record("FROM y", &[("setup.sh", "a")], &[("PY", "3.12")], &["linux/amd64"], "1");
+        let rows = side_by_side(&cur, Some(&prev));
+        let marked: Vec<&str> = rows.iter().filter(|r| r.differs).map(|r| r.name.as_str()).collect();
+        assert_eq!(marked, ["dockerfile", "build-arg PY"]);
+        insta::assert_snapshot!(render_rows(&rows));
+        let alone = side_by_side(&cur, None);
+        assert!(alone.iter().all(|r| r.previous == "?"), "{alone:?}");
     }
 
     #[test]

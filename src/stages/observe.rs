@@ -133,18 +133,20 @@ async fn existing(registry: &Registry, layout: &Layout, pick: &Pick, concurrency
     }
     let found = |image: &ImageRef| observed.present.contains_key(&image.to_string());
     let platforms = &layout.platforms;
-    // A missing base: its warm cache (`{instance}-latest`, per platform with several) and,
-    // with several platforms, the legs pushed so far; a missing builder: its legs.
+    // A missing base: its previous build `{instance}-latest`, read whole (its config's
+    // input record says why the base is missing) unless it was read already for an
+    // unresolved upstream; with one platform that is also the warm cache, with several the
+    // warm cache is each platform's `-latest` leg; with several platforms, the legs pushed
+    // so far. A missing builder: its legs.
     let mut second: Vec<ImageRef> = Vec::new();
+    let mut reads: Vec<(String, ImageRef)> = Vec::new();
     for b in bases.iter().filter(|b| !found(&b.image)) {
+        if !observed.previous.contains_key(&b.instance) {
+            reads.push((b.instance.clone(), b.latest.clone()));
+        }
         let mut per_platform: Vec<ImageRef> = platforms.iter().map(|p| pushed_as(&b.latest, p, platforms)).collect();
         per_platform.dedup();
-        let mut per_platform = per_platform.into_iter();
-        // The first platform's was read already when the instance's upstream is unresolved.
-        if observed.previous.contains_key(&b.instance) {
-            per_platform.next();
-        }
-        second.extend(per_platform);
+        second.extend(per_platform.into_iter().filter(|l| *l != b.latest));
         if has_legs(platforms) {
             second.extend(platforms.iter().map(|p| leg(&b.image, p)));
         }
@@ -161,14 +163,23 @@ async fn existing(registry: &Registry, layout: &Layout, pick: &Pick, concurrency
     } else {
         Vec::new()
     };
-    let (second, agents) = tokio::join!(heads(registry, second, concurrency), presences(registry, agents, concurrency));
+    let first_platform = platforms.first().cloned();
+    let (second, agents, previous) = tokio::join!(
+        heads(registry, second, concurrency),
+        presences(registry, agents, concurrency),
+        previous_builds(registry, reads, first_platform.as_ref(), concurrency)
+    );
     record(observed, second);
     record(observed, agents);
+    for (instance, latest, r) in previous {
+        record_previous(observed, instance, &latest, r);
+    }
     Ok(())
 }
 
-/// The previous build of each `(instance, {instance}-latest)`, as its config tells: one
-/// manifest and one config read each (two manifests for an index).
+/// The previous build of each `(instance, {instance}-latest)`, as its config (for
+/// `platform`, else its first) tells: one manifest and one config read each (two
+/// manifests for an index).
 async fn previous_builds(
     registry: &Registry,
     reads: Vec<(String, ImageRef)>,
@@ -186,12 +197,17 @@ async fn previous_builds(
 }
 
 /// What `latest` says it was made from; `None` when it does not exist.
-async fn read_previous(registry: &Registry, latest: &ImageRef, platform: Option<&Platform>) -> anyhow::Result<Option<Previous>> {
+pub(crate) async fn read_previous(registry: &Registry, latest: &ImageRef, platform: Option<&Platform>) -> anyhow::Result<Option<Previous>> {
     let stats = Stats::default();
     let Some(m) = registry.get_manifest(latest, &stats).await? else { return Ok(None) };
-    let Some(pm) = registry.platform_manifest(latest, &m, platform, &stats).await? else {
-        return Ok(Some(Previous::NoRecord("its index has no image for the platform".into())));
+    // A platform added since has no image in the previous build's index: any child's
+    // record tells its inputs.
+    let pm = match registry.platform_manifest(latest, &m, platform, &stats).await? {
+        Some(pm) => Some(pm),
+        None if platform.is_some() => registry.platform_manifest(latest, &m, None, &stats).await?,
+        None => None,
     };
+    let Some(pm) = pm else { return Ok(Some(Previous::NoRecord("its index lists no image".into()))) };
     let bytes = registry.get_blob(&latest.registry, &latest.repository, &pm.manifest.config.digest, &stats).await?;
     let config: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
     Ok(Some(Previous::of_config(&config)))
@@ -312,10 +328,7 @@ pub(crate) async fn make_plan(
         let reads: Vec<(String, ImageRef)> = picked
             .iter()
             .filter(|i| unresolved.contains_key(&from(i)))
-            .filter_map(|i| {
-                let latest = spec.image(&spec.bases.repository, latest_tag(i));
-                Some(((*i).clone(), pushed_as(&latest, first_platform?, &spec.platforms)))
-            })
+            .map(|i| ((*i).clone(), spec.image(&spec.bases.repository, latest_tag(i))))
             .collect();
         for (instance, latest, r) in previous_builds(client, reads, first_platform, concurrency).await {
             record_previous(&mut observed, instance, &latest, r);

@@ -26,3 +26,4 @@ mod services;
 mod summaries;
 mod upload;
 mod upstream;
+mod why;

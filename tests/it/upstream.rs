@@ -130,6 +130,12 @@ fn an_unreachable_upstream_keeps_every_base_tag_and_a_base_without_record_waits(
     let moved = base(&back, "repo__proj-1");
     assert_eq!(moved["status"], "warm");
     assert_ne!(now[0].1, before[0].1, "a moved upstream moves its base tag");
+    let why = moved["why"].as_array().unwrap();
+    let old = b1["from_digest"].as_str().unwrap();
+    let new = moved["from_digest"].as_str().unwrap();
+    assert_eq!(why.len(), 1, "{why:?}");
+    let why = why[0].as_str().unwrap();
+    assert!(why.starts_with("upstream moved ") && why.contains(&old[..19]) && why.contains(&new[..19]), "{why} ({old} → {new})");
     assert!(back["notes"].as_array().unwrap().is_empty(), "{}", back["notes"]);
 }
 
