@@ -122,12 +122,21 @@ async fn upstream_digests(
 /// (it plans cold; the others go on); when none of the first round could be checked, the
 /// registry is unusable and that is the error.
 async fn existing(registry: &Registry, layout: &Layout, pick: &Pick, concurrency: usize, observed: &mut Observed) -> anyhow::Result<()> {
-    let bases: Vec<_> = layout.bases.iter().filter(|b| pick.wants_instance(&b.instance)).collect();
+    // A base that waits for its upstream has no tag worth asking about.
+    let waits = |b: &&crate::core::plan::BaseLayout| {
+        observed.upstream_unresolved == UpstreamUnresolved::Wait
+            && b.from_digest.is_none()
+            && observed.unresolved_upstreams.contains_key(&b.from)
+    };
+    let bases: Vec<_> = layout.bases.iter().filter(|b| pick.wants_instance(&b.instance) && !waits(b)).collect();
     let first: Vec<ImageRef> = std::iter::once(layout.builder.clone()).chain(bases.iter().map(|b| b.image.clone())).collect();
     let total = first.len();
+    let first_names: BTreeSet<String> = first.iter().map(ToString::to_string).collect();
     record(observed, heads(registry, first, concurrency).await);
-    if observed.unchecked.len() == total
-        && let Some(e) = observed.unchecked.values().next()
+    // (Reads made before, of previous builds, may have left reasons of their own.)
+    let failed: Vec<&String> = observed.unchecked.iter().filter(|(image, _)| first_names.contains(*image)).map(|(_, e)| e).collect();
+    if failed.len() == total
+        && let Some(e) = failed.first()
     {
         anyhow::bail!("{e}");
     }
