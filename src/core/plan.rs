@@ -178,6 +178,9 @@ pub struct Observed {
     pub present: BTreeMap<String, Presence>,
     /// Upstream references whose digest could not be resolved, with the reason.
     pub unresolved_upstreams: BTreeMap<String, String>,
+    /// Of those, the ones the upstream registry answered "not found" (404): a definite
+    /// answer, not an outage, so with no recorded digest the reference alone is hashed.
+    pub upstreams_not_found: BTreeSet<String>,
     /// Images the registry would not tell about (an error answer), with the reason: they
     /// plan as missing, and the plan's notes name them.
     pub unchecked: BTreeMap<String, String>,
@@ -190,6 +193,16 @@ pub struct Observed {
 }
 
 impl Observed {
+    /// Whether a base from `from`, hashed with `from_digest`, waits (status `unresolved`):
+    /// its upstream did not answer (or refused), no previous build recorded a digest, and
+    /// the rule is to wait.
+    pub fn waits(&self, from: &str, from_digest: Option<&Digest>) -> bool {
+        self.upstream_unresolved == UpstreamUnresolved::Wait
+            && from_digest.is_none()
+            && self.unresolved_upstreams.contains_key(from)
+            && !self.upstreams_not_found.contains(from)
+    }
+
     fn has(&self, image: &ImageRef) -> Option<&Presence> {
         self.present.get(&image.to_string())
     }
@@ -422,7 +435,7 @@ pub fn decide(layout: Layout, observed: &Observed, sizing: impl Into<Sizing>) ->
     for b in base_layouts {
         let hit = observed.has(&b.image).is_some();
         let unresolved = observed.unresolved_upstreams.get(&b.from).filter(|_| b.from_digest.is_none());
-        let wait = unresolved.is_some() && observed.upstream_unresolved == UpstreamUnresolved::Wait;
+        let wait = observed.waits(&b.from, b.from_digest.as_ref());
         if wait {
             waiting.insert(b.instance.clone());
         }
@@ -818,6 +831,12 @@ mod tests {
         let n = &plan.notes[0];
         assert!(n.contains("`upstream.example`") && n.contains("of 2 bases") && n.contains("1 base keep") && n.contains("(lost)"), "{n}");
         assert!(plan.bases[1].why[0].starts_with("upstream not resolved (connection refused)"), "{:?}", plan.bases[1].why);
+
+        // A 404 is an answer, not an outage: the reference alone, nothing guessed.
+        let mut not_found = observed.clone();
+        not_found.upstreams_not_found = not_found.unresolved_upstreams.keys().cloned().collect();
+        let plan = decide(l.clone(), &not_found, 64);
+        assert_eq!(plan.bases[1].status, Status::Cold);
 
         // `--upstream-unresolved build`: planned under the reference alone, as before.
         observed.upstream_unresolved = UpstreamUnresolved::Build;

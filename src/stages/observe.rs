@@ -45,6 +45,9 @@ pub(crate) fn connect_paced(opts: &RegistryOpts, registry_host: &str, share: Opt
         .with_write_rate_f64(rate))
 }
 
+/// The reason of an upstream the registry answered 404 for.
+const NOT_FOUND: &str = "not found";
+
 /// The digest of each upstream reference, where the registry gives it; the others with
 /// the reason. Each is one HEAD (Docker Hub does not count a HEAD against its pull limit),
 /// retried on 429 and 5xx within `--timeout` as every request to the spec's registry is.
@@ -78,7 +81,7 @@ async fn upstream_digests(
                 }
             }
             Ok(None) => {
-                unresolved.insert(first_ref, "not found".into());
+                unresolved.insert(first_ref, NOT_FOUND.into());
             }
             Err(e) => {
                 let reason = format!("{e:#}");
@@ -103,7 +106,7 @@ async fn upstream_digests(
                     digests.insert(r, d);
                 }
                 Ok(None) => {
-                    unresolved.insert(r, "not found".into());
+                    unresolved.insert(r, NOT_FOUND.into());
                 }
                 Err(e) => {
                     unresolved.insert(r, e);
@@ -123,12 +126,8 @@ async fn upstream_digests(
 /// registry is unusable and that is the error.
 async fn existing(registry: &Registry, layout: &Layout, pick: &Pick, concurrency: usize, observed: &mut Observed) -> anyhow::Result<()> {
     // A base that waits for its upstream has no tag worth asking about.
-    let waits = |b: &&crate::core::plan::BaseLayout| {
-        observed.upstream_unresolved == UpstreamUnresolved::Wait
-            && b.from_digest.is_none()
-            && observed.unresolved_upstreams.contains_key(&b.from)
-    };
-    let bases: Vec<_> = layout.bases.iter().filter(|b| pick.wants_instance(&b.instance) && !waits(b)).collect();
+    let bases: Vec<_> =
+        layout.bases.iter().filter(|b| pick.wants_instance(&b.instance) && !observed.waits(&b.from, b.from_digest.as_ref())).collect();
     let first: Vec<ImageRef> = std::iter::once(layout.builder.clone()).chain(bases.iter().map(|b| b.image.clone())).collect();
     let total = first.len();
     let first_names: BTreeSet<String> = first.iter().map(ToString::to_string).collect();
@@ -348,6 +347,7 @@ pub(crate) async fn make_plan(
             }
         }
         upstream_digests = digests;
+        observed.upstreams_not_found = unresolved.iter().filter(|(_, why)| *why == NOT_FOUND).map(|(r, _)| r.clone()).collect();
         observed.unresolved_upstreams = unresolved;
     }
     let layout = layout(
