@@ -63,8 +63,14 @@ fn base_record(b: &BasePlan, status: Outcome) -> ImageRecord {
 /// Records of a plan whose builder and bases all exist (nothing to build).
 pub(crate) fn builder_and_bases_hits(plan: &Plan) -> Vec<ImageRecord> {
     let mut out = vec![builder_record(plan, None, Outcome::Hit)];
-    out.extend(plan.bases.iter().map(|b| base_record(b, Outcome::Hit)));
+    out.extend(plan.bases.iter().map(|b| if b.status == Status::Unresolved { unresolved_record(b) } else { base_record(b, Outcome::Hit) }));
     out
+}
+
+/// A base not planned (its upstream's digest is unknown): failed, never built under a
+/// guessed tag, so its agents wait too.
+fn unresolved_record(b: &BasePlan) -> ImageRecord {
+    base_record(b, Outcome::Failed).took(0.0, b.why.first().cloned())
 }
 
 /// Builds and pushes the builder's payload stage, unless it exists: with one platform
@@ -224,8 +230,7 @@ pub(crate) async fn build_bases(site: Site<'_>, pick: &Pick, parallel: usize, ke
     let (unresolved, wanted): (Vec<&BasePlan>, Vec<&BasePlan>) = wanted.partition(|b| b.status == Status::Unresolved);
     let (hits, todo): (Vec<&BasePlan>, Vec<&BasePlan>) = wanted.into_iter().partition(|b| b.status == Status::Hit);
     let mut records: Vec<ImageRecord> = hits.into_iter().map(|b| base_record(b, Outcome::Hit)).collect();
-    // Not planned (its upstream's digest is unknown): not built under a guessed tag.
-    records.extend(unresolved.into_iter().map(|b| base_record(b, Outcome::Failed).took(0.0, b.why.first().cloned())));
+    records.extend(unresolved.into_iter().map(unresolved_record));
     let dockerfile = match std::fs::read_to_string(&prepared.spec.bases.dockerfile) {
         Ok(d) => d,
         Err(e) => {

@@ -119,6 +119,22 @@ fn an_unreachable_upstream_keeps_every_base_tag_and_a_base_without_record_waits(
     assert_eq!((b4["status"].as_str(), b4["from_digest"].is_null()), (Some("cold"), true));
     assert_eq!(build["matrices"]["bases"]["include"][0]["items"], "repo__proj-4");
 
+    // `run` with the upstream still down: the three bases are hits and their agents are made;
+    // the fourth base fails as not planned and its agent waits.
+    let out = split_build(d, &["run", "--timeout", "20s", "--report", "run.json", "--summary", "false"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let report = json_file(d, "run.json");
+    let images = report["images"].as_array().unwrap();
+    let of = |stage: &str, instance: &str| images.iter().filter(|i| i["stage"] == stage && i["instance"] == instance).collect::<Vec<_>>();
+    let failed = of("bases", "repo__proj-4");
+    assert!(failed.len() == 1 && failed[0]["status"] == "failed", "{failed:?}");
+    assert!(failed[0].to_string().contains("upstream not resolved"), "{failed:?}");
+    assert!(of("agents", "repo__proj-4").is_empty(), "its agent waits: {report:#}");
+    for i in 1..=3 {
+        let agents = of("agents", &format!("repo__proj-{i}"));
+        assert!(agents.len() == 1 && agents[0]["status"] == "assembled", "{agents:?}");
+    }
+
     // Back, with one upstream image moved: that base is warm and says why; the others hit.
     up.restart();
     import_and_push(&busybox_rootfs_tar(&[("moved", b"1")]), &format!("{}/swebench/repo__proj-1:latest", up.host));
