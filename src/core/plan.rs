@@ -166,7 +166,7 @@ pub enum UpstreamUnresolved {
     /// fails: no base is planned under a tag that a reachable upstream would change.
     #[default]
     Wait,
-    /// Plan it under the hash of the reference alone (split-build 0.1's behaviour).
+    /// Plan it under the hash of the reference alone (the behaviour before records).
     Build,
 }
 
@@ -318,10 +318,10 @@ pub struct Counts {
     pub builder_needed: bool,
     /// Base entries (instance × platform) to build.
     pub bases_missing: usize,
-    /// Base entries not planned: upstream unresolved and no recorded digest.
-    pub bases_unresolved: usize,
     /// Of those, how many have a warm cache.
     pub bases_warm: usize,
+    /// Base entries not planned: upstream unresolved and no recorded digest.
+    pub bases_unresolved: usize,
     /// Agent entries (instance × variant × platform) to make.
     pub agents_missing: usize,
     /// Images that exist already: builder platforms, bases and agents.
