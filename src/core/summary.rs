@@ -349,9 +349,7 @@ fn plan_page(plan: &Plan, offline: bool, notes: &[NoteGroup<'_>], d: &Detail, bu
         page.push(&chart);
         page.push("\n</details>\n\n");
     }
-    out.push_str(&crate::core::why::plan_why_markdown(plan));
-
-    // The "why" of each rebuild (issue 23) goes here: `section(&mut page, "Why they are made", &lines, true)`.
+    section(&mut page, "Why they are made", &crate::core::why::plan_why_lines(plan), false);
 
     if missing > 0 {
         let _ = writeln!(page.out, "<details><summary>Images to make ({})</summary>\n", count(missing));

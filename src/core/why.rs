@@ -144,16 +144,13 @@ pub fn group<'a>(items: impl IntoIterator<Item = (&'a str, &'a [String])>) -> Ve
     groups
 }
 
-/// The summary's "why" lines (markdown), before the long tables: one per group of bases
-/// (by instance, once however many platforms), and the builder's reasons. Empty when
-/// nothing to make says why.
+/// The summary's "why" lines (markdown list items), before the long tables: one per group
+/// of bases (by instance, once however many platforms), and the builder's reasons. Empty
+/// when nothing to make says why.
 pub fn why_lines<'a>(builder: &[String], bases: impl IntoIterator<Item = (&'a str, &'a [String])>) -> Vec<String> {
     let mut seen = BTreeSet::new();
     let groups = group(bases.into_iter().filter(|(i, _)| seen.insert(*i)));
-    if groups.is_empty() && builder.is_empty() {
-        return Vec::new();
-    }
-    let mut out = vec!["### Why images are made".to_owned(), String::new()];
+    let mut out = Vec::new();
     if !builder.is_empty() {
         out.push(format!("- the builder: {}", builder.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")));
     }
@@ -164,7 +161,6 @@ pub fn why_lines<'a>(builder: &[String], bases: impl IntoIterator<Item = (&'a st
         let more = if more > 0 { format!(" and {more} more") } else { String::new() };
         out.push(format!("- {} {noun} to build: {kinds} ({}){more}", g.count, g.examples.join(", ")));
     }
-    out.push(String::new());
     out
 }
 
@@ -283,12 +279,11 @@ pub fn explain(e: &Explained<'_>) -> String {
     out
 }
 
-/// The plan's "why" section for the step summary (markdown; empty when nothing to make
-/// says why): the missing bases grouped by their kinds of reason.
-pub fn plan_why_markdown(plan: &Plan) -> String {
+/// The plan's "why" lines for the step summary (empty when nothing to make says why): the
+/// missing bases grouped by their kinds of reason.
+pub fn plan_why_lines(plan: &Plan) -> Vec<String> {
     let bases = plan.bases.iter().filter(|b| b.status.is_missing()).map(|b| (b.instance.as_str(), b.why.as_slice()));
-    let lines = why_lines(&[], bases);
-    if lines.is_empty() { String::new() } else { lines.join("\n") + "\n" }
+    why_lines(&[], bases)
 }
 
 #[cfg(test)]
