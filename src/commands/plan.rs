@@ -6,7 +6,6 @@ use crate::adapters::actions_env::ActionsEnv;
 use crate::adapters::registry::Registry;
 use crate::cli::PlanArgs;
 use crate::core::outputs::plan_outputs;
-use crate::core::plan::{Plan, Status};
 use crate::core::report::Report;
 use crate::core::summary::{SUMMARY_BUDGET, plan_summary};
 use crate::outcome::Done;
@@ -48,25 +47,8 @@ pub(crate) async fn run(args: PlanArgs, actions: &ActionsEnv) -> anyhow::Result<
         write_report(path, &report)?;
     }
     log_counts(&plan);
-    if let Some(reason) = unresolved_reason(&plan) {
+    if let Some(reason) = plan.unresolved_reason() {
         anyhow::bail!(reason);
     }
     Ok(Done::Ok)
-}
-
-/// Why the plan fails when some bases could not be planned: their upstream's digest is
-/// unknown and no previous build records one.
-fn unresolved_reason(plan: &Plan) -> Option<String> {
-    let mut names: Vec<&str> = plan.bases.iter().filter(|b| b.status == Status::Unresolved).map(|b| b.instance.as_str()).collect();
-    names.dedup();
-    if names.is_empty() {
-        return None;
-    }
-    let shown: Vec<&str> = names.iter().take(5).copied().collect();
-    let more = if names.len() > shown.len() { format!(" and {} more", names.len() - shown.len()) } else { String::new() };
-    Some(format!(
-        "{} not planned: the upstream digest could not be resolved and no previous build records one ({}{more}); the plan's notes say which registry. Rerun when it answers, or pass --upstream-unresolved build to hash the reference alone",
-        if names.len() == 1 { "1 base".to_owned() } else { format!("{} bases", names.len()) },
-        shown.join(", ")
-    ))
 }

@@ -311,6 +311,26 @@ pub struct Plan {
     pub made_in_run: Option<String>,
 }
 
+impl Plan {
+    /// Why the plan fails when some bases could not be planned (their upstream's digest is
+    /// unknown and no previous build records one), naming a few; `None` when all are.
+    pub fn unresolved_reason(&self) -> Option<String> {
+        let mut names: Vec<&str> = self.bases.iter().filter(|b| b.status == Status::Unresolved).map(|b| b.instance.as_str()).collect();
+        names.dedup();
+        if names.is_empty() {
+            return None;
+        }
+        let shown: Vec<&str> = names.iter().take(5).copied().collect();
+        let more = names.len() - shown.len();
+        let more = if more > 0 { format!(" and {} more", crate::core::figures::count(more)) } else { String::new() };
+        let n = if names.len() == 1 { "1 base".to_owned() } else { format!("{} bases", crate::core::figures::count(names.len())) };
+        Some(format!(
+            "{n} not planned: the upstream digest could not be resolved and no previous build records one ({}{more}); the plan's notes say which registry. Rerun when it answers, or pass --upstream-unresolved build to hash the reference alone",
+            shown.join(", ")
+        ))
+    }
+}
+
 /// Counts of a plan, as the `plan` outputs and the summary give them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
@@ -572,7 +592,7 @@ fn upstream_notes(bases: &[BasePlan], platforms: &[Platform], unresolved: &BTree
             h.alone += 1;
         }
     }
-    let bases_n = |n: usize| if n == 1 { "1 base".to_owned() } else { format!("{n} bases") };
+    let bases_n = |n: usize| if n == 1 { "1 base".to_owned() } else { format!("{} bases", crate::core::figures::count(n)) };
     hosts
         .into_iter()
         .map(|(host, h)| {
@@ -828,6 +848,7 @@ mod tests {
         let c = plan.counts();
         assert_eq!((c.bases_missing, c.bases_unresolved, c.agents_missing), (0, 1, 1));
         assert_eq!(plan.notes.len(), 1, "one note per host: {:?}", plan.notes);
+        assert!(plan.unresolved_reason().is_some_and(|r| r.starts_with("1 base not planned") && r.contains("(lost)")));
         let n = &plan.notes[0];
         assert!(n.contains("`upstream.example`") && n.contains("of 2 bases") && n.contains("1 base keep") && n.contains("(lost)"), "{n}");
         assert!(plan.bases[1].why[0].starts_with("upstream not resolved (connection refused)"), "{:?}", plan.bases[1].why);
@@ -843,6 +864,7 @@ mod tests {
         let plan = decide(l, &observed, 64);
         assert_eq!(plan.bases[1].status, Status::Cold);
         assert_eq!(plan.matrices.bases.include[0].items, "lost");
+        assert_eq!(plan.unresolved_reason(), None);
         assert!(plan.notes[0].contains("1 base hashed with the reference alone"), "{:?}", plan.notes);
     }
 

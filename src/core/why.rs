@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::core::figures::count;
 use crate::core::image_ref::Digest;
 use crate::core::inputs_record::{InputsRecord, Previous, compact};
 use crate::core::plan::Plan;
@@ -158,8 +159,8 @@ pub fn why_lines<'a>(builder: &[String], bases: impl IntoIterator<Item = (&'a st
         let noun = if g.count == 1 { "base" } else { "bases" };
         let kinds = g.kinds.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
         let more = g.count - g.examples.len();
-        let more = if more > 0 { format!(" and {more} more") } else { String::new() };
-        out.push(format!("- {} {noun} to build: {kinds} ({}){more}", g.count, g.examples.join(", ")));
+        let more = if more > 0 { format!(" and {} more", count(more)) } else { String::new() };
+        out.push(format!("- {} {noun} to build: {kinds} ({}){more}", count(g.count), g.examples.join(", ")));
     }
     out
 }
