@@ -16,9 +16,15 @@ fn ids(n: usize) -> Vec<String> {
     (1..=n).map(|i| format!("repo__proj-{i}")).collect()
 }
 
+/// The upstream repository name of an instance, spelled as SWE-bench's images spell it (some
+/// registries refuse `__` in a repository name).
+fn upstream_name(id: &str) -> String {
+    id.replace("__", "_1776_")
+}
+
 fn spec(reg: &str, upstream: &str, instances: &[String]) -> String {
     format!(
-        "registry: {reg}/e2e\nbuilder: {{ repository: builder, context: agent }}\nbases:\n  repository: base\n  context: base\n  from: \"{upstream}/swebench/{{instance}}:latest\"\n  build-args: {{ INSTANCE: \"{{instance}}\" }}\n  instances: [{}]\nagents:\n  repository: agent\n  variants:\n    - {{ name: one, entrypoint: [\"/bin/sh\"] }}\n",
+        "registry: {reg}/e2e\nbuilder: {{ repository: builder, context: agent }}\nbases:\n  repository: base\n  context: base\n  from: \"{upstream}/swebench/{{instance|replace(\\\"__\\\", \\\"_1776_\\\")}}:latest\"\n  build-args: {{ INSTANCE: \"{{instance}}\" }}\n  instances: [{}]\nagents:\n  repository: agent\n  variants:\n    - {{ name: one, entrypoint: [\"/bin/sh\"] }}\n",
         instances.join(", ")
     )
 }
@@ -29,7 +35,7 @@ fn setup(n: usize) -> (Registry, Registry, tempfile::TempDir) {
     let reg = Registry::start();
     let up = Registry::start();
     for id in ids(n) {
-        import_and_push(&busybox_rootfs_tar(&[]), &format!("{}/swebench/{id}:latest", up.host));
+        import_and_push(&busybox_rootfs_tar(&[]), &format!("{}/swebench/{}:latest", up.host, upstream_name(&id)));
     }
     let dir = spec_dir(&[
         ("agent/Dockerfile", "FROM scratch AS payload\nCOPY Dockerfile /agent/Dockerfile\n"),
@@ -137,7 +143,7 @@ fn an_unreachable_upstream_keeps_every_base_tag_and_a_base_without_record_waits(
 
     // Back, with one upstream image moved: that base is warm and says why; the others hit.
     up.restart();
-    import_and_push(&busybox_rootfs_tar(&[("moved", b"1")]), &format!("{}/swebench/repo__proj-1:latest", up.host));
+    import_and_push(&busybox_rootfs_tar(&[("moved", b"1")]), &format!("{}/swebench/{}:latest", up.host, upstream_name("repo__proj-1")));
     std::fs::write(d.join("split-build.yml"), spec(&reg.host, &up.host, &ids(3))).unwrap();
     let (code, back, stderr) = plan(d, &[]);
     assert_eq!(code, Some(0), "{stderr}");
@@ -163,7 +169,7 @@ fn an_upstream_answering_503_is_retried() {
     let reg = Registry::start();
     let up = Registry::start();
     for id in ids(4) {
-        import_and_push(&busybox_rootfs_tar(&[]), &format!("{}/swebench/{id}:latest", up.host));
+        import_and_push(&busybox_rootfs_tar(&[]), &format!("{}/swebench/{}:latest", up.host, upstream_name(&id)));
     }
     // With this seed the first two requests meet a 503 and no request can meet six (at most
     // five of the first thirty rolls are faults): deterministic whatever the interleaving.

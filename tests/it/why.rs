@@ -13,7 +13,7 @@ const DOCKERFILE: &str = "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nARG INSTANCE\nRUN 
 
 fn spec(reg: &str, platforms: &str, py: &str, instances: &[&str]) -> String {
     format!(
-        "registry: {reg}/e2e\nplatforms: [{platforms}]\nbuilder: {{ repository: builder, context: agent }}\nbases:\n  repository: base\n  context: base\n  dockerfile: Dockerfile.base\n  from: \"{reg}/upstream/{{instance}}:1\"\n  build-args: {{ INSTANCE: \"{{instance}}\", PY: \"{py}\" }}\n  instances: [{}]\nagents:\n  repository: agent\n  variants:\n    - {{ name: one, entrypoint: [\"/bin/sh\"] }}\n",
+        "registry: {reg}/e2e\nplatforms: [{platforms}]\nbuilder: {{ repository: builder, context: agent }}\nbases:\n  repository: base\n  context: base\n  dockerfile: Dockerfile.base\n  from: \"{reg}/upstream/{{instance|replace(\\\"__\\\", \\\"_1776_\\\")}}:1\"\n  build-args: {{ INSTANCE: \"{{instance}}\", PY: \"{py}\" }}\n  instances: [{}]\nagents:\n  repository: agent\n  variants:\n    - {{ name: one, entrypoint: [\"/bin/sh\"] }}\n",
         instances.join(", ")
     )
 }
@@ -51,7 +51,7 @@ fn each_kind_of_change_is_named_in_why_the_summary_and_explain() {
     let reg = Registry::start();
     let ids = ["repo__proj-1", "repo__proj-2"];
     for id in ids.iter().chain(&["repo__proj-3"]) {
-        import_and_push(&busybox_rootfs_tar(&[]), &format!("{}/upstream/{id}:1", reg.host));
+        import_and_push(&busybox_rootfs_tar(&[]), &format!("{}/upstream/{}:1", reg.host, id.replace("__", "_1776_")));
     }
     let amd64 = "linux/amd64";
     let dir = spec_dir(&[
