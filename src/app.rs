@@ -99,5 +99,6 @@ async fn dispatch(cli: Cli, actions: &ActionsEnv) -> anyhow::Result<Done> {
         Command::Run(args) => commands::run::run(args, actions).await,
         Command::Report(args) => commands::report::run(args, actions).await,
         Command::Prune(args) => commands::prune::run(args, actions).await,
+        Command::Explain(args) => commands::explain::run(args, actions).await,
     }
 }

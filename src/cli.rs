@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::core::image_ref::Tag;
+use crate::core::plan::UpstreamUnresolved;
 use crate::core::secret::Secret;
 
 fn secret(s: &str) -> Result<Secret, String> {
@@ -62,6 +63,9 @@ pub(crate) enum Command {
     Report(ReportArgs),
     /// Retention: delete what neither the plan nor the newest builder versions use.
     Prune(PruneArgs),
+    /// For one instance (or `builder`): every hash input of the plan's image beside its
+    /// previous build's, the differing ones marked.
+    Explain(ExplainArgs),
 }
 
 impl Command {
@@ -73,6 +77,7 @@ impl Command {
             Command::Assemble(a) => Some(&a.registry),
             Command::Run(a) => Some(&a.registry),
             Command::Prune(a) => Some(&a.registry),
+            Command::Explain(a) => Some(&a.registry),
             Command::Report(_) => None,
         }
     }
@@ -129,6 +134,30 @@ pub(crate) struct RegistryOpts {
     /// else 25, under GHCR's 2,000 a minute per token.
     #[arg(long = "max-writes-per-second", value_parser = writes_per_second)]
     pub max_writes_per_second: Option<f64>,
+    /// What a plan does with a base whose upstream digest cannot be resolved (unreachable,
+    /// refusing, rate limiting beyond the retries) and whose previous build records none: `wait` leaves it (and its
+    /// agents) out and fails the plan; `build` hashes the reference alone.
+    #[arg(long = "upstream-unresolved", value_enum, default_value = "wait")]
+    pub upstream_unresolved: UpstreamArg,
+}
+
+/// `--upstream-unresolved`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum UpstreamArg {
+    /// Not planned: the base and its agents wait, the plan exits 1.
+    Wait,
+    /// Planned under the hash of the reference alone (a new tag).
+    Build,
+}
+
+impl RegistryOpts {
+    /// The plan's rule for an unresolved upstream that no previous build records.
+    pub(crate) fn upstream(&self) -> UpstreamUnresolved {
+        match self.upstream_unresolved {
+            UpstreamArg::Wait => UpstreamUnresolved::Wait,
+            UpstreamArg::Build => UpstreamUnresolved::Build,
+        }
+    }
 }
 
 /// `plan`.
@@ -299,6 +328,17 @@ pub(crate) struct PruneArgs {
     /// The GitHub API (default: `$GITHUB_API_URL`, which the runner sets on GitHub Enterprise).
     #[arg(long = "github-api", env = "GITHUB_API_URL", default_value = "https://api.github.com")]
     pub github_api: String,
+}
+
+/// `explain`.
+#[derive(Debug, Args)]
+pub(crate) struct ExplainArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub registry: RegistryOpts,
+    /// An instance id of the spec, or `builder`.
+    pub instance: String,
 }
 
 /// Where `prune` lists and deletes.

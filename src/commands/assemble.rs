@@ -37,7 +37,7 @@ pub(crate) async fn run(args: AssembleArgs, actions: &ActionsEnv) -> anyhow::Res
                 recheck_unless_fresh(&client, &mut plan, &pick, concurrency, actions).await;
                 Ok(plan)
             }
-            None => make_plan(&prepared, Some(&client), concurrency, &pick).await,
+            None => make_plan(&prepared, Some(&client), concurrency, &pick, args.registry.upstream()).await,
         }
     };
     let plan = plan?;

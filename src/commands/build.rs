@@ -38,7 +38,7 @@ pub(crate) async fn run(args: BuildArgs, actions: &ActionsEnv) -> anyhow::Result
             recheck_unless_fresh(&client, &mut plan, &asks, concurrency, actions).await;
             plan
         }
-        None => make_plan(&prepared, Some(&client), concurrency, &asks).await?,
+        None => make_plan(&prepared, Some(&client), concurrency, &asks, args.registry.upstream()).await?,
     };
     let engine = connect_daemon(&args.registry, &prepared.spec.registry.host).await?;
     let site = Site { engine: &engine, client: &client, prepared: &prepared, plan: &plan, actions };

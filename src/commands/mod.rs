@@ -3,6 +3,7 @@
 
 pub(crate) mod assemble;
 pub(crate) mod build;
+pub(crate) mod explain;
 pub(crate) mod plan;
 pub(crate) mod prune;
 pub(crate) mod report;

@@ -24,7 +24,8 @@ pub(crate) async fn run(args: PlanArgs, actions: &ActionsEnv) -> anyhow::Result<
     let mut prepared = prepared?;
     prepared.spec = prepared.spec.with_write_budget(args.write_budget);
     let client = if args.offline { None } else { Some(connect(&args.registry, &prepared.spec.registry.host)?) };
-    let mut plan = make_plan(&prepared, client.as_ref(), usize::from(args.registry.concurrency), &Pick::default()).await?;
+    let mut plan =
+        make_plan(&prepared, client.as_ref(), usize::from(args.registry.concurrency), &Pick::default(), args.registry.upstream()).await?;
     plan.made_in_run = actions.run_id.clone();
 
     write_json_stdout(&plan)?;
@@ -46,5 +47,8 @@ pub(crate) async fn run(args: PlanArgs, actions: &ActionsEnv) -> anyhow::Result<
         write_report(path, &report)?;
     }
     log_counts(&plan);
+    if let Some(reason) = plan.unresolved_reason() {
+        anyhow::bail!(reason);
+    }
     Ok(Done::Ok)
 }

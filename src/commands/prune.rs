@@ -44,7 +44,7 @@ pub(crate) async fn run(args: PruneArgs, actions: &ActionsEnv) -> anyhow::Result
     let spec = &prepared.spec;
     let concurrency = usize::from(args.registry.concurrency);
     let client = connect(&args.registry, &prepared.spec.registry.host)?;
-    let plan = make_plan(&prepared, Some(&client), concurrency, &Pick::default()).await?;
+    let plan = make_plan(&prepared, Some(&client), concurrency, &Pick::default(), args.registry.upstream()).await?;
     let host = spec.registry.host.clone();
     let token = client.credentials().github_api_token();
     let ghcr = match args.source {

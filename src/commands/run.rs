@@ -26,7 +26,7 @@ pub(crate) async fn run(args: RunArgs, actions: &ActionsEnv) -> anyhow::Result<D
     let concurrency = usize::from(args.registry.concurrency);
     // One process is the whole run: it has the run's write budget to itself.
     let client = connect_paced(&args.registry, &prepared.spec.registry.host, Sizing::of(&prepared.spec).share(1))?;
-    let plan = make_plan(&prepared, Some(&client), concurrency, &Pick::default()).await?;
+    let plan = make_plan(&prepared, Some(&client), concurrency, &Pick::default(), args.registry.upstream()).await?;
     log_counts(&plan);
     let c = plan.counts();
     let parallel = usize::from(args.parallel);

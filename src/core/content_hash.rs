@@ -14,6 +14,11 @@ use crate::core::platform::Platform;
 /// How many characters a content hash has.
 pub const HASH_LEN: usize = 16;
 
+/// The scheme (first field) of a base hash; an input record names it too.
+pub const BASE_SCHEME: &str = "split-build/base/v1";
+/// The scheme (first field) of a builder hash.
+pub const BUILDER_SCHEME: &str = "split-build/builder/v1";
+
 /// Accumulates the named fields of one hash.
 #[derive(Clone)]
 pub struct ContentHasher {
@@ -138,7 +143,7 @@ pub fn base_hash(
     upstream: &str,
     upstream_digest: Option<&Digest>,
 ) -> String {
-    let mut h = ContentHasher::new("split-build/base/v1");
+    let mut h = ContentHasher::new(BASE_SCHEME);
     recipe.feed(&mut h);
     feed_args_and_platforms(&mut h, build_args, platforms);
     h.field("from", upstream.as_bytes());
@@ -152,7 +157,7 @@ pub fn base_hash(
 /// the scheme `split-build/builder/v1`, the Dockerfile's sha256, the target, each input
 /// file (`path\0sha256`, sorted), each build arg (sorted), the platforms (sorted).
 pub fn builder_hash(recipe: &Recipe, build_args: &BTreeMap<String, String>, platforms: &[Platform]) -> String {
-    let mut h = ContentHasher::new("split-build/builder/v1");
+    let mut h = ContentHasher::new(BUILDER_SCHEME);
     recipe.feed(&mut h);
     feed_args_and_platforms(&mut h, build_args, platforms);
     h.finish()

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::core::build_cache::warm_image;
 use crate::core::content_hash::{Recipe, base_hash};
 use crate::core::image_ref::{Digest, ImageRef, Tag};
+use crate::core::inputs_record::{InputsRecord, Previous};
 use crate::core::legs::{has_legs, leg, pushed_as};
 use crate::core::matrix::{GithubMatrix, Sizing, Work, pace, shard};
 use crate::core::platform::Platform;
@@ -30,12 +31,15 @@ pub enum Status {
     Warm,
     /// Nothing to reuse: build from scratch.
     Cold,
+    /// Not planned: the upstream digest could not be resolved and no previous build
+    /// records it, so the base's tag is unknown (a base); its base waits (an agent).
+    Unresolved,
 }
 
 impl Status {
     /// Whether the image must be made.
     pub fn is_missing(self) -> bool {
-        self != Status::Hit
+        matches!(self, Status::Warm | Status::Cold)
     }
 
     /// The lower-case name used in JSON and summaries.
@@ -44,6 +48,7 @@ impl Status {
             Status::Hit => "hit",
             Status::Warm => "warm",
             Status::Cold => "cold",
+            Status::Unresolved => "unresolved",
         }
     }
 }
@@ -61,6 +66,8 @@ pub struct Layout {
     pub agents: Vec<AgentLayout>,
     /// The `runs-on` label of each platform's matrix jobs.
     pub runners: BTreeMap<Platform, String>,
+    /// The bases' Dockerfile, target and context inputs (for their input records).
+    pub base_recipe: Recipe,
 }
 
 /// The names around one base image.
@@ -102,6 +109,9 @@ pub struct LayoutInputs<'a> {
     pub base_recipe: &'a Recipe,
     /// Upstream digests by rendered `from` reference, where the registry gave them.
     pub upstream_digests: &'a BTreeMap<String, Digest>,
+    /// By instance, the upstream digest its previous build recorded: used when the
+    /// registry gave none for its `from` (so an unreachable upstream changes no tag).
+    pub recorded_digests: &'a BTreeMap<String, Digest>,
 }
 
 /// Names every image of the spec.
@@ -113,7 +123,7 @@ pub fn layout(spec: &Spec, inputs: LayoutInputs<'_>) -> Layout {
         let vars = Vars { instance: Some(instance), ..Vars::default() };
         let from = spec.bases.from.render(&vars);
         let build_args: BTreeMap<String, String> = spec.bases.build_args.iter().map(|(k, t)| (k.clone(), t.render(&vars))).collect();
-        let from_digest = inputs.upstream_digests.get(&from).cloned();
+        let from_digest = inputs.upstream_digests.get(&from).or_else(|| inputs.recorded_digests.get(instance)).cloned();
         let hash = base_hash(inputs.base_recipe, &build_args, &spec.platforms, &from, from_digest.as_ref());
         let image = spec.image(&spec.bases.repository, base_tag(instance, &hash));
         let latest = spec.image(&spec.bases.repository, latest_tag(instance));
@@ -128,7 +138,14 @@ pub fn layout(spec: &Spec, inputs: LayoutInputs<'_>) -> Layout {
         }
         bases.push(BaseLayout { instance: instance.clone(), from, from_digest, image, latest, build_args });
     }
-    Layout { builder, platforms: spec.platforms.clone(), bases, agents, runners: spec.runners.clone() }
+    Layout {
+        builder,
+        platforms: spec.platforms.clone(),
+        bases,
+        agents,
+        runners: spec.runners.clone(),
+        base_recipe: inputs.base_recipe.clone(),
+    }
 }
 
 /// What the registry said about one image that exists.
@@ -141,6 +158,18 @@ pub struct Presence {
     pub builder: Option<String>,
 }
 
+/// What a plan does with a base whose upstream digest cannot be resolved and whose previous
+/// build records none (`--upstream-unresolved`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UpstreamUnresolved {
+    /// Leave it out of the matrices (status `unresolved`), its agents wait, and the plan
+    /// fails: no base is planned under a tag that a reachable upstream would change.
+    #[default]
+    Wait,
+    /// Plan it under the hash of the reference alone (the behaviour before records).
+    Build,
+}
+
 /// Which of the layout's images exist, by full reference (`ImageRef` display form).
 /// Offline planning passes an empty set: every image is then `cold`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -149,12 +178,31 @@ pub struct Observed {
     pub present: BTreeMap<String, Presence>,
     /// Upstream references whose digest could not be resolved, with the reason.
     pub unresolved_upstreams: BTreeMap<String, String>,
+    /// Of those, the ones the upstream registry answered "not found" (404): a definite
+    /// answer, not an outage, so with no recorded digest the reference alone is hashed.
+    pub upstreams_not_found: BTreeSet<String>,
     /// Images the registry would not tell about (an error answer), with the reason: they
     /// plan as missing, and the plan's notes name them.
     pub unchecked: BTreeMap<String, String>,
+    /// By instance, its previous build (`{instance}-latest`) as read for a missing base or
+    /// an unresolved upstream: `None` when there is none. Instances not asked about are
+    /// absent (their `why` stays empty).
+    pub previous: BTreeMap<String, Option<Previous>>,
+    /// What to do with an unresolved upstream that no previous build records.
+    pub upstream_unresolved: UpstreamUnresolved,
 }
 
 impl Observed {
+    /// Whether a base from `from`, hashed with `from_digest`, waits (status `unresolved`):
+    /// its upstream did not answer (or refused), no previous build recorded a digest, and
+    /// the rule is to wait.
+    pub fn waits(&self, from: &str, from_digest: Option<&Digest>) -> bool {
+        self.upstream_unresolved == UpstreamUnresolved::Wait
+            && from_digest.is_none()
+            && self.unresolved_upstreams.contains_key(from)
+            && !self.upstreams_not_found.contains(from)
+    }
+
     fn has(&self, image: &ImageRef) -> Option<&Presence> {
         self.present.get(&image.to_string())
     }
@@ -202,6 +250,10 @@ pub struct BasePlan {
     /// (only the index, or other platforms, are missing).
     #[serde(default, skip_serializing_if = "is_false")]
     pub built: bool,
+    /// For a missing base: the hash inputs that differ from its previous build, `new`, or
+    /// `unknown (reason)` (see `core::why`). Empty for a hit or when not asked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub why: Vec<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -259,6 +311,26 @@ pub struct Plan {
     pub made_in_run: Option<String>,
 }
 
+impl Plan {
+    /// Why the plan fails when some bases could not be planned (their upstream's digest is
+    /// unknown and no previous build records one), naming a few; `None` when all are.
+    pub fn unresolved_reason(&self) -> Option<String> {
+        let mut names: Vec<&str> = self.bases.iter().filter(|b| b.status == Status::Unresolved).map(|b| b.instance.as_str()).collect();
+        names.dedup();
+        if names.is_empty() {
+            return None;
+        }
+        let shown: Vec<&str> = names.iter().take(5).copied().collect();
+        let more = names.len() - shown.len();
+        let more = if more > 0 { format!(" and {} more", crate::core::figures::count(more)) } else { String::new() };
+        let n = if names.len() == 1 { "1 base".to_owned() } else { format!("{} bases", crate::core::figures::count(names.len())) };
+        Some(format!(
+            "{n} not planned: the upstream digest could not be resolved and no previous build records one ({}{more}); the plan's notes say which registry. Rerun when it answers, or pass --upstream-unresolved build to hash the reference alone",
+            shown.join(", ")
+        ))
+    }
+}
+
 /// Counts of a plan, as the `plan` outputs and the summary give them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
@@ -268,6 +340,8 @@ pub struct Counts {
     pub bases_missing: usize,
     /// Of those, how many have a warm cache.
     pub bases_warm: usize,
+    /// Base entries not planned: upstream unresolved and no recorded digest.
+    pub bases_unresolved: usize,
     /// Agent entries (instance × variant × platform) to make.
     pub agents_missing: usize,
     /// Images that exist already: builder platforms, bases and agents.
@@ -284,9 +358,10 @@ impl Plan {
         let agent_hits = self.agents.iter().filter(|a| a.status == Status::Hit).count();
         Counts {
             builder_needed: self.builder.status.is_missing(),
-            bases_missing: self.bases.len() - base_hits,
+            bases_missing: self.bases.iter().filter(|b| b.status.is_missing()).count(),
+            bases_unresolved: self.bases.iter().filter(|b| b.status == Status::Unresolved).count(),
             bases_warm: self.bases.iter().filter(|b| b.status == Status::Warm).count(),
-            agents_missing: self.agents.len() - agent_hits,
+            agents_missing: self.agents.iter().filter(|a| a.status.is_missing()).count(),
             cache_hits: builder_hits + base_hits + agent_hits,
             planned: self.builder.platforms.len() + self.bases.len() + self.agents.len(),
         }
@@ -349,7 +424,7 @@ pub fn decide(layout: Layout, observed: &Observed, sizing: impl Into<Sizing>) ->
     let max_parallel = sizing.max_parallel;
     // Takes the layout by value and moves its strings into the plan: at 100,000 instances
     // a copy of every name would double the peak memory.
-    let Layout { builder, platforms, bases: base_layouts, agents: agent_layouts, runners } = layout;
+    let Layout { builder, platforms, bases: base_layouts, agents: agent_layouts, runners, base_recipe } = layout;
     let legs = has_legs(&platforms);
     let (builder_status, builder_cache) = builder_status(&builder, &platforms, observed);
     // With several platforms and no index, the legs found so far.
@@ -376,13 +451,33 @@ pub fn decide(layout: Layout, observed: &Observed, sizing: impl Into<Sizing>) ->
     };
 
     let mut bases = Vec::with_capacity(base_layouts.len() * platforms.len());
+    let mut waiting: BTreeSet<String> = BTreeSet::new();
     for b in base_layouts {
         let hit = observed.has(&b.image).is_some();
+        let unresolved = observed.unresolved_upstreams.get(&b.from).filter(|_| b.from_digest.is_none());
+        let wait = observed.waits(&b.from, b.from_digest.as_ref());
+        if wait {
+            waiting.insert(b.instance.clone());
+        }
+        // Only a missing base is compared with its previous build.
+        let why = match (unresolved, observed.previous.get(&b.instance)) {
+            _ if hit => Vec::new(),
+            (Some(reason), _) if wait => {
+                vec![format!("upstream not resolved ({reason}) and no previous build records its digest")]
+            }
+            (_, None) => Vec::new(),
+            (_, Some(previous)) => {
+                let current = InputsRecord::of_base(&base_recipe, &b.build_args, &platforms, &b.from, b.from_digest.as_ref());
+                crate::core::why::why(&current, previous.as_ref())
+            }
+        };
         for p in &platforms {
             // A warm cache per platform: `{instance}-latest`, or its leg with several platforms.
             let latest = pushed_as(&b.latest, p, &platforms);
             let (status, cache_from) = if hit {
                 (Status::Hit, None)
+            } else if wait {
+                (Status::Unresolved, None)
             } else if observed.has(&latest).is_some() {
                 (Status::Warm, Some(latest))
             } else {
@@ -399,6 +494,7 @@ pub fn decide(layout: Layout, observed: &Observed, sizing: impl Into<Sizing>) ->
                 status,
                 cache_from,
                 built,
+                why: why.clone(),
             });
         }
     }
@@ -406,7 +502,13 @@ pub fn decide(layout: Layout, observed: &Observed, sizing: impl Into<Sizing>) ->
     let mut agents = Vec::with_capacity(agent_layouts.len() * platforms.len());
     for a in agent_layouts {
         let current = observed.has(&a.image).is_some_and(|p| made_from(p, &a.base, &builder_name));
-        let status = if current { Status::Hit } else { Status::Cold };
+        let status = if current {
+            Status::Hit
+        } else if waiting.contains(&a.instance) {
+            Status::Unresolved
+        } else {
+            Status::Cold
+        };
         for p in &platforms {
             agents.push(AgentPlan {
                 instance: a.instance.clone(),
@@ -437,10 +539,8 @@ pub fn decide(layout: Layout, observed: &Observed, sizing: impl Into<Sizing>) ->
     );
     let matrices = Matrices { builder: builder_jobs, bases: base_jobs, agents: agent_jobs };
 
-    let notes = observed
-        .unresolved_upstreams
-        .iter()
-        .map(|(r, why)| format!("upstream `{r}`: digest not resolved ({why}); its base hash uses the reference alone"))
+    let notes = upstream_notes(&bases, &platforms, &observed.unresolved_upstreams)
+        .into_iter()
         .chain(
             observed
                 .unchecked
@@ -462,6 +562,62 @@ fn builder_status(builder: &ImageRef, platforms: &[Platform], observed: &Observe
     }
     let warm: Vec<ImageRef> = platforms.iter().map(|p| warm_image(builder, p, platforms)).filter(|w| observed.has(w).is_some()).collect();
     (if warm.is_empty() { Status::Cold } else { Status::Warm }, warm)
+}
+
+/// One note per upstream registry host that left digests unresolved (however many bases
+/// use it): how many of its bases keep the digest their previous build recorded (their
+/// tags unchanged), how many are not planned, and how many are hashed with the reference
+/// alone (`--upstream-unresolved build`).
+fn upstream_notes(bases: &[BasePlan], platforms: &[Platform], unresolved: &BTreeMap<String, String>) -> Vec<String> {
+    #[derive(Default)]
+    struct Host {
+        reason: String,
+        kept: usize,
+        waiting: Vec<String>,
+        alone: usize,
+    }
+    if unresolved.is_empty() {
+        return Vec::new();
+    }
+    let mut hosts: BTreeMap<String, Host> = BTreeMap::new();
+    for b in bases.iter().filter(|b| platforms.first() == Some(&b.platform)) {
+        let Some(reason) = unresolved.get(&b.from) else { continue };
+        let host = b.from.parse::<ImageRef>().map(|i| i.registry).unwrap_or_else(|_| b.from.clone());
+        let h = hosts.entry(host).or_insert_with(|| Host { reason: reason.clone(), ..Host::default() });
+        if b.status == Status::Unresolved {
+            h.waiting.push(b.instance.clone());
+        } else if b.from_digest.is_some() {
+            h.kept += 1;
+        } else {
+            h.alone += 1;
+        }
+    }
+    let bases_n = |n: usize| if n == 1 { "1 base".to_owned() } else { format!("{} bases", crate::core::figures::count(n)) };
+    hosts
+        .into_iter()
+        .map(|(host, h)| {
+            let total = h.kept + h.waiting.len() + h.alone;
+            let mut parts = vec![format!("upstream registry `{host}`: the upstream digest of {} not resolved ({})", bases_n(total), h.reason)];
+            if h.kept > 0 {
+                parts.push(format!("{} keep the digest their previous build recorded (tags unchanged)", bases_n(h.kept)));
+            }
+            if !h.waiting.is_empty() {
+                const SHOWN: usize = 5;
+                let more = h.waiting.len().saturating_sub(SHOWN);
+                let names: Vec<&str> = h.waiting.iter().take(SHOWN).map(String::as_str).collect();
+                let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+                parts.push(format!(
+                    "{} not planned, as no previous build records a digest ({}{more}): they and their agents wait; rerun when `{host}` answers, or pass `--upstream-unresolved build` to hash the reference alone",
+                    bases_n(h.waiting.len()),
+                    names.join(", ")
+                ));
+            }
+            if h.alone > 0 {
+                parts.push(format!("{} hashed with the reference alone (`--upstream-unresolved build`)", bases_n(h.alone)));
+            }
+            parts.join("; ")
+        })
+        .collect()
 }
 
 fn builder_matrix(
@@ -556,7 +712,15 @@ mod tests {
 
     fn small_layout(instances: &[&str], variants: &[&str], version: &str, dockerfile: &[u8]) -> Layout {
         let spec = crate::core::spec::tests::spec_with(instances, variants);
-        layout(&spec, LayoutInputs { builder_version: &tag(version), base_recipe: &recipe(dockerfile), upstream_digests: &BTreeMap::new() })
+        layout(
+            &spec,
+            LayoutInputs {
+                builder_version: &tag(version),
+                base_recipe: &recipe(dockerfile),
+                upstream_digests: &BTreeMap::new(),
+                recorded_digests: &BTreeMap::new(),
+            },
+        )
     }
 
     #[test]
@@ -591,8 +755,8 @@ mod tests {
         let none = BTreeMap::new();
         let with = BTreeMap::from([("upstream.example/x.i:latest".to_owned(), Digest::sha256_of(b"1"))]);
         let v = tag("1");
-        let a = layout(&spec, LayoutInputs { builder_version: &v, base_recipe: &r, upstream_digests: &none });
-        let b = layout(&spec, LayoutInputs { builder_version: &v, base_recipe: &r, upstream_digests: &with });
+        let a = layout(&spec, LayoutInputs { builder_version: &v, base_recipe: &r, upstream_digests: &none, recorded_digests: &none });
+        let b = layout(&spec, LayoutInputs { builder_version: &v, base_recipe: &r, upstream_digests: &with, recorded_digests: &none });
         assert_ne!(a.bases[0].image, b.bases[0].image);
         assert_eq!(b.bases[0].from_digest, Some(Digest::sha256_of(b"1")));
     }
@@ -647,14 +811,82 @@ mod tests {
         assert_eq!(plan.matrices.agents.include[0].items, "a b", "an agents item is an instance, once for all its variants");
     }
 
+    fn layout_with(instances: &[&str], recorded: &BTreeMap<String, Digest>) -> Layout {
+        let spec = crate::core::spec::tests::spec_with(instances, &["v"]);
+        let r = recipe(b"FROM x");
+        layout(
+            &spec,
+            LayoutInputs { builder_version: &tag("1"), base_recipe: &r, upstream_digests: &BTreeMap::new(), recorded_digests: recorded },
+        )
+    }
+
+    /// An unreachable upstream: a base whose previous build recorded a digest keeps its tag
+    /// (the same as when the upstream answered), one without is not planned, its agents
+    /// wait; one note for the host, with the counts.
     #[test]
-    fn unresolved_upstreams_are_noted() {
-        let l = small_layout(&["a"], &["v"], "1", b"FROM x");
-        let observed =
-            Observed { unresolved_upstreams: BTreeMap::from([("u:1".into(), "401 Unauthorized".into())]), ..Observed::default() };
+    fn an_unresolved_upstream_takes_the_recorded_digest_or_waits() {
+        let spec = crate::core::spec::tests::spec_with(&["kept", "lost"], &["v"]);
+        let d = Digest::sha256_of(b"up");
+        let reachable = BTreeMap::from([(spec.bases.from.render(&Vars { instance: Some("kept"), ..Vars::default() }), d.clone())]);
+        let r = recipe(b"FROM x");
+        let none = BTreeMap::new();
+        let before = layout(
+            &spec,
+            LayoutInputs { builder_version: &tag("1"), base_recipe: &r, upstream_digests: &reachable, recorded_digests: &none },
+        );
+        let l = layout_with(&["kept", "lost"], &BTreeMap::from([("kept".to_owned(), d.clone())]));
+        assert_eq!(l.bases[0].image, before.bases[0].image, "the recorded digest gives the same tag");
+        let unresolved: BTreeMap<String, String> = l.bases.iter().map(|b| (b.from.clone(), "connection refused".to_owned())).collect();
+        let mut observed = present(&[(&l.bases[0].image, Presence::default())]);
+        observed.unresolved_upstreams = unresolved;
+        let plan = decide(l.clone(), &observed, 64);
+        let statuses: Vec<_> = plan.bases.iter().map(|b| b.status).collect();
+        assert_eq!(statuses, [Status::Hit, Status::Unresolved]);
+        assert_eq!(plan.agents[1].status, Status::Unresolved, "its agents wait");
+        assert!(plan.matrices.bases.include.is_empty(), "{:?}", plan.matrices.bases);
+        assert_eq!(plan.matrices.agents.include[0].items, "kept");
+        let c = plan.counts();
+        assert_eq!((c.bases_missing, c.bases_unresolved, c.agents_missing), (0, 1, 1));
+        assert_eq!(plan.notes.len(), 1, "one note per host: {:?}", plan.notes);
+        assert!(plan.unresolved_reason().is_some_and(|r| r.starts_with("1 base not planned") && r.contains("(lost)")));
+        let n = &plan.notes[0];
+        assert!(n.contains("`upstream.example`") && n.contains("of 2 bases") && n.contains("1 base keep") && n.contains("(lost)"), "{n}");
+        assert!(plan.bases[1].why[0].starts_with("upstream not resolved (connection refused)"), "{:?}", plan.bases[1].why);
+
+        // A 404 is an answer, not an outage: the reference alone, nothing guessed.
+        let mut not_found = observed.clone();
+        not_found.upstreams_not_found = not_found.unresolved_upstreams.keys().cloned().collect();
+        let plan = decide(l.clone(), &not_found, 64);
+        assert_eq!(plan.bases[1].status, Status::Cold);
+
+        // `--upstream-unresolved build`: planned under the reference alone, as before.
+        observed.upstream_unresolved = UpstreamUnresolved::Build;
         let plan = decide(l, &observed, 64);
-        assert_eq!(plan.notes.len(), 1);
-        assert!(plan.notes[0].contains("u:1") && plan.notes[0].contains("reference alone"));
+        assert_eq!(plan.bases[1].status, Status::Cold);
+        assert_eq!(plan.matrices.bases.include[0].items, "lost");
+        assert_eq!(plan.unresolved_reason(), None);
+        assert!(plan.notes[0].contains("1 base hashed with the reference alone"), "{:?}", plan.notes);
+    }
+
+    #[test]
+    fn a_missing_base_says_why_and_a_hit_nothing() {
+        let l = layout_with(&["hit", "moved", "new", "old"], &BTreeMap::new());
+        let r = recipe(b"FROM x");
+        let platforms: Vec<Platform> = vec!["linux/amd64".parse().unwrap()];
+        let record = |b: &BaseLayout, digest: Option<&Digest>| InputsRecord::of_base(&r, &b.build_args, &platforms, &b.from, digest);
+        let mut observed = present(&[(&l.bases[0].image, Presence::default()), (&l.bases[1].latest, Presence::default())]);
+        let moved = Previous::Record(Box::new(record(&l.bases[1], Some(&Digest::sha256_of(b"old")))));
+        observed.previous = BTreeMap::from([
+            ("hit".to_owned(), Some(moved.clone())),
+            ("moved".to_owned(), Some(moved)),
+            ("new".to_owned(), None),
+            ("old".to_owned(), Some(Previous::NoRecord("no label".into()))),
+        ]);
+        let plan = decide(l, &observed, 64);
+        assert!(plan.bases[0].why.is_empty(), "a hit is not compared");
+        assert!(plan.bases[1].why[0].starts_with("upstream digest not resolved (was sha256:"), "{:?}", plan.bases[1].why);
+        assert_eq!(plan.bases[2].why, ["new"]);
+        assert_eq!(plan.bases[3].why, ["unknown (its previous build: no label)"]);
     }
 
     #[test]
@@ -705,7 +937,15 @@ mod tests {
     fn two_platform_layout(instances: &[&str]) -> Layout {
         let mut spec = crate::core::spec::tests::spec_with(instances, &["v"]);
         spec.platforms = vec!["linux/amd64".parse().unwrap(), "linux/arm64".parse().unwrap()];
-        layout(&spec, LayoutInputs { builder_version: &tag("1"), base_recipe: &recipe(b"FROM x"), upstream_digests: &BTreeMap::new() })
+        layout(
+            &spec,
+            LayoutInputs {
+                builder_version: &tag("1"),
+                base_recipe: &recipe(b"FROM x"),
+                upstream_digests: &BTreeMap::new(),
+                recorded_digests: &BTreeMap::new(),
+            },
+        )
     }
 
     fn jobs(m: &GithubMatrix) -> Vec<(String, String)> {

@@ -62,6 +62,8 @@ impl From<Status> for Outcome {
             Status::Hit => Outcome::Hit,
             Status::Warm => Outcome::Warm,
             Status::Cold => Outcome::Cold,
+            // Not planned: the plan fails for it (its notes say why).
+            Status::Unresolved => Outcome::Failed,
         }
     }
 }

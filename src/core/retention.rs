@@ -316,12 +316,18 @@ pub(crate) mod tests {
 
     fn setup() -> (Spec, Plan) {
         let spec = crate::core::spec::tests::spec_with(&["a", "b"], &["v"]);
+        let plan = plan_of(&spec);
+        (spec, plan)
+    }
+
+    /// The offline plan of `spec` at builder version `v3`.
+    fn plan_of(spec: &Spec) -> Plan {
         let recipe =
             Recipe { dockerfile_sha256: "x".into(), target: None, inputs: vec![InputFile { path: "f".into(), sha256: "y".into() }] };
         let version: crate::core::image_ref::Tag = "v3".parse().unwrap();
-        let l = layout(&spec, LayoutInputs { builder_version: &version, base_recipe: &recipe, upstream_digests: &BTreeMap::new() });
-        let plan = decide(l, &Observed::default(), 64);
-        (spec, plan)
+        let none = BTreeMap::new();
+        let inputs = LayoutInputs { builder_version: &version, base_recipe: &recipe, upstream_digests: &none, recorded_digests: &none };
+        decide(layout(spec, inputs), &Observed::default(), 64)
     }
 
     fn policy(n: usize) -> Policy {
@@ -382,11 +388,7 @@ pub(crate) mod tests {
     fn with_two_platforms_the_legs_of_kept_images_stay() {
         let (mut spec, _) = setup();
         spec.platforms = vec!["linux/amd64".parse().unwrap(), "linux/arm64".parse().unwrap()];
-        let recipe =
-            Recipe { dockerfile_sha256: "x".into(), target: None, inputs: vec![InputFile { path: "f".into(), sha256: "y".into() }] };
-        let version: crate::core::image_ref::Tag = "v3".parse().unwrap();
-        let l = layout(&spec, LayoutInputs { builder_version: &version, base_recipe: &recipe, upstream_digests: &BTreeMap::new() });
-        let plan = decide(l, &Observed::default(), 64);
+        let plan = plan_of(&spec);
         let base_a = plan.bases[0].image.tag.as_ref().unwrap().to_string();
         let arm_leg = format!("{base_a}-linux-arm64");
         let items = vec![

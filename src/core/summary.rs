@@ -246,6 +246,8 @@ fn status_counts(statuses: impl Iterator<Item = Status>) -> [usize; 3] {
             Status::Hit => 0,
             Status::Warm => 1,
             Status::Cold => 2,
+            // Not planned: the notes name them.
+            Status::Unresolved => continue,
         }] += 1;
     }
     c
@@ -261,7 +263,8 @@ fn builder_line(plan: &Plan) -> String {
             let from: Vec<String> = b.cache_from.iter().map(|c| format!("`{c}`")).collect();
             format!("to build, warm (cache from {})", from.join(", "))
         }
-        Status::Cold => "to build, cold (no earlier build to take cache from)".to_owned(),
+        // The builder has no upstream: never unresolved.
+        Status::Cold | Status::Unresolved => "to build, cold (no earlier build to take cache from)".to_owned(),
     }
 }
 
@@ -346,8 +349,7 @@ fn plan_page(plan: &Plan, offline: bool, notes: &[NoteGroup<'_>], d: &Detail, bu
         page.push(&chart);
         page.push("\n</details>\n\n");
     }
-
-    // The "why" of each rebuild (issue 23) goes here: `section(&mut page, "Why they are made", &lines, true)`.
+    section(&mut page, "Why they are made", &crate::core::why::plan_why_lines(plan), false);
 
     if missing > 0 {
         let _ = writeln!(page.out, "<details><summary>Images to make ({})</summary>\n", count(missing));

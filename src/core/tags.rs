@@ -149,7 +149,10 @@ mod tests {
         let recipe =
             Recipe { dockerfile_sha256: "x".into(), target: None, inputs: vec![InputFile { path: "f".into(), sha256: "y".into() }] };
         let (old, new): (Tag, Tag) = ("0123456789abcdef".parse().unwrap(), "fedcba9876543210".parse().unwrap());
-        let names = |v: &Tag| layout(&spec, LayoutInputs { builder_version: v, base_recipe: &recipe, upstream_digests: &BTreeMap::new() });
+        let none = BTreeMap::new();
+        let names = |v: &Tag| {
+            layout(&spec, LayoutInputs { builder_version: v, base_recipe: &recipe, upstream_digests: &none, recorded_digests: &none })
+        };
         let previous = names(&old);
         let fitted = previous.agents.iter().find(|a| a.instance == long).unwrap();
         let tag = fitted.image.tag.clone().unwrap();

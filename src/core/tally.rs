@@ -377,6 +377,7 @@ mod tests {
             status: Status::Cold,
             cache_from: None,
             built: false,
+            why: vec![],
         };
         let agent = |i: &str| AgentPlan {
             instance: i.into(),

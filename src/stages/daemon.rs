@@ -13,8 +13,9 @@ use crate::adapters::registry::{Registry, Stats};
 use crate::cli::RegistryOpts;
 use crate::core::build_cache::{CacheSteps, cache_from, cache_image, cache_steps, warm_image};
 use crate::core::dockerfile_stages::{self, parse_stages, stages_needed};
-use crate::core::image_config::BASE_NAME;
+use crate::core::image_config::{BASE_DIGEST, BASE_NAME};
 use crate::core::image_ref::ImageRef;
+use crate::core::inputs_record::{INPUTS_LABEL, InputsRecord};
 use crate::core::legs::{has_legs, pushed_as};
 use crate::core::plan::{BasePlan, Plan, Status, latest_tag};
 use crate::core::platform::Platform;
@@ -62,8 +63,14 @@ fn base_record(b: &BasePlan, status: Outcome) -> ImageRecord {
 /// Records of a plan whose builder and bases all exist (nothing to build).
 pub(crate) fn builder_and_bases_hits(plan: &Plan) -> Vec<ImageRecord> {
     let mut out = vec![builder_record(plan, None, Outcome::Hit)];
-    out.extend(plan.bases.iter().map(|b| base_record(b, Outcome::Hit)));
+    out.extend(plan.bases.iter().map(|b| if b.status == Status::Unresolved { unresolved_record(b) } else { base_record(b, Outcome::Hit) }));
     out
+}
+
+/// A base not planned (its upstream's digest is unknown): failed, never built under a
+/// guessed tag, so its agents wait too.
+fn unresolved_record(b: &BasePlan) -> ImageRecord {
+    base_record(b, Outcome::Failed).took(0.0, b.why.first().cloned())
 }
 
 /// Builds and pushes the builder's payload stage, unless it exists: with one platform
@@ -140,7 +147,7 @@ async fn build_builder_once(
         dockerfile_path: Some(b.dockerfile.clone()),
         target: Some(b.target.clone()),
         build_args: b.build_args.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        labels: HashMap::from([("dev.split-build.builder-version".to_owned(), prepared.builder_version.to_string())]),
+        labels: builder_labels(prepared, &plan.builder.platforms),
         cache_from: cache_from(&plan.builder.image, None, Some(&warm), &steps, platform, platforms),
         tag: image.clone(),
         inline_cache: steps.inline,
@@ -220,8 +227,10 @@ async fn build_stage_caches(
 pub(crate) async fn build_bases(site: Site<'_>, pick: &Pick, parallel: usize, keep_images: bool) -> Vec<ImageRecord> {
     let Site { engine, client, prepared, plan, actions } = site;
     let wanted = plan.bases.iter().filter(|b| pick.wants(&b.instance, &b.platform));
-    let (hits, todo): (Vec<&BasePlan>, Vec<&BasePlan>) = wanted.partition(|b| b.status == Status::Hit);
+    let (unresolved, wanted): (Vec<&BasePlan>, Vec<&BasePlan>) = wanted.partition(|b| b.status == Status::Unresolved);
+    let (hits, todo): (Vec<&BasePlan>, Vec<&BasePlan>) = wanted.into_iter().partition(|b| b.status == Status::Hit);
     let mut records: Vec<ImageRecord> = hits.into_iter().map(|b| base_record(b, Outcome::Hit)).collect();
+    records.extend(unresolved.into_iter().map(unresolved_record));
     let dockerfile = match std::fs::read_to_string(&prepared.spec.bases.dockerfile) {
         Ok(d) => d,
         Err(e) => {
@@ -348,7 +357,7 @@ async fn build_base(
         dockerfile_path: Some(prepared.spec.bases.dockerfile.clone()),
         target: prepared.spec.bases.target.clone(),
         build_args,
-        labels: HashMap::from([(BASE_NAME.to_owned(), b.from.clone())]),
+        labels: base_labels(prepared, b, platforms),
         cache_from: cache_from(&b.image, Some(&b.instance), b.cache_from.as_ref(), &steps, &b.platform, platforms),
         tag: image.clone(),
         inline_cache: steps.inline,
@@ -361,4 +370,28 @@ async fn build_base(
     cached.await;
     engine.tag(&image, &latest).await?;
     engine.push(&latest).await
+}
+
+/// A base's labels: its upstream (`org.opencontainers.image.base.name` and `.base.digest`)
+/// and its input record, which later plans read from `{instance}-latest`.
+fn base_labels(prepared: &Prepared, b: &BasePlan, platforms: &[Platform]) -> HashMap<String, String> {
+    let record = InputsRecord::of_base(&prepared.base_recipe, &b.build_args, platforms, &b.from, b.from_digest.as_ref());
+    let mut labels = HashMap::from([(BASE_NAME.to_owned(), b.from.clone()), (INPUTS_LABEL.to_owned(), record.to_label())]);
+    if let Some(d) = &b.from_digest {
+        labels.insert(BASE_DIGEST.to_owned(), d.to_string());
+    }
+    labels
+}
+
+/// The builder's labels: its version and its input record (when its inputs can be read).
+fn builder_labels(prepared: &Prepared, platforms: &[Platform]) -> HashMap<String, String> {
+    let mut labels = HashMap::from([("dev.split-build.builder-version".to_owned(), prepared.builder_version.to_string())]);
+    let b = &prepared.spec.builder;
+    match crate::adapters::workspace::recipe(&b.context, &b.dockerfile, Some(&b.target), &b.inputs) {
+        Ok(r) => {
+            labels.insert(INPUTS_LABEL.to_owned(), InputsRecord::of_builder(&r, &b.build_args, platforms).to_label());
+        }
+        Err(e) => tracing::warn!("the builder's input record is left out: {e:#}"),
+    }
+    labels
 }

@@ -3,12 +3,11 @@
 //! agents, what they were made from), and the plan decided from what was seen.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
 
 use futures::{StreamExt as _, stream};
 
 use crate::adapters::credentials::Credentials;
-use crate::adapters::registry::{DEFAULT_WRITES_PER_SECOND, Registry, RetryPolicy, Stats};
+use crate::adapters::registry::{DEFAULT_WRITES_PER_SECOND, Registry, Stats};
 use crate::cli::RegistryOpts;
 use anyhow::Context as _;
 
@@ -17,9 +16,13 @@ use crate::core::build_cache::{bases_note, builder_note, warm_image};
 use crate::core::dockerfile_stages::Stage;
 use crate::core::image_config::{is_index, provenance_of};
 use crate::core::image_ref::{Digest, ImageRef};
+use crate::core::inputs_record::Previous;
 use crate::core::legs::{has_legs, leg, pushed_as};
 use crate::core::matrix::{Sizing, job_rate};
-use crate::core::plan::{Layout, LayoutInputs, Observed, Plan, Presence, Status, decide, fresh_in, layout, refresh};
+use crate::core::plan::{
+    Layout, LayoutInputs, Observed, Plan, Presence, Status, UpstreamUnresolved, decide, fresh_in, latest_tag, layout, refresh,
+};
+use crate::core::platform::Platform;
 use crate::core::template::Vars;
 use crate::stages::daemon::needed_stages;
 use crate::stages::prepare::{Pick, Prepared};
@@ -42,17 +45,20 @@ pub(crate) fn connect_paced(opts: &RegistryOpts, registry_host: &str, share: Opt
         .with_write_rate_f64(rate))
 }
 
+/// The reason of an upstream the registry answered 404 for.
+const NOT_FOUND: &str = "not found";
+
 /// The digest of each upstream reference, where the registry gives it; the others with
-/// the reason. One failure that says a whole registry is unreachable or refuses us is not
-/// repeated for every instance on it.
+/// the reason. Each is one HEAD (Docker Hub does not count a HEAD against its pull limit),
+/// retried on 429 and 5xx within `--timeout` as every request to the spec's registry is.
+/// One failure that says a whole registry is unreachable or refuses us is not repeated for
+/// every instance on it: the first reference of each host is asked alone.
 async fn upstream_digests(
     registry: &Registry,
     refs: &BTreeSet<String>,
     concurrency: usize,
 ) -> (BTreeMap<String, Digest>, BTreeMap<String, String>) {
-    // Upstreams are a nicety for the hash: try quickly, never stall the plan on them.
-    let quick =
-        registry.clone().with_retry(RetryPolicy { attempts: 2, base_delay: Duration::from_millis(200), max_delay: Duration::from_secs(2) });
+    let quick = registry;
     let mut by_host: BTreeMap<String, Vec<(String, ImageRef)>> = BTreeMap::new();
     let mut unresolved = BTreeMap::new();
     for r in refs {
@@ -75,24 +81,21 @@ async fn upstream_digests(
                 }
             }
             Ok(None) => {
-                unresolved.insert(first_ref, "not found".into());
+                unresolved.insert(first_ref, NOT_FOUND.into());
             }
             Err(e) => {
                 let reason = format!("{e:#}");
-                tracing::warn!("upstream registry {host}: {reason}; base hashes use the references alone");
+                tracing::warn!("upstream registry {host}: {reason}; its bases take the digest their previous build recorded");
                 unresolved.insert(first_ref, reason.clone());
                 unresolved.extend(rest.map(|(r, _)| (r, reason.clone())));
                 continue;
             }
         }
         let results: Vec<(String, Result<Option<Digest>, String>)> = stream::iter(rest)
-            .map(|(r, image)| {
-                let quick = quick.clone();
-                async move {
-                    let stats = Stats::default();
-                    let res = quick.head_manifest(&image, &stats).await.map(|h| h.and_then(|h| h.digest)).map_err(|e| format!("{e:#}"));
-                    (r, res)
-                }
+            .map(|(r, image)| async move {
+                let stats = Stats::default();
+                let res = quick.head_manifest(&image, &stats).await.map(|h| h.and_then(|h| h.digest)).map_err(|e| format!("{e:#}"));
+                (r, res)
             })
             .buffer_unordered(concurrency.max(1))
             .collect()
@@ -103,7 +106,7 @@ async fn upstream_digests(
                     digests.insert(r, d);
                 }
                 Ok(None) => {
-                    unresolved.insert(r, "not found".into());
+                    unresolved.insert(r, NOT_FOUND.into());
                 }
                 Err(e) => {
                     unresolved.insert(r, e);
@@ -122,24 +125,36 @@ async fn upstream_digests(
 /// (it plans cold; the others go on); when none of the first round could be checked, the
 /// registry is unusable and that is the error.
 async fn existing(registry: &Registry, layout: &Layout, pick: &Pick, concurrency: usize, observed: &mut Observed) -> anyhow::Result<()> {
-    let bases: Vec<_> = layout.bases.iter().filter(|b| pick.wants_instance(&b.instance)).collect();
+    // A base that waits for its upstream has no tag worth asking about.
+    let bases: Vec<_> =
+        layout.bases.iter().filter(|b| pick.wants_instance(&b.instance) && !observed.waits(&b.from, b.from_digest.as_ref())).collect();
     let first: Vec<ImageRef> = std::iter::once(layout.builder.clone()).chain(bases.iter().map(|b| b.image.clone())).collect();
     let total = first.len();
+    let first_names: BTreeSet<String> = first.iter().map(ToString::to_string).collect();
     record(observed, heads(registry, first, concurrency).await);
-    if observed.unchecked.len() == total
-        && let Some(e) = observed.unchecked.values().next()
+    // (Reads made before, of previous builds, may have left reasons of their own.)
+    let failed: Vec<&String> = observed.unchecked.iter().filter(|(image, _)| first_names.contains(*image)).map(|(_, e)| e).collect();
+    if failed.len() == total
+        && let Some(e) = failed.first()
     {
         anyhow::bail!("{e}");
     }
     let found = |image: &ImageRef| observed.present.contains_key(&image.to_string());
     let platforms = &layout.platforms;
-    // A missing base: its warm cache (`{instance}-latest`, per platform with several) and,
-    // with several platforms, the legs pushed so far; a missing builder: its legs.
+    // A missing base: its previous build `{instance}-latest`, read whole (its config's
+    // input record says why the base is missing) unless it was read already for an
+    // unresolved upstream; with one platform that is also the warm cache, with several the
+    // warm cache is each platform's `-latest` leg; with several platforms, the legs pushed
+    // so far. A missing builder: its legs.
     let mut second: Vec<ImageRef> = Vec::new();
+    let mut reads: Vec<(String, ImageRef)> = Vec::new();
     for b in bases.iter().filter(|b| !found(&b.image)) {
+        if !observed.previous.contains_key(&b.instance) {
+            reads.push((b.instance.clone(), b.latest.clone()));
+        }
         let mut per_platform: Vec<ImageRef> = platforms.iter().map(|p| pushed_as(&b.latest, p, platforms)).collect();
         per_platform.dedup();
-        second.extend(per_platform);
+        second.extend(per_platform.into_iter().filter(|l| *l != b.latest));
         if has_legs(platforms) {
             second.extend(platforms.iter().map(|p| leg(&b.image, p)));
         }
@@ -156,10 +171,74 @@ async fn existing(registry: &Registry, layout: &Layout, pick: &Pick, concurrency
     } else {
         Vec::new()
     };
-    let (second, agents) = tokio::join!(heads(registry, second, concurrency), presences(registry, agents, concurrency));
+    let first_platform = platforms.first().cloned();
+    let (second, agents, previous) = tokio::join!(
+        heads(registry, second, concurrency),
+        presences(registry, agents, concurrency),
+        previous_builds(registry, reads, first_platform.as_ref(), concurrency)
+    );
     record(observed, second);
     record(observed, agents);
+    for (instance, latest, r) in previous {
+        record_previous(observed, instance, &latest, r);
+    }
     Ok(())
+}
+
+/// The previous build of each `(instance, {instance}-latest)`, as its config (for
+/// `platform`, else its first) tells: one manifest and one config read each (two
+/// manifests for an index).
+async fn previous_builds(
+    registry: &Registry,
+    reads: Vec<(String, ImageRef)>,
+    platform: Option<&Platform>,
+    concurrency: usize,
+) -> Vec<(String, ImageRef, anyhow::Result<Option<Previous>>)> {
+    stream::iter(reads)
+        .map(|(instance, latest)| async move {
+            let r = read_previous(registry, &latest, platform).await;
+            (instance, latest, r)
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await
+}
+
+/// What `latest` says it was made from; `None` when it does not exist.
+pub(crate) async fn read_previous(registry: &Registry, latest: &ImageRef, platform: Option<&Platform>) -> anyhow::Result<Option<Previous>> {
+    let stats = Stats::default();
+    let Some(m) = registry.get_manifest(latest, &stats).await? else { return Ok(None) };
+    // A platform added since has no image in the previous build's index: any child's
+    // record tells its inputs.
+    let pm = match registry.platform_manifest(latest, &m, platform, &stats).await? {
+        Some(pm) => Some(pm),
+        None if platform.is_some() => registry.platform_manifest(latest, &m, None, &stats).await?,
+        None => None,
+    };
+    let Some(pm) = pm else { return Ok(Some(Previous::NoRecord("its index lists no image".into()))) };
+    let bytes = registry.get_blob(&latest.registry, &latest.repository, &pm.manifest.config.digest, &stats).await?;
+    let config: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    Ok(Some(Previous::of_config(&config)))
+}
+
+/// Keeps what reading an instance's previous build said: it exists (a warm cache) and what
+/// it records; absent; or the registry's error (the warm cache is unchecked, the record
+/// unknown).
+fn record_previous(observed: &mut Observed, instance: String, latest: &ImageRef, r: anyhow::Result<Option<Previous>>) {
+    match r {
+        Ok(Some(p)) => {
+            observed.present.insert(latest.to_string(), Presence::default());
+            observed.previous.insert(instance, Some(p));
+        }
+        Ok(None) => {
+            observed.previous.insert(instance, None);
+        }
+        Err(e) => {
+            let why = format!("{e:#}");
+            observed.previous.insert(instance, Some(Previous::NoRecord(format!("`{latest}` could not be read ({why})"))));
+            observed.unchecked.insert(latest.to_string(), why);
+        }
+    }
 }
 
 /// HEADs of `images`: present (with no provenance), absent, or the registry's error.
@@ -232,20 +311,43 @@ async fn agent_presence(registry: &Registry, image: &ImageRef) -> anyhow::Result
 /// Names every image and, with a client, asks the registry about the images `pick` names
 /// (`None`: offline, every image cold). A job that makes some instances asks only about
 /// theirs: their upstreams, bases, `-latest` and agents; what it does not pick plans cold.
-pub(crate) async fn make_plan(prepared: &Prepared, client: Option<&Registry>, concurrency: usize, pick: &Pick) -> anyhow::Result<Plan> {
+/// An instance whose upstream digest cannot be resolved takes the digest its previous build
+/// recorded (one read of its `-latest`), so its tag stays; with none recorded, `upstream`
+/// says what to do.
+pub(crate) async fn make_plan(
+    prepared: &Prepared,
+    client: Option<&Registry>,
+    concurrency: usize,
+    pick: &Pick,
+    upstream: UpstreamUnresolved,
+) -> anyhow::Result<Plan> {
     let spec = &prepared.spec;
-    let mut observed = Observed::default();
+    let mut observed = Observed { upstream_unresolved: upstream, ..Observed::default() };
     let mut upstream_digests = BTreeMap::new();
+    let mut recorded_digests = BTreeMap::new();
     if let Some(client) = client {
-        let refs: BTreeSet<String> = spec
-            .bases
-            .instances
-            .iter()
-            .filter(|i| pick.wants_instance(i))
-            .map(|i| spec.bases.from.render(&Vars { instance: Some(i), ..Vars::default() }))
-            .collect();
+        let from = |i: &String| spec.bases.from.render(&Vars { instance: Some(i), ..Vars::default() });
+        let picked: Vec<&String> = spec.bases.instances.iter().filter(|i| pick.wants_instance(i)).collect();
+        let refs: BTreeSet<String> = picked.iter().map(|i| from(i)).collect();
         let (digests, unresolved) = self::upstream_digests(client, &refs, concurrency).await;
+        // The previous builds of the instances whose upstream is unresolved: their recorded
+        // digest stands in.
+        let first_platform = spec.platforms.first();
+        let reads: Vec<(String, ImageRef)> = picked
+            .iter()
+            .filter(|i| unresolved.contains_key(&from(i)))
+            .map(|i| ((*i).clone(), spec.image(&spec.bases.repository, latest_tag(i))))
+            .collect();
+        for (instance, latest, r) in previous_builds(client, reads, first_platform, concurrency).await {
+            record_previous(&mut observed, instance, &latest, r);
+        }
+        for (instance, previous) in &observed.previous {
+            if let Some(d) = previous.as_ref().and_then(|p| p.digest_for(&from(instance))) {
+                recorded_digests.insert(instance.clone(), d.clone());
+            }
+        }
         upstream_digests = digests;
+        observed.upstreams_not_found = unresolved.iter().filter(|(_, why)| *why == NOT_FOUND).map(|(r, _)| r.clone()).collect();
         observed.unresolved_upstreams = unresolved;
     }
     let layout = layout(
@@ -254,6 +356,7 @@ pub(crate) async fn make_plan(prepared: &Prepared, client: Option<&Registry>, co
             builder_version: &prepared.builder_version,
             base_recipe: &prepared.base_recipe,
             upstream_digests: &upstream_digests,
+            recorded_digests: &recorded_digests,
         },
     );
     if let Some(client) = client {
@@ -295,7 +398,7 @@ pub(crate) async fn recheck(registry: &Registry, plan: &mut Plan, pick: &Pick, c
         to_head.extend(platforms.iter().filter(|p| pick.wants_platform(p)).map(|p| leg(&plan.builder.image, p)));
     }
     let mut seen = BTreeSet::new();
-    for b in plan.bases.iter().filter(|b| b.status != Status::Hit && pick.wants(&b.instance, &b.platform)) {
+    for b in plan.bases.iter().filter(|b| b.status.is_missing() && pick.wants(&b.instance, &b.platform)) {
         if seen.insert(b.image.to_string()) {
             to_head.push(b.image.clone());
         }
@@ -306,7 +409,7 @@ pub(crate) async fn recheck(registry: &Registry, plan: &mut Plan, pick: &Pick, c
     let agents: Vec<ImageRef> = plan
         .agents
         .iter()
-        .filter(|a| a.status != Status::Hit && pick.wants_instance(&a.instance))
+        .filter(|a| a.status.is_missing() && pick.wants_instance(&a.instance))
         .map(|a| a.image.clone())
         .filter(|i| seen.insert(i.to_string()))
         .collect();

@@ -25,3 +25,5 @@ mod prune;
 mod services;
 mod summaries;
 mod upload;
+mod upstream;
+mod why;

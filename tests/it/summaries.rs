@@ -271,7 +271,7 @@ impl split_build::core::spec::SpecEnv for Files {
 #[test]
 fn five_thousand_instances_with_their_upstream_unreachable_stay_under_the_limit() {
     use split_build::core::content_hash::{Recipe, sha256_hex};
-    use split_build::core::plan::{LayoutInputs, Observed, decide, layout};
+    use split_build::core::plan::{LayoutInputs, Observed, UpstreamUnresolved, decide, layout};
 
     let dir = tempfile::tempdir().unwrap();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/swebench-verified");
@@ -295,15 +295,28 @@ fn five_thousand_instances_with_their_upstream_unreachable_stay_under_the_limit(
     let recipe = Recipe { dockerfile_sha256: sha256_hex(b"FROM x"), target: None, inputs: vec![] };
     let version = "v42".parse().unwrap();
     let upstream_digests = Default::default();
-    let l = layout(&spec, LayoutInputs { builder_version: &version, base_recipe: &recipe, upstream_digests: &upstream_digests });
+    let l = layout(
+        &spec,
+        LayoutInputs {
+            builder_version: &version,
+            base_recipe: &recipe,
+            upstream_digests: &upstream_digests,
+            recorded_digests: &upstream_digests,
+        },
+    );
     // docker.io unreachable: as the observer records it, every upstream with the first one's error.
     let first = l.bases[0].from.clone();
     let reason = format!(
         "asking `{first}`: error sending request for url (https://registry-1.docker.io/v2/swebench/sweb.eval.x86_64.{}/manifests/latest): client error (Connect): dns error: failed to lookup address information",
         ids[0].replace("__", "_1776_")
     );
-    let observed =
-        Observed { unresolved_upstreams: l.bases.iter().map(|b| (b.from.clone(), reason.clone())).collect(), ..Observed::default() };
+    // No base records a digest and the plan hashes the references alone
+    // (`--upstream-unresolved build`): every base is to make.
+    let observed = Observed {
+        unresolved_upstreams: l.bases.iter().map(|b| (b.from.clone(), reason.clone())).collect(),
+        upstream_unresolved: UpstreamUnresolved::Build,
+        ..Observed::default()
+    };
     let plan = decide(l, &observed, 64);
     let md = split_build::core::summary::plan_summary(&plan, false, split_build::core::summary::SUMMARY_BUDGET);
     eprintln!("5,000-instance plan summary with docker.io unreachable: {} bytes", md.len());

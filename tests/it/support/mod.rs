@@ -109,27 +109,46 @@ impl Registry {
     fn launch(server: Server, auth: Option<(String, String)>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let htpasswd = auth.as_ref().map(|(user, password)| {
+        if let Some((user, password)) = &auth {
             let hash = bcrypt::hash(password, 5).unwrap();
-            let path = dir.path().join("htpasswd");
-            std::fs::write(&path, format!("{user}:{hash}\n")).unwrap();
-            path
-        });
-        let child = match server {
-            Server::Distribution => spawn_distribution(dir.path(), port, htpasswd.as_deref()),
-            Server::Nora => nora::spawn(dir.path(), port, htpasswd.as_deref()),
+            std::fs::write(dir.path().join("htpasswd"), format!("{user}:{hash}\n")).unwrap();
+        }
+        let child = Registry::serve(server, dir.path(), port, auth.is_some());
+        Registry { host: format!("127.0.0.1:{port}"), port, auth, server, child, _dir: dir }
+    }
+
+    /// Starts `server` on `port` with its storage (and htpasswd) in `dir`, and waits until it
+    /// answers.
+    fn serve(server: Server, dir: &Path, port: u16, with_auth: bool) -> Child {
+        let htpasswd = with_auth.then(|| dir.join("htpasswd"));
+        let mut child = match server {
+            Server::Distribution => spawn_distribution(dir, port, htpasswd.as_deref()),
+            Server::Nora => nora::spawn(dir, port, htpasswd.as_deref()),
         };
-        let r = Registry { host: format!("127.0.0.1:{port}"), port, auth, server, child, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Some((status, _)) = http_get(port, "/v2/")
                 && (status == 200 || status == 401)
             {
-                return r;
+                return child;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("{server:?} did not answer on 127.0.0.1:{port} within 20 s");
+    }
+
+    /// Stops the registry, keeping its storage: it refuses connections until
+    /// [`Registry::restart`] (an upstream outage).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a stopped registry again, on the same port with the same storage.
+    pub fn restart(&mut self) {
+        self.child = Registry::serve(self.server, self._dir.path(), self.port, self.auth.is_some());
     }
 
     /// `skopeo` credentials flag for this registry.

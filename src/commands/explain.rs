@@ -1,0 +1,72 @@
+//! `explain`: for one instance (or `builder`), every hash input of the plan's image beside
+//! its previous build's (`{instance}-latest`'s input record), the differing ones marked.
+
+use std::collections::BTreeSet;
+
+use anyhow::Context as _;
+
+use crate::adapters::actions_env::ActionsEnv;
+use crate::adapters::workspace::recipe;
+use crate::cli::ExplainArgs;
+use crate::core::inputs_record::InputsRecord;
+use crate::core::plan::latest_tag;
+use crate::core::spec::quoted;
+use crate::core::why::{Explained, explain};
+use crate::outcome::{Done, UsageError};
+use crate::stages::observe::{connect, make_plan, read_previous};
+use crate::stages::prepare::{Pick, prepare};
+
+/// `split-build explain`.
+pub(crate) async fn run(args: ExplainArgs, _actions: &ActionsEnv) -> anyhow::Result<Done> {
+    let prepared = prepare(&args.common)?;
+    let spec = &prepared.spec;
+    let wanted = args.instance.trim();
+    let is_builder = wanted == "builder";
+    if !is_builder && !spec.bases.instances.iter().any(|i| i == wanted) {
+        return Err(UsageError(format!(
+            "{} is not an instance of `{}` (explain takes one of its {} instance ids, or `builder`)",
+            quoted(wanted),
+            args.common.spec.display(),
+            spec.bases.instances.len()
+        ))
+        .into());
+    }
+    let client = connect(&args.registry, &spec.registry.host)?;
+    let concurrency = usize::from(args.registry.concurrency);
+    // The plan of this one image: the builder job's view, or one instance's.
+    let items = if is_builder { BTreeSet::new() } else { BTreeSet::from([wanted.to_owned()]) };
+    let plan = make_plan(&prepared, Some(&client), concurrency, &Pick::instances(items), args.registry.upstream()).await?;
+    let text = if is_builder {
+        let b = &spec.builder;
+        let r = recipe(&b.context, &b.dockerfile, Some(&b.target), &b.inputs).context("hashing the builder's inputs")?;
+        let current = InputsRecord::of_builder(&r, &b.build_args, &plan.builder.platforms);
+        explain(&Explained {
+            what: "builder",
+            image: &plan.builder.image.to_string(),
+            status: plan.builder.status.as_str(),
+            why: &[],
+            previous_at: None,
+            current: &current,
+            previous: None,
+        })
+    } else {
+        let Some(b) = plan.bases.iter().find(|b| b.instance == wanted) else {
+            anyhow::bail!("the plan has no base for `{wanted}`");
+        };
+        let current = InputsRecord::of_base(&prepared.base_recipe, &b.build_args, &plan.builder.platforms, &b.from, b.from_digest.as_ref());
+        let latest = b.image.with_tag(latest_tag(&b.instance));
+        let previous =
+            read_previous(&client, &latest, Some(&b.platform)).await.with_context(|| format!("reading `{latest}`, the previous build"))?;
+        explain(&Explained {
+            what: &format!("base {wanted}"),
+            image: &b.image.to_string(),
+            status: b.status.as_str(),
+            why: &b.why,
+            previous_at: Some(&latest.to_string()),
+            current: &current,
+            previous: previous.as_ref(),
+        })
+    };
+    print!("{text}");
+    Ok(Done::Ok)
+}

@@ -1,0 +1,132 @@
+//! Why does it rebuild? Bases built through the real daemon into a real registry carry their
+//! input record; after each kind of change the plan names it in each missing base's `why`,
+//! the summary groups the reasons, and `explain` sets the inputs side by side. (A moved
+//! upstream is in `upstream.rs`.)
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+const DOCKERFILE: &str = "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nARG INSTANCE\nRUN echo \"base of $INSTANCE\" > /base.txt\n";
+
+fn spec(reg: &str, platforms: &str, py: &str, instances: &[&str]) -> String {
+    format!(
+        "registry: {reg}/e2e\nplatforms: [{platforms}]\nbuilder: {{ repository: builder, context: agent }}\nbases:\n  repository: base\n  context: base\n  dockerfile: Dockerfile.base\n  from: \"{reg}/upstream/{{instance|replace(\\\"__\\\", \\\"_1776_\\\")}}:1\"\n  build-args: {{ INSTANCE: \"{{instance}}\", PY: \"{py}\" }}\n  instances: [{}]\nagents:\n  repository: agent\n  variants:\n    - {{ name: one, entrypoint: [\"/bin/sh\"] }}\n",
+        instances.join(", ")
+    )
+}
+
+/// `plan --summary s.md`: the plan JSON, and each base's (instance, status, why).
+fn plan(d: &Path) -> (Value, Vec<(String, String, Vec<String>)>) {
+    let out = split_build(d, &["plan", "--summary", "s.md"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = plan["bases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            let why = b["why"].as_array().map(|w| w.iter().map(|r| r.as_str().unwrap().to_owned()).collect()).unwrap_or_default();
+            (b["instance"].as_str().unwrap().to_owned(), b["status"].as_str().unwrap().to_owned(), why)
+        })
+        .collect();
+    (plan, rows)
+}
+
+/// Each base's why, when every base is warm.
+fn warm_whys(rows: &[(String, String, Vec<String>)]) -> Vec<Vec<String>> {
+    assert!(rows.iter().all(|(_, s, _)| s == "warm"), "{rows:?}");
+    rows.iter().map(|(_, _, w)| w.clone()).collect()
+}
+
+fn whys(reasons: &[&str], n: usize) -> Vec<Vec<String>> {
+    vec![reasons.iter().map(|r| (*r).to_owned()).collect(); n]
+}
+
+#[test]
+fn each_kind_of_change_is_named_in_why_the_summary_and_explain() {
+    docker();
+    let reg = Registry::start();
+    let ids = ["repo__proj-1", "repo__proj-2"];
+    for id in ids.iter().chain(&["repo__proj-3"]) {
+        import_and_push(&busybox_rootfs_tar(&[]), &format!("{}/upstream/{}:1", reg.host, id.replace("__", "_1776_")));
+    }
+    let amd64 = "linux/amd64";
+    let dir = spec_dir(&[
+        ("agent/Dockerfile", "FROM scratch AS payload\nCOPY Dockerfile /agent/Dockerfile\n"),
+        ("base/setup.sh", "echo set up\n"),
+        ("Dockerfile.base", DOCKERFILE),
+        ("split-build.yml", &spec(&reg.host, amd64, "3.11", &ids)),
+    ]);
+    let d = dir.path();
+    let write = |name: &str, text: &str| std::fs::write(d.join(name), text).unwrap();
+    let out = split_build(d, &["build", "--stage", "bases"]);
+    assert!(out.status.success(), "building the bases: {}", String::from_utf8_lossy(&out.stderr));
+
+    // Nothing changed: hits, and a hit says nothing.
+    let (_, rows) = plan(d);
+    assert!(rows.iter().all(|(_, s, w)| s == "hit" && w.is_empty()), "{rows:?}");
+
+    // The Dockerfile: every base, one summary line.
+    write("Dockerfile.base", &format!("{DOCKERFILE}RUN true\n"));
+    let (_, rows) = plan(d);
+    assert_eq!(warm_whys(&rows), whys(&["dockerfile"], 2));
+    let summary = std::fs::read_to_string(d.join("s.md")).unwrap();
+    let section: String = summary
+        .lines()
+        .skip_while(|l| !l.starts_with("### Why"))
+        .take_while(|l| !l.starts_with("<details>"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    insta::assert_snapshot!("why_dockerfile_summary", section);
+    let out = split_build(d, &["explain", "repo__proj-1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.starts_with("base repo__proj-1: warm\n") && text.contains("made because:   dockerfile\n"), "{text}");
+    let marked: Vec<&str> = text.lines().filter(|l| l.starts_with("* ")).collect();
+    assert_eq!(marked.len(), 1, "only the Dockerfile differs: {text}");
+    assert!(marked[0].starts_with("* dockerfile "), "{text}");
+    assert!(text.contains("  build-arg PY ") && text.contains("  context setup.sh "), "every input is listed: {text}");
+    write("Dockerfile.base", DOCKERFILE);
+
+    // A context file.
+    write("base/setup.sh", "echo set up again\n");
+    assert_eq!(warm_whys(&plan(d).1), whys(&["context setup.sh"], 2));
+    write("base/setup.sh", "echo set up\n");
+
+    // A build arg.
+    write("split-build.yml", &spec(&reg.host, amd64, "3.12", &ids));
+    assert_eq!(warm_whys(&plan(d).1), whys(&["build-arg PY"], 2));
+
+    // An added platform: each base's two entries say so.
+    write("split-build.yml", &spec(&reg.host, "linux/amd64, linux/arm64", "3.11", &ids));
+    let (_, rows) = plan(d);
+    assert_eq!(rows.len(), 4);
+    assert!(rows.iter().all(|(_, _, w)| w == &["platform linux/arm64 added"]), "{rows:?}");
+
+    // A new instance: `new`; the others still hits.
+    let three = ["repo__proj-1", "repo__proj-2", "repo__proj-3"];
+    write("split-build.yml", &spec(&reg.host, amd64, "3.11", &three));
+    let (_, rows) = plan(d);
+    assert_eq!(rows[2], ("repo__proj-3".to_owned(), "cold".to_owned(), vec!["new".to_owned()]));
+    assert!(rows[..2].iter().all(|(_, s, _)| s == "hit"), "{rows:?}");
+
+    // An old base without a record (as split-build 0.1 built them): `unknown`, with the reason.
+    import_and_push(&busybox_rootfs_tar(&[]), &format!("{}/e2e/base:repo__proj-3-latest", reg.host));
+    let (_, rows) = plan(d);
+    assert_eq!(rows[2].1, "warm");
+    assert!(rows[2].2.len() == 1 && rows[2].2[0].starts_with("unknown (") && rows[2].2[0].contains("dev.split-build.inputs"), "{rows:?}");
+    let out = split_build(d, &["explain", "repo__proj-3"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("no input record") && text.contains("? "), "{text}");
+
+    // An unknown instance is unusable input; the builder explains itself.
+    let out = split_build(d, &["explain", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`nope` is not an instance"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = split_build(d, &["explain", "builder"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("builder: cold\n"));
+}
