@@ -21,26 +21,32 @@ use crate::core::tags::{BUILDER_WARM, CACHE_PREFIX, builder_warm_tag, platform_s
 
 /// The builder's warm tag itself, `{repo}:latest` (an index with several platforms: see
 /// [`warm_image`] for a platform's).
-pub fn warm_tag(builder: &ImageRef) -> ImageRef {
+pub(crate) fn warm_tag(builder: &ImageRef) -> ImageRef {
     builder.with_tag(builder_warm_tag())
 }
 
 /// Where `platform`'s warm builder is: `{repo}:latest`, or its leg with several platforms.
-pub fn warm_image(builder: &ImageRef, platform: &Platform, platforms: &[Platform]) -> ImageRef {
+pub(crate) fn warm_image(builder: &ImageRef, platform: &Platform, platforms: &[Platform]) -> ImageRef {
     pushed_as(&warm_tag(builder), platform, platforms)
 }
 
 /// The cache image of one stage for `platform`, in the repository of `image`: the
 /// builder's `cache-{stage}`, or a base instance's (`owner`) `{instance}-cache-{stage}`; its
 /// leg with several platforms.
-pub fn cache_image(image: &ImageRef, owner: Option<&str>, stage: &str, platform: &Platform, platforms: &[Platform]) -> Option<ImageRef> {
+pub(crate) fn cache_image(
+    image: &ImageRef,
+    owner: Option<&str>,
+    stage: &str,
+    platform: &Platform,
+    platforms: &[Platform],
+) -> Option<ImageRef> {
     Some(pushed_as(&image.with_tag(stage_cache_tag(owner, stage)), platform, platforms))
 }
 
 /// The builds a builder version takes under a cache mode: each needed stage built on its own
 /// (to be pushed as its cache image) before the target.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CacheSteps {
+pub(crate) struct CacheSteps {
     /// The named stages the target needs, in Dockerfile order: built and pushed as cache
     /// images first (`max` only).
     pub stages: Vec<String>,
@@ -52,7 +58,7 @@ pub struct CacheSteps {
 }
 
 /// What `mode` makes of the stages the builder's target needs.
-pub fn cache_steps(mode: CacheMode, needed: &[&Stage]) -> CacheSteps {
+pub(crate) fn cache_steps(mode: CacheMode, needed: &[&Stage]) -> CacheSteps {
     let inline = mode != CacheMode::Off;
     if mode != CacheMode::Max {
         return CacheSteps { stages: Vec::new(), unnamed: Vec::new(), inline };
@@ -65,7 +71,7 @@ pub fn cache_steps(mode: CacheMode, needed: &[&Stage]) -> CacheSteps {
 /// a base's `{instance}-latest`, when there is one) and the cache image of every stage
 /// `steps` builds (whichever exist; BuildKit passes over a missing one). Cache-from is on
 /// whatever the mode (`off` exports no cache; what an earlier build exported is still used).
-pub fn cache_from(
+pub(crate) fn cache_from(
     image: &ImageRef,
     owner: Option<&str>,
     warm: Option<&ImageRef>,
@@ -81,7 +87,7 @@ pub fn cache_from(
 }
 
 /// The plan's note on the builder's cache: which path runs and what it pushes.
-pub fn builder_note(builder: &ImageRef, mode: CacheMode, target: &str, needed: Result<&[&Stage], String>) -> String {
+pub(crate) fn builder_note(builder: &ImageRef, mode: CacheMode, target: &str, needed: Result<&[&Stage], String>) -> String {
     let latest = warm_tag(builder);
     let repo = format!("{}/{}", builder.registry, builder.repository);
     match (mode, needed) {
@@ -119,7 +125,7 @@ pub fn builder_note(builder: &ImageRef, mode: CacheMode, target: &str, needed: R
 }
 
 /// The bases' note, when they cache more than their final stage: the cost in pushes.
-pub fn bases_note(mode: CacheMode, needed: Result<&[&Stage], String>) -> Option<String> {
+pub(crate) fn bases_note(mode: CacheMode, needed: Result<&[&Stage], String>) -> Option<String> {
     if mode != CacheMode::Max {
         return None;
     }
@@ -144,7 +150,7 @@ pub fn bases_note(mode: CacheMode, needed: Result<&[&Stage], String>) -> Option<
 /// version nor a base): the builder's `latest` and `cache-{stage}`, the bases'
 /// `{instance}-cache-{stage}`, and their legs.
 #[derive(Debug, Clone)]
-pub struct CacheTags<'a> {
+pub(crate) struct CacheTags<'a> {
     /// The builder repository.
     pub builder: &'a str,
     /// The bases repository.
@@ -157,7 +163,7 @@ pub struct CacheTags<'a> {
 
 impl CacheTags<'_> {
     /// Whether `tag` of `repository` is a cache tag.
-    pub fn contains(&self, repository: &str, tag: &str) -> bool {
+    pub(crate) fn contains(&self, repository: &str, tag: &str) -> bool {
         let leg = self
             .platforms
             .iter()

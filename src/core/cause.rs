@@ -2,11 +2,11 @@
 //! taken out, so that a thousand failures (or notes) of one kind read as one.
 
 /// What replaces a name in a cause.
-pub const ELIDED: &str = "…";
+pub(crate) const ELIDED: &str = "…";
 
 /// The normalised cause of `text`: each of `names` (longest first), every backtick-quoted
 /// span, each URL's path and query, each digest's hex and each long hex id become `…`.
-pub fn cause_of(text: &str, names: &[&str]) -> String {
+pub(crate) fn cause_of(text: &str, names: &[&str]) -> String {
     let mut names: Vec<&str> = names.iter().copied().filter(|n| !n.is_empty()).collect();
     names.sort_by_key(|n| std::cmp::Reverse(n.len()));
     let mut s = text.to_owned();
@@ -19,7 +19,7 @@ pub fn cause_of(text: &str, names: &[&str]) -> String {
 }
 
 /// The backtick-quoted spans of `text`, in order.
-pub fn quoted_spans(text: &str) -> Vec<&str> {
+pub(crate) fn quoted_spans(text: &str) -> Vec<&str> {
     let pairs = text.matches('`').count() / 2;
     text.split('`').skip(1).step_by(2).take(pairs).collect()
 }

@@ -10,26 +10,26 @@
 use std::collections::VecDeque;
 
 /// Points a GET costs against the secondary limit.
-pub const GET_POINTS: u32 = 1;
+pub(crate) const GET_POINTS: u32 = 1;
 /// Points a DELETE costs (GitHub: mutating requests cost 5).
-pub const DELETE_POINTS: u32 = 5;
+pub(crate) const DELETE_POINTS: u32 = 5;
 /// Points we spend a minute per endpoint: under GitHub's 900, with room for the job's other
 /// requests.
-pub const POINTS_PER_MINUTE: u32 = 800;
+pub(crate) const POINTS_PER_MINUTE: u32 = 800;
 /// The most requests we keep in flight, far under GitHub's 100 (GitHub advises serial
 /// requests; a few in flight hide the round trip).
-pub const MAX_IN_FLIGHT: usize = 8;
+pub(crate) const MAX_IN_FLIGHT: usize = 8;
 /// The wait after a secondary-limit answer without `retry-after` (GitHub: at least a minute),
 /// doubled for each such answer in a row, up to [`MAX_BACKOFF`].
-pub const FIRST_BACKOFF: f64 = 60.0;
+pub(crate) const FIRST_BACKOFF: f64 = 60.0;
 /// The longest wait after repeated secondary-limit answers.
-pub const MAX_BACKOFF: f64 = 15.0 * 60.0;
+pub(crate) const MAX_BACKOFF: f64 = 15.0 * 60.0;
 /// Versions on one page of GitHub's list (its maximum `per_page`).
-pub const PAGE_SIZE: u64 = 100;
+pub(crate) const PAGE_SIZE: u64 = 100;
 
 /// A request's kind, for its secondary-limit cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A list page (1 point).
     Get,
     /// A version deletion (5 points).
@@ -47,7 +47,7 @@ impl Kind {
 
 /// What one answer's headers said about the limits.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RateHeaders {
+pub(crate) struct RateHeaders {
     /// `x-ratelimit-limit`: requests in the hourly window.
     pub limit: Option<u64>,
     /// `x-ratelimit-remaining`.
@@ -61,7 +61,7 @@ pub struct RateHeaders {
 /// Why a run stops before it has walked everything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Stop {
+pub(crate) enum Stop {
     /// The time budget would end before the next request could go.
     TimeBudget,
     /// The hourly budget is spent and its reset comes after the time budget ends.
@@ -70,7 +70,7 @@ pub enum Stop {
 
 /// Whether the next request may go now.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Gate {
+pub(crate) enum Gate {
     /// Send it.
     Go,
     /// Wait until this time, then ask again.
@@ -81,7 +81,7 @@ pub enum Gate {
 
 /// What a rate-limit answer (403 or 429) was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Limited {
+pub(crate) enum Limited {
     /// The hourly budget is spent: waits for its reset.
     Primary,
     /// The secondary limit: waits `retry-after` or a growing minute.
@@ -91,7 +91,7 @@ pub enum Limited {
 /// The client's view of GitHub's limits for one token, updated by every request sent and
 /// every answer read.
 #[derive(Debug, Clone, Default)]
-pub struct DeleteBudget {
+pub(crate) struct DeleteBudget {
     limit: Option<u64>,
     remaining: Option<u64>,
     reset: Option<i64>,
@@ -108,7 +108,7 @@ pub struct DeleteBudget {
 
 impl DeleteBudget {
     /// May a request of `kind` go at `now`, given the run's `deadline` (None: no time budget)?
-    pub fn gate(&mut self, kind: Kind, now: f64, deadline: Option<f64>) -> Gate {
+    pub(crate) fn gate(&mut self, kind: Kind, now: f64, deadline: Option<f64>) -> Gate {
         while self.window.front().is_some_and(|(t, _)| *t <= now - 60.0) {
             self.window.pop_front();
         }
@@ -144,7 +144,7 @@ impl DeleteBudget {
 
     /// Records a request of `kind` sent at `now`; returns its sequence number for
     /// [`DeleteBudget::answered`].
-    pub fn sent(&mut self, kind: Kind, now: f64) -> u64 {
+    pub(crate) fn sent(&mut self, kind: Kind, now: f64) -> u64 {
         self.window.push_back((now, kind.points()));
         self.remaining = self.remaining.map(|r| r.saturating_sub(1));
         self.sent += 1;
@@ -153,7 +153,7 @@ impl DeleteBudget {
 
     /// Reads the headers of the answer to request `seq`: the server counted it and those
     /// before it, not the ones sent after it that are still in flight.
-    pub fn answered(&mut self, seq: u64, h: &RateHeaders) {
+    pub(crate) fn answered(&mut self, seq: u64, h: &RateHeaders) {
         let Some(remaining) = h.remaining else { return };
         let estimate = remaining.saturating_sub(self.sent - seq);
         let new_window = h.reset.is_some_and(|r| self.reset.is_none_or(|old| r > old));
@@ -171,7 +171,7 @@ impl DeleteBudget {
 
     /// A 403 or 429 that is a rate limit, answered at `now`: waits as GitHub says and tells
     /// which limit it was. `secondary` is whether the body said "secondary rate limit".
-    pub fn limited(&mut self, h: &RateHeaders, secondary: bool, now: f64) -> Limited {
+    pub(crate) fn limited(&mut self, h: &RateHeaders, secondary: bool, now: f64) -> Limited {
         let primary = h.remaining == Some(0) && !secondary;
         if let Some(r) = h.reset {
             self.reset = Some(self.reset.map_or(r, |old| old.max(r)));
@@ -195,12 +195,12 @@ impl DeleteBudget {
     }
 
     /// The hourly limit GitHub stated (`x-ratelimit-limit`), once an answer said it.
-    pub fn limit(&self) -> Option<u64> {
+    pub(crate) fn limit(&self) -> Option<u64> {
         self.limit
     }
 
     /// Rate-limit answers seen so far: (primary, secondary).
-    pub fn waits(&self) -> (u64, u64) {
+    pub(crate) fn waits(&self) -> (u64, u64) {
         self.waits
     }
 }
@@ -208,7 +208,7 @@ impl DeleteBudget {
 /// The most versions one run deletes: `max_delete`, and what `hourly_limit` requests an hour
 /// allow in `budget_secs` (every hourly window the run starts is spent, one list page per
 /// [`PAGE_SIZE`] deletions). None when nothing bounds it.
-pub fn per_run(hourly_limit: Option<u64>, budget_secs: Option<u64>, max_delete: Option<u64>) -> Option<u64> {
+pub(crate) fn per_run(hourly_limit: Option<u64>, budget_secs: Option<u64>, max_delete: Option<u64>) -> Option<u64> {
     let by_rate = match (hourly_limit, budget_secs) {
         (Some(limit), Some(secs)) => Some(secs.div_ceil(3600) * limit * PAGE_SIZE / (PAGE_SIZE + 1)),
         _ => None,
@@ -220,7 +220,7 @@ pub fn per_run(hourly_limit: Option<u64>, budget_secs: Option<u64>, max_delete: 
 }
 
 /// About how many more runs `remaining` deletions take at `per_run` a run.
-pub fn runs_left(remaining: u64, per_run: Option<u64>) -> Option<u64> {
+pub(crate) fn runs_left(remaining: u64, per_run: Option<u64>) -> Option<u64> {
     match per_run {
         _ if remaining == 0 => Some(0),
         Some(n) if n > 0 => Some(remaining.div_ceil(n)),

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 /// One `FROM` and the instructions under it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stage {
+pub(crate) struct Stage {
     /// Its position among the stages (0-based), as `COPY --from=0` names it.
     pub index: usize,
     /// Its `AS` name, lower-cased as BuildKit reads it.
@@ -21,14 +21,14 @@ pub struct Stage {
 
 impl Stage {
     /// How a cache tag names this stage: its name, or its index when it has none.
-    pub fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         self.name.clone().unwrap_or_else(|| self.index.to_string())
     }
 }
 
 /// The stages of `dockerfile`, in order. Text the parser does not know (heredocs, unknown
 /// instructions) is passed over: it never names a stage.
-pub fn parse_stages(dockerfile: &str) -> Vec<Stage> {
+pub(crate) fn parse_stages(dockerfile: &str) -> Vec<Stage> {
     let mut stages: Vec<Stage> = Vec::new();
     for line in instructions(dockerfile) {
         let mut words = line.split_whitespace();
@@ -107,7 +107,7 @@ fn directive_escape(dockerfile: &str) -> char {
 
 /// Why the stages a target needs cannot be known.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StageError {
+pub(crate) enum StageError {
     /// No stage has the target's name.
     #[error("the Dockerfile has no stage `{0}` (its stages: {1})")]
     NoTarget(String, String),
@@ -115,7 +115,7 @@ pub enum StageError {
 
 /// The stages `target` needs (directly or through others), in Dockerfile order, the
 /// target itself not included. With no target the last stage is the target.
-pub fn stages_needed<'a>(stages: &'a [Stage], target: Option<&str>) -> Result<Vec<&'a Stage>, StageError> {
+pub(crate) fn stages_needed<'a>(stages: &'a [Stage], target: Option<&str>) -> Result<Vec<&'a Stage>, StageError> {
     let wanted = match target {
         Some(t) => {
             let t = t.to_ascii_lowercase();

@@ -12,13 +12,13 @@ use std::fmt;
 
 /// The parsed patterns of one `.dockerignore`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DockerIgnore {
+pub(crate) struct DockerIgnore {
     patterns: Vec<Pattern>,
 }
 
 /// A `.dockerignore` line that Docker would refuse too.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DockerIgnoreError {
+pub(crate) struct DockerIgnoreError {
     /// 1-based line in the `.dockerignore`.
     pub line: usize,
     /// What is wrong and what would be valid.
@@ -72,7 +72,7 @@ struct Pattern {
 
 impl DockerIgnore {
     /// Parses the text of a `.dockerignore`.
-    pub fn parse(text: &str) -> Result<DockerIgnore, DockerIgnoreError> {
+    pub(crate) fn parse(text: &str) -> Result<DockerIgnore, DockerIgnoreError> {
         let mut patterns = Vec::new();
         // Docker drops a UTF-8 byte order mark on the first line.
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -107,13 +107,13 @@ impl DockerIgnore {
 
     /// Whether any pattern is an exception (`!`): then a left-out directory may still hold
     /// files that are kept, so a walker must look inside it.
-    pub fn has_exceptions(&self) -> bool {
+    pub(crate) fn has_exceptions(&self) -> bool {
         self.patterns.iter().any(|p| p.exception)
     }
 
     /// Whether `path` (relative to the context, `/`-separated, no leading `./`) is left out:
     /// the last pattern matching it or one of its parent directories decides.
-    pub fn excludes(&self, path: &str) -> bool {
+    pub(crate) fn excludes(&self, path: &str) -> bool {
         let mut excluded = false;
         for p in &self.patterns {
             // Only a pattern that could flip the answer needs to be tried.
@@ -259,7 +259,7 @@ fn class(chars: &mut std::iter::Peekable<std::str::Chars<'_>>, pattern: &str) ->
 
 /// Go's `filepath.Clean` on a `/`-separated path: one `/` between segments, no `.`
 /// segments, `..` folded into its parent where there is one, no trailing `/`.
-pub fn clean(path: &str) -> String {
+pub(crate) fn clean(path: &str) -> String {
     let rooted = path.starts_with('/');
     let mut out: Vec<&str> = Vec::new();
     for seg in path.split('/') {
@@ -288,7 +288,7 @@ pub fn clean(path: &str) -> String {
 /// directory before what it holds) and whether it is a directory: one answer per entry. A
 /// left-out directory is still sent when it holds a kept entry (Docker creates the parents
 /// of what it sends).
-pub fn kept<'a>(ignore: &DockerIgnore, entries: impl IntoIterator<Item = (&'a str, bool)>) -> Vec<bool> {
+pub(crate) fn kept<'a>(ignore: &DockerIgnore, entries: impl IntoIterator<Item = (&'a str, bool)>) -> Vec<bool> {
     let mut out = Vec::new();
     // Left-out directories above the current entry (index, path), waiting for a kept descendant.
     let mut pending: Vec<(usize, &str)> = Vec::new();

@@ -10,7 +10,7 @@ use crate::core::tally::{JobId, JobIndex};
 
 /// The failures of one stage that share a cause.
 #[derive(Debug, Clone)]
-pub struct FailureGroup<'a> {
+pub(crate) struct FailureGroup<'a> {
     /// The stage they belong to.
     pub stage: Stage,
     /// The normalised reason they share.
@@ -23,19 +23,19 @@ pub struct FailureGroup<'a> {
 
 impl FailureGroup<'_> {
     /// The reason of the group's first image, as the job wrote it.
-    pub fn reason(&self) -> &str {
+    pub(crate) fn reason(&self) -> &str {
         self.records.first().and_then(|r| r.error.as_deref()).unwrap_or("no reason given")
     }
 }
 
 /// The cause of one failed image: its reason with the names of its own image taken out.
-pub fn cause_of_failure(r: &ImageRecord) -> String {
+pub(crate) fn cause_of_failure(r: &ImageRecord) -> String {
     let tag = r.image.rsplit_once(':').map(|(_, t)| t).filter(|t| t.len() >= 8 && !t.contains('/')).unwrap_or_default();
     cause_of(r.error.as_deref().unwrap_or("no reason given"), &[&r.image, tag, r.instance.as_deref().unwrap_or_default()])
 }
 
 /// The failed records grouped by stage (pipeline order) and cause (biggest group first).
-pub fn group_failures<'a>(records: impl IntoIterator<Item = &'a ImageRecord>, index: &JobIndex) -> Vec<FailureGroup<'a>> {
+pub(crate) fn group_failures<'a>(records: impl IntoIterator<Item = &'a ImageRecord>, index: &JobIndex) -> Vec<FailureGroup<'a>> {
     let mut groups: BTreeMap<(Stage, String), Vec<&'a ImageRecord>> = BTreeMap::new();
     for r in records.into_iter().filter(|r| r.status == Outcome::Failed) {
         groups.entry((r.stage, cause_of_failure(r))).or_default().push(r);
@@ -54,7 +54,7 @@ pub fn group_failures<'a>(records: impl IntoIterator<Item = &'a ImageRecord>, in
 
 /// A reason as lines: its own lines, and the build output a daemon error carries (`(last
 /// build output: a | b)`) one line each.
-pub fn reason_lines(reason: &str) -> Vec<String> {
+pub(crate) fn reason_lines(reason: &str) -> Vec<String> {
     const TRAILER: &str = " (last build output: ";
     let mut out = Vec::new();
     for line in reason.lines() {

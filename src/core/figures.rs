@@ -2,7 +2,7 @@
 //! humantime, bytes in decimal units.
 
 /// A count with thousands separators: `1,501`.
-pub fn thousands(n: impl Into<u64>) -> String {
+pub(crate) fn thousands(n: impl Into<u64>) -> String {
     let digits = n.into().to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
@@ -15,7 +15,7 @@ pub fn thousands(n: impl Into<u64>) -> String {
 }
 
 /// [`thousands`] of a `usize`.
-pub fn count(n: usize) -> String {
+pub(crate) fn count(n: usize) -> String {
     thousands(n as u64)
 }
 
@@ -27,7 +27,7 @@ pub fn human_secs(secs: f64) -> String {
 }
 
 /// Bytes in decimal units (`12.0 KB`).
-pub fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
     let mut v = n as f64;
     let mut u = 0;

@@ -234,15 +234,6 @@ impl ImageRef {
             (None, None) => "latest".to_owned(),
         }
     }
-
-    /// Whether the registry is on a loopback address, which is spoken to over plain HTTP.
-    pub fn is_loopback(&self) -> bool {
-        let host = self
-            .registry
-            .rsplit_once(':')
-            .map_or(self.registry.as_str(), |(h, p)| if p.chars().all(|c| c.is_ascii_digit()) { h } else { &self.registry });
-        host == "localhost" || host.starts_with("127.") || host == "[::1]"
-    }
 }
 
 impl FromStr for ImageRef {
@@ -381,12 +372,5 @@ mod tests {
         }
         assert_eq!("ghcr.io/openhands".parse::<RegistryPrefix>().unwrap().to_string(), "ghcr.io/openhands");
         assert!("ghcr.io/Open Hands".parse::<RegistryPrefix>().is_err());
-    }
-
-    #[test]
-    fn loopback_detection() {
-        for (s, lo) in [("127.0.0.1:5000/a", true), ("localhost:1/a", true), ("ghcr.io/a", false), ("[::1]:5000/a", true)] {
-            assert_eq!(s.parse::<ImageRef>().unwrap().is_loopback(), lo, "{s}");
-        }
     }
 }

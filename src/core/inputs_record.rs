@@ -18,11 +18,11 @@ use crate::core::image_ref::Digest;
 use crate::core::platform::Platform;
 
 /// The label that holds the record.
-pub const INPUTS_LABEL: &str = "dev.split-build.inputs";
+pub(crate) const INPUTS_LABEL: &str = "dev.split-build.inputs";
 
 /// Up to this many context inputs are recorded one by one; beyond it the record keeps one
 /// digest per top-level folder (files at the top stay one by one), so it stays a few KB.
-pub const MAX_LISTED_INPUTS: usize = 256;
+pub(crate) const MAX_LISTED_INPUTS: usize = 256;
 
 /// The named inputs of one image's hash, as the README's hash table names them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,7 +106,7 @@ impl InputsRecord {
 /// Context inputs with one entry per top-level folder (`folder/`, the digest of its
 /// inputs' `path\0sha256` lines) and the top-level files as they are. Already compact
 /// entries stay.
-pub fn compact(context: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+pub(crate) fn compact(context: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let mut folders: BTreeMap<String, Vec<InputFile>> = BTreeMap::new();
     for (path, sha) in context {

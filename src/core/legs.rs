@@ -11,14 +11,14 @@ use crate::core::image_ref::{Digest, ImageRef};
 use crate::core::platform::Platform;
 
 /// Whether images of these platforms are indexes made of legs.
-pub fn has_legs(platforms: &[Platform]) -> bool {
+pub(crate) fn has_legs(platforms: &[Platform]) -> bool {
     platforms.len() > 1
 }
 
-pub use crate::core::tags::{leg_tag, platform_suffix as suffix};
+pub(crate) use crate::core::tags::{leg_tag, platform_suffix as suffix};
 
 /// The image a leg of `image` is pushed as.
-pub fn leg(image: &ImageRef, platform: &Platform) -> ImageRef {
+pub(crate) fn leg(image: &ImageRef, platform: &Platform) -> ImageRef {
     match &image.tag {
         Some(tag) => image.with_tag(leg_tag(tag, platform)),
         None => image.clone(),
@@ -27,19 +27,19 @@ pub fn leg(image: &ImageRef, platform: &Platform) -> ImageRef {
 
 /// Where the image of `platform` goes: its leg when `platforms` make an index, else the
 /// image itself.
-pub fn pushed_as(image: &ImageRef, platform: &Platform, platforms: &[Platform]) -> ImageRef {
+pub(crate) fn pushed_as(image: &ImageRef, platform: &Platform, platforms: &[Platform]) -> ImageRef {
     if has_legs(platforms) { leg(image, platform) } else { image.clone() }
 }
 
 /// Whether `tag` is a leg of `of` (`{of}-{suffix}` for one of `platforms`).
-pub fn is_leg_of(tag: &str, of: &str, platforms: &[Platform]) -> bool {
+pub(crate) fn is_leg_of(tag: &str, of: &str, platforms: &[Platform]) -> bool {
     has_legs(platforms)
         && platforms.iter().any(|p| tag.strip_suffix(&suffix(p)).and_then(|t| t.strip_suffix('-')).is_some_and(|t| t.ends_with(of)))
 }
 
 /// One leg as the registry holds it: the single-platform manifest pushed for `platform`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LegManifest {
+pub(crate) struct LegManifest {
     /// The platform it was built for.
     pub platform: Platform,
     /// Its manifest media type.
@@ -53,7 +53,7 @@ pub struct LegManifest {
 /// The index over every platform's leg, in the order of `platforms`, in the legs' media
 /// type family, with its media type. An error when a platform has no leg or the legs are
 /// of different families (a Docker list cannot hold OCI manifests).
-pub fn index_over(platforms: &[Platform], legs: &[LegManifest]) -> Result<(Index, &'static str), String> {
+pub(crate) fn index_over(platforms: &[Platform], legs: &[LegManifest]) -> Result<(Index, &'static str), String> {
     let mut family = None;
     let mut manifests = Vec::with_capacity(platforms.len());
     for p in platforms {

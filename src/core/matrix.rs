@@ -98,7 +98,7 @@ impl Sizing {
 
 /// The writes a second a job paces at: `--max-writes-per-second` when given, else its share of
 /// the run's write budget (from its matrix entry), else `default`.
-pub fn job_rate(flag: Option<f64>, share: Option<f64>, default: f64) -> f64 {
+pub(crate) fn job_rate(flag: Option<f64>, share: Option<f64>, default: f64) -> f64 {
     flag.or(share).unwrap_or(default)
 }
 
@@ -111,20 +111,20 @@ impl From<usize> for Sizing {
 
 /// Gives each job its share of the run's write budget. The builder and bases jobs run at the
 /// same time and share it; the agents jobs run after both and have it to themselves.
-pub fn pace(builder: GithubMatrix, bases: GithubMatrix, agents: GithubMatrix, sizing: &Sizing) -> [GithubMatrix; 3] {
+pub(crate) fn pace(builder: GithubMatrix, bases: GithubMatrix, agents: GithubMatrix, sizing: &Sizing) -> [GithubMatrix; 3] {
     let building = sizing.share(builder.include.len() + bases.include.len());
     let assembling = sizing.share(agents.include.len());
     [builder.paced(building), bases.paced(building), agents.paced(assembling)]
 }
 
 /// One platform's items, in order.
-pub type Work = (Platform, Vec<String>);
+pub(crate) type Work = (Platform, Vec<String>);
 
 /// Splits each platform's items into contiguous, balanced shards, at most `max_jobs` in
 /// all (never fewer than one per platform with work). Shards are allocated to platforms in
 /// proportion to their item counts (largest remainder, ties to the earlier platform);
 /// within a platform, shard sizes differ by at most one. Deterministic for equal input.
-pub fn shard(work: &[Work], max_jobs: usize, runners: &BTreeMap<Platform, String>) -> GithubMatrix {
+pub(crate) fn shard(work: &[Work], max_jobs: usize, runners: &BTreeMap<Platform, String>) -> GithubMatrix {
     let busy: Vec<&Work> = work.iter().filter(|(_, items)| !items.is_empty()).collect();
     if busy.is_empty() {
         return GithubMatrix::default();

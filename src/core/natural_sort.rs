@@ -5,7 +5,7 @@ use std::cmp::Ordering;
 
 /// Compares `a` and `b` chunk by chunk: digit runs by value (then by length, so `07` and `7`
 /// still differ), everything else byte by byte.
-pub fn natural_cmp(a: &str, b: &str) -> Ordering {
+pub(crate) fn natural_cmp(a: &str, b: &str) -> Ordering {
     let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
     loop {
         match (a.first(), b.first()) {

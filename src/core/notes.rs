@@ -7,7 +7,7 @@ use crate::core::cause::{cause_of, quoted_spans};
 
 /// Notes that say the same thing of different names.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NoteGroup<'a> {
+pub(crate) struct NoteGroup<'a> {
     /// The note with its names taken out (`…`), or the note itself when it stands alone.
     pub text: String,
     /// The name each note is about (its first quoted span), in the notes' order.
@@ -19,7 +19,7 @@ pub struct NoteGroup<'a> {
 }
 
 /// Groups `notes` by cause, biggest group first (ties in order of first appearance).
-pub fn group_notes(notes: &[String]) -> Vec<NoteGroup<'_>> {
+pub(crate) fn group_notes(notes: &[String]) -> Vec<NoteGroup<'_>> {
     let mut order: Vec<String> = Vec::new();
     let mut groups: BTreeMap<String, (usize, Vec<&str>, &str)> = BTreeMap::new();
     for note in notes {

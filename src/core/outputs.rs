@@ -6,7 +6,7 @@ use crate::core::report::{Outcome, Report};
 
 /// The `plan` outputs: the three matrices, the counts a workflow gates on, the builder image
 /// and the whole plan.
-pub fn plan_outputs(plan: &Plan) -> serde_json::Result<Vec<(&'static str, String)>> {
+pub(crate) fn plan_outputs(plan: &Plan) -> serde_json::Result<Vec<(&'static str, String)>> {
     let c = plan.counts();
     Ok(vec![
         ("builder-matrix", serde_json::to_string(&plan.matrices.builder)?),
@@ -23,7 +23,7 @@ pub fn plan_outputs(plan: &Plan) -> serde_json::Result<Vec<(&'static str, String
 
 /// The `build` and `assemble` outputs: how many images the job made, found made already and
 /// failed, and where its report is (empty without `--report`), so a workflow can gate on them.
-pub fn job_outputs(report: &Report, report_path: Option<&str>) -> Vec<(&'static str, String)> {
+pub(crate) fn job_outputs(report: &Report, report_path: Option<&str>) -> Vec<(&'static str, String)> {
     let count = |f: &dyn Fn(Outcome) -> bool| report.images.iter().filter(|i| f(i.status)).count().to_string();
     vec![
         ("made", count(&|s| matches!(s, Outcome::Built | Outcome::Assembled))),

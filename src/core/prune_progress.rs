@@ -14,12 +14,12 @@ use crate::core::retention::Decision;
 use crate::core::summary::{SUMMARY_BUDGET, cut_note, push_rows_within};
 
 /// The most deletion lines a summary shows (the report has them all).
-pub const SAMPLE: usize = 200;
+pub(crate) const SAMPLE: usize = 200;
 
 /// Why a run ended before deleting everything it could.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Ended {
+pub(crate) enum Ended {
     /// It walked every version.
     Done,
     /// `--max-delete` deletions were made.
@@ -30,7 +30,7 @@ pub enum Ended {
 
 /// One run's progress.
 #[derive(Debug, Clone, Serialize)]
-pub struct Progress {
+pub(crate) struct Progress {
     /// Whether deletions were made (else a dry run).
     pub apply: bool,
     /// Versions (manifests) walked and decided.
@@ -62,7 +62,7 @@ pub struct Progress {
 
 impl Progress {
     /// A run that has done nothing yet.
-    pub fn new(apply: bool) -> Progress {
+    pub(crate) fn new(apply: bool) -> Progress {
         Progress {
             apply,
             walked: 0,
@@ -81,7 +81,7 @@ impl Progress {
     }
 
     /// Counts one settled decision and what was done about it.
-    pub fn count(&mut self, d: &Decision, action: PruneAction, error: Option<&str>) {
+    pub(crate) fn count(&mut self, d: &Decision, action: PruneAction, error: Option<&str>) {
         self.walked += 1;
         match action {
             PruneAction::Kept => self.kept += 1,
@@ -96,13 +96,13 @@ impl Progress {
     }
 
     /// Counts a version walked but left for a later run (the run stopped before it).
-    pub fn left(&mut self, d: &Decision) {
+    pub(crate) fn left(&mut self, d: &Decision) {
         self.walked += 1;
         *self.by_repository.entry(d.stored.repository.clone()).or_default().entry("left-for-next-run").or_default() += 1;
     }
 
     /// The step summary.
-    pub fn summary(&self, host: &str, max_delete: Option<u64>, budget: Option<&str>) -> String {
+    pub(crate) fn summary(&self, host: &str, max_delete: Option<u64>, budget: Option<&str>) -> String {
         let mut out = format!("## split-build prune{}\n\n", if self.apply { "" } else { " (dry run: nothing deleted; `--apply` deletes)" });
         let verb = if self.apply { "Deleted" } else { "Would delete" };
         let runs = match self.runs_left {
@@ -152,7 +152,7 @@ impl Progress {
 
 /// About how many deletions remain: those walked but not made, plus the versions not walked
 /// yet at the share of deletions among those walked.
-pub fn remaining(total: u64, walked: u64, doomed_walked: u64, deleted: u64) -> u64 {
+pub(crate) fn remaining(total: u64, walked: u64, doomed_walked: u64, deleted: u64) -> u64 {
     let unwalked = total.saturating_sub(walked);
     let share = (unwalked * doomed_walked).checked_div(walked).unwrap_or(unwalked);
     doomed_walked.saturating_sub(deleted) + share

@@ -11,11 +11,11 @@ use crate::core::retention::{Decision, Reason};
 
 /// How much younger a version the walk must have seen before an older one may be deleted:
 /// an index and its children are pushed within seconds of each other.
-pub const CHILD_WINDOW_SECS: i64 = 600;
+pub(crate) const CHILD_WINDOW_SECS: i64 = 600;
 
 /// One package's walk from its oldest version toward its newest.
 #[derive(Debug, Default)]
-pub struct Walk {
+pub(crate) struct Walk {
     held: VecDeque<Decision>,
     protected: BTreeSet<Digest>,
     newest: i64,
@@ -23,13 +23,13 @@ pub struct Walk {
 
 impl Walk {
     /// The children of a kept index: they stay.
-    pub fn protect(&mut self, children: impl IntoIterator<Item = Digest>) {
+    pub(crate) fn protect(&mut self, children: impl IntoIterator<Item = Digest>) {
         self.protected.extend(children);
     }
 
     /// One page's decisions, oldest first; returns the decisions settled now (kept ones at
     /// once, deletions once the walk is far enough past them), oldest deletions first.
-    pub fn page(&mut self, page: Vec<Decision>) -> Vec<Decision> {
+    pub(crate) fn page(&mut self, page: Vec<Decision>) -> Vec<Decision> {
         let mut out = Vec::new();
         for d in page {
             self.newest = self.newest.max(d.stored.created.unwrap_or(i64::MIN));
@@ -40,12 +40,12 @@ impl Walk {
     }
 
     /// The walk reached the newest version: everything held is settled.
-    pub fn finish(&mut self) -> Vec<Decision> {
+    pub(crate) fn finish(&mut self) -> Vec<Decision> {
         self.release(true)
     }
 
     /// Whether any deletion is held (the caller then learns the children of kept indexes).
-    pub fn holding(&self) -> bool {
+    pub(crate) fn holding(&self) -> bool {
         !self.held.is_empty()
     }
 

@@ -227,7 +227,7 @@ impl Report {
 
 /// The instances whose agents can be made after these builder and bases records: none when
 /// the builder failed, else every instance whose base did not fail.
-pub fn ready_instances<'a>(instances: &'a [String], records: &[ImageRecord]) -> BTreeSet<&'a str> {
+pub(crate) fn ready_instances<'a>(instances: &'a [String], records: &[ImageRecord]) -> BTreeSet<&'a str> {
     let failed = |stage: Stage| records.iter().filter(move |r| r.stage == stage && r.status == Outcome::Failed);
     if failed(Stage::Builder).next().is_some() {
         return BTreeSet::new();
@@ -301,29 +301,6 @@ pub struct PruneLine<'a> {
     /// Why a delete failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-}
-
-/// The prune report (`--report`): every manifest listed, with its decision and action.
-#[derive(Serialize)]
-pub struct PruneReport<'a> {
-    /// Always `prune`.
-    pub command: &'static str,
-    /// Whether deletes were made.
-    pub apply: bool,
-    /// Wall time of the whole command.
-    pub seconds: f64,
-    /// Every registry request of the command (the plan's and the listing's included; the
-    /// GitHub API's are not registry requests).
-    pub registry: Counters,
-    /// One line per manifest.
-    pub manifests: &'a [PruneLine<'a>],
-}
-
-impl PruneReport<'_> {
-    /// How many deletes failed.
-    pub fn failures(&self) -> usize {
-        self.manifests.iter().filter(|l| l.action == PruneAction::Failed).count()
-    }
 }
 
 #[cfg(test)]

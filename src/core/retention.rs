@@ -86,7 +86,7 @@ pub struct Decision {
 
 /// The knobs of a prune.
 #[derive(Debug, Clone)]
-pub struct Policy {
+pub(crate) struct Policy {
     /// Builder versions whose images stay (newest first).
     pub keep_versions: usize,
     /// Nothing younger than this many seconds goes.
@@ -95,7 +95,7 @@ pub struct Policy {
 
 /// The rules of a prune, made once from the spec, the plan and the builder versions, then
 /// asked about one stored manifest at a time (a GitHub package is walked page by page).
-pub struct Keeper<'a> {
+pub(crate) struct Keeper<'a> {
     spec: &'a Spec,
     platforms: &'a [crate::core::platform::Platform],
     in_plan: BTreeSet<(String, String)>,
@@ -109,7 +109,7 @@ pub struct Keeper<'a> {
 
 impl<'a> Keeper<'a> {
     /// The rules for `spec` and `plan`; `versions` are the builder versions, newest first.
-    pub fn new(spec: &'a Spec, plan: &'a Plan, versions: &[String], policy: &Policy, now: i64) -> Keeper<'a> {
+    pub(crate) fn new(spec: &'a Spec, plan: &'a Plan, versions: &[String], policy: &Policy, now: i64) -> Keeper<'a> {
         let platforms = &plan.builder.platforms;
         // With several platforms, the builder's and each base's legs are the plan's too.
         let legs = std::iter::once(&plan.builder.image)
@@ -156,7 +156,7 @@ impl<'a> Keeper<'a> {
 
     /// The rule that keeps `s` by its own tags and age (rules 1 to 5), if any: children of
     /// kept indexes (rule 6) are the caller's to add, as it learns the indexes.
-    pub fn keeps(&self, s: &Stored) -> Option<Reason> {
+    pub(crate) fn keeps(&self, s: &Stored) -> Option<Reason> {
         for t in &s.tags {
             let key = (s.repository.clone(), t.clone());
             if self.in_plan.contains(&key) {
@@ -182,7 +182,7 @@ impl<'a> Keeper<'a> {
     }
 
     /// The verdict on `s` by rules 1 to 5.
-    pub fn decide(&self, s: &Stored) -> Decision {
+    pub(crate) fn decide(&self, s: &Stored) -> Decision {
         match self.keeps(s) {
             Some(reason) => Decision { stored: s.clone(), keep: true, reason },
             None => Decision { stored: s.clone(), keep: false, reason: Reason::Unused },
@@ -192,7 +192,7 @@ impl<'a> Keeper<'a> {
 
 /// Decides for every stored manifest of the spec's three repositories. `versions` are the
 /// builder versions, newest first.
-pub fn select(stored: &[Stored], spec: &Spec, plan: &Plan, versions: &[String], policy: &Policy, now: i64) -> Vec<Decision> {
+pub(crate) fn select(stored: &[Stored], spec: &Spec, plan: &Plan, versions: &[String], policy: &Policy, now: i64) -> Vec<Decision> {
     let keeper = Keeper::new(spec, plan, versions, policy, now);
     let mut decisions: Vec<Decision> = stored.iter().map(|s| keeper.decide(s)).collect();
     // Children of kept indexes stay, whatever their own tags say.
@@ -213,7 +213,7 @@ pub fn select(stored: &[Stored], spec: &Spec, plan: &Plan, versions: &[String], 
 /// The brake: the repositories in which `decisions` keep nothing although they hold
 /// something. Deleting every version of a package is the mistake that matters (a wrong
 /// spec, a wrong namespace), so a run that would do it refuses.
-pub fn emptied(decisions: &[Decision]) -> Vec<String> {
+pub(crate) fn emptied(decisions: &[Decision]) -> Vec<String> {
     let mut kept: BTreeMap<&str, bool> = BTreeMap::new();
     for d in decisions {
         *kept.entry(d.stored.repository.as_str()).or_default() |= d.keep;
@@ -223,7 +223,7 @@ pub fn emptied(decisions: &[Decision]) -> Vec<String> {
 
 /// The indexes into `decisions` of the deletions one run makes: oldest first (unknown
 /// creation times first, then by time, then by digest), at most `max`.
-pub fn oldest_first(decisions: &[Decision], max: Option<usize>) -> Vec<usize> {
+pub(crate) fn oldest_first(decisions: &[Decision], max: Option<usize>) -> Vec<usize> {
     let mut doomed: Vec<usize> = (0..decisions.len()).filter(|i| !decisions[*i].keep).collect();
     doomed.sort_by(|a, b| {
         let (a, b) = (&decisions[*a].stored, &decisions[*b].stored);
@@ -234,7 +234,7 @@ pub fn oldest_first(decisions: &[Decision], max: Option<usize>) -> Vec<usize> {
 }
 
 /// The build cache's floating tags of the spec's repositories: kept as cache, never versions.
-pub fn cache_tags(spec: &Spec) -> CacheTags<'_> {
+pub(crate) fn cache_tags(spec: &Spec) -> CacheTags<'_> {
     CacheTags {
         builder: &spec.builder.repository,
         bases: &spec.bases.repository,
@@ -245,7 +245,7 @@ pub fn cache_tags(spec: &Spec) -> CacheTags<'_> {
 
 /// `(tag, created)` of every builder version among `stored`: the builder repository's tags
 /// but the build cache's (`latest`, `cache-{stage}`), which name no version.
-pub fn builder_tags(stored: &[Stored], spec: &Spec) -> Vec<(String, i64)> {
+pub(crate) fn builder_tags(stored: &[Stored], spec: &Spec) -> Vec<(String, i64)> {
     let cache = cache_tags(spec);
     stored
         .iter()
@@ -256,14 +256,14 @@ pub fn builder_tags(stored: &[Stored], spec: &Spec) -> Vec<(String, i64)> {
 
 /// Builder versions in order, newest first, from `(tag, created)` of the builder
 /// repository's tags (used when no commit history is given). Ties break by tag.
-pub fn versions_by_age(mut tags: Vec<(String, i64)>) -> Vec<String> {
+pub(crate) fn versions_by_age(mut tags: Vec<(String, i64)>) -> Vec<String> {
     tags.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     tags.into_iter().map(|(t, _)| t).collect()
 }
 
 /// Builder versions in commit order: each commit SHA (newest first) that names an existing
 /// builder tag, as the full SHA or a prefix of at least 7 characters.
-pub fn versions_from_commits(commits: &[String], builder_tags: &[String]) -> Vec<String> {
+pub(crate) fn versions_from_commits(commits: &[String], builder_tags: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     for sha in commits {
         let mut matches: Vec<&String> = builder_tags.iter().filter(|t| t.len() >= 7 && sha.starts_with(t.as_str())).collect();
@@ -278,13 +278,13 @@ pub fn versions_from_commits(commits: &[String], builder_tags: &[String]) -> Vec
 }
 
 /// The GHCR package name of a repository path: the path below the owner.
-pub fn package_name(repository: &str, namespace: &str) -> String {
+pub(crate) fn package_name(repository: &str, namespace: &str) -> String {
     let owner = namespace.split('/').next().unwrap_or(namespace);
     repository.strip_prefix(&format!("{owner}/")).unwrap_or(repository).to_owned()
 }
 
 /// Seconds since the epoch of an RFC 3339 time (`2024-05-01T12:00:00.123Z`).
-pub fn parse_rfc3339(s: &str) -> Option<i64> {
+pub(crate) fn parse_rfc3339(s: &str) -> Option<i64> {
     humantime::parse_rfc3339_weak(s.get(..19)?).ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs() as i64)
 }
 

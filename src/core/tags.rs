@@ -14,7 +14,7 @@ use crate::core::template::{Template, Vars};
 
 /// Shortens a tag over the 128-character limit: keeps its readable head and ends it in
 /// `-` and the hash of the whole tag. Tags within the limit come back unchanged.
-pub fn fit(tag: &str) -> String {
+pub(crate) fn fit(tag: &str) -> String {
     if tag.len() <= MAX_TAG_LEN {
         return tag.to_owned();
     }
@@ -36,7 +36,7 @@ fn tag_of(text: &str) -> Tag {
 }
 
 /// A base's content-addressed tag: `{instance}-{hash}`.
-pub fn base_tag(instance: &str, hash: &str) -> Tag {
+pub(crate) fn base_tag(instance: &str, hash: &str) -> Tag {
     tag_of(&format!("{instance}-{hash}"))
 }
 
@@ -47,37 +47,37 @@ pub fn latest_tag(instance: &str) -> Tag {
 }
 
 /// The builder's tag: its version.
-pub fn builder_tag(version: &Tag) -> Tag {
+pub(crate) fn builder_tag(version: &Tag) -> Tag {
     version.clone()
 }
 
 /// What the `agents.tag` template renders for one agent, fitted: the text the spec checks
 /// against the tag grammar.
-pub fn agent_tag_text(template: &Template, instance: &str, variant: &str, builder_version: &str) -> String {
+pub(crate) fn agent_tag_text(template: &Template, instance: &str, variant: &str, builder_version: &str) -> String {
     fit(&template.render(&Vars { instance: Some(instance), variant: Some(variant), builder: Some(builder_version) }))
 }
 
 /// An agent's tag, from the `agents.tag` template.
-pub fn agent_tag(template: &Template, instance: &str, variant: &str, builder_version: &str) -> Tag {
+pub(crate) fn agent_tag(template: &Template, instance: &str, variant: &str, builder_version: &str) -> Tag {
     let text = agent_tag_text(template, instance, variant, builder_version);
     text.parse().unwrap_or_else(|_| tag_of(&text))
 }
 
 /// The builder's floating tag, moved by every builder build: where the planner finds a warm
 /// builder (an earlier build to take cache from), as `{instance}-latest` is for bases.
-pub const BUILDER_WARM: &str = "latest";
+pub(crate) const BUILDER_WARM: &str = "latest";
 
 /// The prefix of a stage's cache tag (after the instance, for a base's).
-pub const CACHE_PREFIX: &str = "cache-";
+pub(crate) const CACHE_PREFIX: &str = "cache-";
 
 /// The builder's floating tag, `latest`.
-pub fn builder_warm_tag() -> Tag {
+pub(crate) fn builder_warm_tag() -> Tag {
     tag_of(BUILDER_WARM)
 }
 
 /// A stage's cache image tag: the builder's `cache-{stage}`, a base instance's
 /// `{instance}-cache-{stage}` (a stage name is `[a-z0-9][a-z0-9_.-]*` in BuildKit).
-pub fn stage_cache_tag(instance: Option<&str>, stage: &str) -> Tag {
+pub(crate) fn stage_cache_tag(instance: Option<&str>, stage: &str) -> Tag {
     match instance {
         Some(i) => tag_of(&format!("{i}-{CACHE_PREFIX}{stage}")),
         None => tag_of(&format!("{CACHE_PREFIX}{stage}")),
@@ -85,12 +85,12 @@ pub fn stage_cache_tag(instance: Option<&str>, stage: &str) -> Tag {
 }
 
 /// The tag suffix of a platform: `linux-amd64`, `linux-arm64-v8`.
-pub fn platform_suffix(platform: &Platform) -> String {
+pub(crate) fn platform_suffix(platform: &Platform) -> String {
     platform.to_string().replace('/', "-")
 }
 
 /// The tag a leg of `tag` is pushed under (at most 128 characters, like every tag).
-pub fn leg_tag(tag: &Tag, platform: &Platform) -> Tag {
+pub(crate) fn leg_tag(tag: &Tag, platform: &Platform) -> Tag {
     let text = fit(&format!("{tag}-{}", platform_suffix(platform)));
     // A tag, `-` and the suffix (letters, digits, `-`) are a tag again; should the grammar
     // say otherwise, the tag itself is the safe answer (it is never pushed as a leg then).

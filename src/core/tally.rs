@@ -9,14 +9,14 @@ use crate::core::plan::Plan;
 use crate::core::report::{ImageRecord, Outcome, Report, Stage};
 
 /// Why images were not attempted when the job the plan gave them wrote no report.
-pub const JOB_SILENT: &str = "their job wrote no report (it did not run)";
+pub(crate) const JOB_SILENT: &str = "their job wrote no report (it did not run)";
 
 /// The stages in pipeline order.
-pub const STAGES: [Stage; 3] = [Stage::Builder, Stage::Bases, Stage::Agents];
+pub(crate) const STAGES: [Stage; 3] = [Stage::Builder, Stage::Bases, Stage::Agents];
 
 /// What became of one image in the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Fate {
+pub(crate) enum Fate {
     /// Made by a job (built or assembled).
     Made,
     /// Existed already.
@@ -47,14 +47,14 @@ impl std::fmt::Display for JobId {
 /// Which matrix job of the plan holds an image: by stage, platform and item (the instance
 /// id; the builder's items are its version, so the builder goes by platform alone).
 #[derive(Debug, Default)]
-pub struct JobIndex {
+pub(crate) struct JobIndex {
     by_item: HashMap<(Stage, String, String), JobId>,
     planned: BTreeMap<Stage, usize>,
 }
 
 impl JobIndex {
     /// The index of a plan's matrices.
-    pub fn of(plan: &Plan) -> JobIndex {
+    pub(crate) fn of(plan: &Plan) -> JobIndex {
         let mut index = JobIndex::default();
         let m = &plan.matrices;
         for (stage, matrix) in [(Stage::Builder, &m.builder), (Stage::Bases, &m.bases), (Stage::Agents, &m.agents)] {
@@ -80,7 +80,7 @@ impl JobIndex {
     /// The job that holds an image of `stage` on `platform` (its first, for a record of
     /// several), if the plan gave it to one. An agents job makes every platform of its
     /// instances, so agents are found by instance alone too.
-    pub fn job_of(&self, stage: Stage, platform: &str, instance: Option<&str>) -> Option<JobId> {
+    pub(crate) fn job_of(&self, stage: Stage, platform: &str, instance: Option<&str>) -> Option<JobId> {
         // A record of several platforms (`linux/amd64,linux/arm64`) was made by one job.
         let platform = platform.split(',').next().unwrap_or_default().trim();
         let item = if stage == Stage::Builder { String::new() } else { instance.unwrap_or_default().to_owned() };
@@ -88,7 +88,7 @@ impl JobIndex {
     }
 
     /// How many jobs the plan gave `stage`.
-    pub fn planned_jobs(&self, stage: Stage) -> usize {
+    pub(crate) fn planned_jobs(&self, stage: Stage) -> usize {
         self.planned.get(&stage).copied().unwrap_or(0)
     }
 }
@@ -170,27 +170,27 @@ fn stage_index(stage: Stage) -> usize {
 }
 
 /// The RFC 3339 time as seconds since the Unix epoch.
-pub fn epoch_secs(rfc3339: &str) -> Option<f64> {
+pub(crate) fn epoch_secs(rfc3339: &str) -> Option<f64> {
     let t = humantime::parse_rfc3339_weak(rfc3339).ok()?;
     Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs_f64())
 }
 
 /// A report's wall-clock span (start, end) in seconds since the epoch, when it recorded one.
-pub fn span(report: &Report) -> Option<(f64, f64)> {
+pub(crate) fn span(report: &Report) -> Option<(f64, f64)> {
     let start = epoch_secs(report.started_at.as_deref()?)?;
     let end = epoch_secs(report.ended_at.as_deref()?)?;
     Some((start, end.max(start)))
 }
 
 /// The one stage all of a report's images belong to (`None` for a `run` report or an empty one).
-pub fn stage_of(report: &Report) -> Option<Stage> {
+pub(crate) fn stage_of(report: &Report) -> Option<Stage> {
     let first = report.images.first()?.stage;
     report.images.iter().all(|i| i.stage == first).then_some(first)
 }
 
 /// The matrix job a report came from, when the plan says (a one-stage report whose first
 /// image the plan gave to a job).
-pub fn job_of_report(report: &Report, index: &JobIndex) -> Option<JobId> {
+pub(crate) fn job_of_report(report: &Report, index: &JobIndex) -> Option<JobId> {
     let stage = stage_of(report)?;
     let first = report.images.first()?;
     index.job_of(stage, &first.platform, first.instance.as_deref())
@@ -221,7 +221,7 @@ fn key(r: &ImageRecord) -> Key {
 }
 
 /// Accounts for every image of `plan` (when given) and of the reports.
-pub fn tally(reports: &[Report], plan: Option<&Plan>) -> Tally {
+pub(crate) fn tally(reports: &[Report], plan: Option<&Plan>) -> Tally {
     let index = plan.map(JobIndex::of).unwrap_or_default();
     let mut outcomes: BTreeMap<Key, Vec<Outcome>> = BTreeMap::new();
     // The instance of each planned image (the base an agent waits for).

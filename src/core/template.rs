@@ -28,7 +28,7 @@ impl Field {
 
 /// A filter applied to a field's value.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Filter {
+pub(crate) enum Filter {
     /// Lower-cases ASCII letters.
     Lower,
     /// Upper-cases ASCII letters.
@@ -256,7 +256,7 @@ fn unquote(s: &str) -> Result<String, String> {
 
 /// Expands `${NAME}` and `${NAME:-default}` with `lookup`. An unset variable without a
 /// default expands to nothing; `$$` writes a literal `$`.
-pub fn expand_env(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, TemplateError> {
+pub(crate) fn expand_env(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, TemplateError> {
     if !s.contains('$') {
         return Ok(s.to_owned());
     }

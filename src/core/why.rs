@@ -15,13 +15,13 @@ use crate::core::inputs_record::{InputsRecord, Previous, compact};
 use crate::core::plan::Plan;
 
 /// The reason of an image with no previous build.
-pub const NEW: &str = "new";
+pub(crate) const NEW: &str = "new";
 
 /// How many instance names a summary line shows.
-pub const EXAMPLES: usize = 3;
+pub(crate) const EXAMPLES: usize = 3;
 
 /// `sha256:` and the first 12 hex digits, then `…`.
-pub fn short(d: &Digest) -> String {
+pub(crate) fn short(d: &Digest) -> String {
     let s = d.as_str();
     match s.split_once(':') {
         Some((alg, hex)) if hex.len() > 12 => format!("{alg}:{}…", &hex[..12]),
@@ -31,7 +31,7 @@ pub fn short(d: &Digest) -> String {
 
 /// Why the image with inputs `current` must be made, given what its previous build says
 /// (`None`: there is none).
-pub fn why(current: &InputsRecord, previous: Option<&Previous>) -> Vec<String> {
+pub(crate) fn why(current: &InputsRecord, previous: Option<&Previous>) -> Vec<String> {
     match previous {
         None => vec![NEW.to_owned()],
         Some(Previous::NoRecord(reason)) => vec![format!("unknown (its previous build: {reason})")],
@@ -53,7 +53,7 @@ pub fn why(current: &InputsRecord, previous: Option<&Previous>) -> Vec<String> {
 }
 
 /// Every input that differs from `prev` to `cur`, in the hash table's order.
-pub fn differences(prev: &InputsRecord, cur: &InputsRecord) -> Vec<String> {
+pub(crate) fn differences(prev: &InputsRecord, cur: &InputsRecord) -> Vec<String> {
     let mut out = Vec::new();
     if prev.scheme != cur.scheme {
         out.push(format!("scheme {} → {}", prev.scheme, cur.scheme));
@@ -102,7 +102,7 @@ fn map_changes(out: &mut Vec<String>, name: &str, prev: &BTreeMap<String, String
 
 /// The kind of a reason, what the summary groups by: the reason without its details
 /// (digests, references, the text in parentheses).
-pub fn kind(reason: &str) -> &str {
+pub(crate) fn kind(reason: &str) -> &str {
     let cut = [" (", " sha256:"].iter().filter_map(|m| reason.find(m)).min().unwrap_or(reason.len());
     let head = &reason[..cut];
     if head.contains(" → ") { head.split(' ').next().unwrap_or(head) } else { head }
@@ -111,7 +111,7 @@ pub fn kind(reason: &str) -> &str {
 /// One line of the summary's grouping: how many images share these kinds of reason, and a
 /// few of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Group {
+pub(crate) struct Group {
     /// The kinds, in the order the first image gave them.
     pub kinds: Vec<String>,
     /// How many images.
@@ -122,7 +122,7 @@ pub struct Group {
 
 /// Groups `(name, why)` pairs by their kinds of reason, largest group first (ties in order
 /// of first appearance). Pairs with no reason are left out.
-pub fn group<'a>(items: impl IntoIterator<Item = (&'a str, &'a [String])>) -> Vec<Group> {
+pub(crate) fn group<'a>(items: impl IntoIterator<Item = (&'a str, &'a [String])>) -> Vec<Group> {
     let mut groups: Vec<Group> = Vec::new();
     let mut at: BTreeMap<Vec<String>, usize> = BTreeMap::new();
     for (name, why) in items {
@@ -148,7 +148,7 @@ pub fn group<'a>(items: impl IntoIterator<Item = (&'a str, &'a [String])>) -> Ve
 /// The summary's "why" lines (markdown list items), before the long tables: one per group
 /// of bases (by instance, once however many platforms), and the builder's reasons. Empty
 /// when nothing to make says why.
-pub fn why_lines<'a>(builder: &[String], bases: impl IntoIterator<Item = (&'a str, &'a [String])>) -> Vec<String> {
+pub(crate) fn why_lines<'a>(builder: &[String], bases: impl IntoIterator<Item = (&'a str, &'a [String])>) -> Vec<String> {
     let mut seen = BTreeSet::new();
     let groups = group(bases.into_iter().filter(|(i, _)| seen.insert(*i)));
     let mut out = Vec::new();
@@ -167,7 +167,7 @@ pub fn why_lines<'a>(builder: &[String], bases: impl IntoIterator<Item = (&'a st
 
 /// One input of an image beside its previous build's.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Row {
+pub(crate) struct Row {
     /// The input's name, as the hash table names it (`dockerfile`, `build-arg PY`, ...).
     pub name: String,
     /// Its value for the plan's image (`-`: none).
@@ -180,7 +180,7 @@ pub struct Row {
 
 /// Every input of `current` beside `previous`'s (none: no previous build, or one that
 /// records nothing), in the hash table's order. Digests are shortened.
-pub fn side_by_side(current: &InputsRecord, previous: Option<&InputsRecord>) -> Vec<Row> {
+pub(crate) fn side_by_side(current: &InputsRecord, previous: Option<&InputsRecord>) -> Vec<Row> {
     let none = "-".to_owned();
     let unknown = "?".to_owned();
     let mut rows = Vec::new();
@@ -222,7 +222,7 @@ pub fn side_by_side(current: &InputsRecord, previous: Option<&InputsRecord>) -> 
 }
 
 /// The side-by-side table as aligned text, `*` marking what differs.
-pub fn render_rows(rows: &[Row]) -> String {
+pub(crate) fn render_rows(rows: &[Row]) -> String {
     let w = |f: &dyn Fn(&Row) -> usize, head: usize| rows.iter().map(f).max().unwrap_or(0).max(head);
     let (wn, wp) = (w(&|r| r.name.chars().count(), 5), w(&|r| r.plan.chars().count(), 4));
     let pad = |s: &str, n: usize| format!("{s}{}", " ".repeat(n.saturating_sub(s.chars().count())));
@@ -238,7 +238,7 @@ pub fn render_rows(rows: &[Row]) -> String {
 /// What `explain` says of one image: a head (what it is, its status, where its previous
 /// build is and what that records, why it is made) and the side-by-side table.
 #[derive(Debug, Clone, Copy)]
-pub struct Explained<'a> {
+pub(crate) struct Explained<'a> {
     /// What it is: `base repo__proj-1 (linux/amd64)`, `builder`.
     pub what: &'a str,
     /// The plan's image.
@@ -256,7 +256,7 @@ pub struct Explained<'a> {
 }
 
 /// `explain`'s text for one image.
-pub fn explain(e: &Explained<'_>) -> String {
+pub(crate) fn explain(e: &Explained<'_>) -> String {
     let (record, about) = match (e.previous_at, e.previous) {
         (None, _) => (None, "none to compare with".to_owned()),
         (Some(at), None) => (None, format!("`{at}`: none (no such image)")),
@@ -282,7 +282,7 @@ pub fn explain(e: &Explained<'_>) -> String {
 
 /// The plan's "why" lines for the step summary (empty when nothing to make says why): the
 /// missing bases grouped by their kinds of reason.
-pub fn plan_why_lines(plan: &Plan) -> Vec<String> {
+pub(crate) fn plan_why_lines(plan: &Plan) -> Vec<String> {
     let bases = plan.bases.iter().filter(|b| b.status.is_missing()).map(|b| (b.instance.as_str(), b.why.as_slice()));
     why_lines(&[], bases)
 }

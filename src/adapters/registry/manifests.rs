@@ -124,7 +124,7 @@ impl Registry {
 
     /// A HEAD or GET of a manifest, accepting every manifest type.
     fn manifest_request<'a>(&self, image: &'a ImageRef, method: Method, doing: String) -> Request<'a> {
-        let url = format!("{}/v2/{}/manifests/{}", self.base_url(&image.registry), image.repository, reference(image));
+        let url = format!("{}/v2/{}/manifests/{}", self.base_url(&image.registry), image.repository, image.reference());
         Request::new(&image.registry, method, url, vec![Scope::pull(&image.repository)], doing).headers(accept_manifests())
     }
 
@@ -174,14 +174,6 @@ fn accept_manifests() -> HeaderMap {
         h.insert(ACCEPT, v);
     }
     h
-}
-
-fn reference(image: &ImageRef) -> String {
-    match (&image.digest, &image.tag) {
-        (Some(d), _) => d.to_string(),
-        (None, Some(t)) => t.to_string(),
-        (None, None) => "latest".to_owned(),
-    }
 }
 
 /// The digest of a manifest's bytes, which must match the digest it was asked for and the
