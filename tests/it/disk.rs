@@ -7,8 +7,18 @@ use crate::support::*;
 /// The daemon's disk use in bytes (images, containers, volumes, build cache), as
 /// `docker system df` reports it.
 fn daemon_disk() -> u64 {
-    let out = docker_cmd(&["system", "df", "--format", "{{.Size}}"]);
-    out.lines().map(bytes_of).sum()
+    // The daemon runs one disk-usage count at a time and refuses a second one meanwhile
+    // ("a disk usage operation is already running"): another test's build cache check.
+    for _ in 0..60 {
+        let out = std::process::Command::new(docker()).args(["system", "df", "--format", "{{.Size}}"]).output().unwrap();
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).lines().map(bytes_of).sum();
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("already running"), "docker system df: {err}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    panic!("docker system df stayed busy for 30 s");
 }
 
 /// `123.4MB`, `1.2GB`, `0B`, `16kB` as bytes.
