@@ -355,7 +355,7 @@ fn daemon_credentials(c: &Credential, host: String) -> DockerCredentials {
 }
 
 // The daemon reports build and push failures as text only (bollard hands on its JSON
-// stream's `error` strings; there is no code to read), so these two functions are the only
+// stream's `error` strings; there is no code to read), so these three functions are the only
 // places its words decide anything.
 
 /// Whether a BuildKit error is about the build (a step, a missing image) rather than
