@@ -26,7 +26,7 @@ const INSTANCES: usize = 24;
 fn spec(front: &str, jobs: &str) -> tempfile::TempDir {
     let ids: Vec<String> = (0..INSTANCES).map(|i| format!("proj__proj-{}", 100 + i)).collect();
     let text = format!(
-        "registry: {front}/t\nbuilder: {{ repository: builder, version: \"v1\" }}\nbases:\n  repository: base\n  context: base\n  from: \"{front}/up/{{instance}}:1\"\n  instances: [{}]\nagents:\n  repository: agent\n  variants:\n    - {{ name: a, env: {{ V: a }} }}\n    - {{ name: b, env: {{ V: b }} }}\njobs: {{ {jobs} }}\n",
+        "registry: {front}/t\nbuilder: {{ repository: builder, version: \"v1\" }}\nbases:\n  repository: base\n  context: base\n  from: \"{front}/up/{{instance|replace(\\\"__\\\", \\\"_1776_\\\")}}:1\"\n  instances: [{}]\nagents:\n  repository: agent\n  variants:\n    - {{ name: a, env: {{ V: a }} }}\n    - {{ name: b, env: {{ V: b }} }}\njobs: {{ {jobs} }}\n",
         ids.join(", ")
     );
     spec_dir(&[
