@@ -30,7 +30,7 @@ impl Registry {
         let doing = format!("reading blob {digest} of `{repository}`");
         let resp = self.send(Request::new(registry, Method::GET, url, vec![Scope::pull(repository)], doing.clone()), stats).await?;
         if !resp.status().is_success() {
-            return Err(self.status_error(resp.status(), &doing, resp, None).await);
+            return Err(self.status_error(resp.status(), &doing, resp).await);
         }
         let bytes = read_capped(resp, limit, &doing).await?;
         if Digest::sha256_of(&bytes) != *digest {
@@ -49,7 +49,7 @@ impl Registry {
         match resp.status() {
             s if s.is_success() => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
-            s => Err(self.status_error(s, &doing, resp, None).await),
+            s => Err(self.status_error(s, &doing, resp).await),
         }
     }
 }

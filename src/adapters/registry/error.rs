@@ -182,22 +182,7 @@ impl RegistryError {
         self
     }
 
-    /// What kind of failure this is.
-    pub fn kind(&self) -> ErrorKind {
-        self.kind
-    }
-
-    /// The HTTP status, when the registry answered.
-    pub fn http_status(&self) -> Option<StatusCode> {
-        self.status
-    }
-
-    /// The registry's error codes.
-    pub fn codes(&self) -> &[ErrorCode] {
-        &self.codes
-    }
-
-    /// How long the registry asked to wait.
+    /// How long the registry asked to wait (`Retry-After`).
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after
     }

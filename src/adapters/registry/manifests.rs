@@ -70,7 +70,7 @@ impl Registry {
                 digest: header(resp.headers(), "docker-content-digest").and_then(|d| d.parse().ok()),
                 media_type: header(resp.headers(), "content-type").unwrap_or_default(),
             })),
-            s => Err(self.status_error(s, &doing, resp, None).await),
+            s => Err(self.status_error(s, &doing, resp).await),
         }
     }
 
@@ -91,7 +91,7 @@ impl Registry {
                     .unwrap_or_else(|| MANIFEST_TYPES[1].to_owned());
                 Ok(Some(FetchedManifest { digest, media_type, bytes }))
             }
-            s => Err(self.status_error(s, &doing, resp, None).await),
+            s => Err(self.status_error(s, &doing, resp).await),
         }
     }
 
@@ -144,7 +144,7 @@ impl Registry {
             .body(Body::typed(bytes, media_type));
         let resp = self.send(req, stats).await?;
         if resp.status() != StatusCode::CREATED {
-            return Err(self.status_error(resp.status(), &doing, resp, None).await);
+            return Err(self.status_error(resp.status(), &doing, resp).await);
         }
         Ok(digest)
     }
@@ -163,7 +163,7 @@ impl Registry {
                 format!("the registry does not allow deletes (`storage.delete.enabled` is off) for `{repository}`"),
             )
             .at_status(StatusCode::METHOD_NOT_ALLOWED)),
-            s => Err(self.status_error(s, &doing, resp, None).await),
+            s => Err(self.status_error(s, &doing, resp).await),
         }
     }
 }

@@ -38,7 +38,7 @@ use tokio::sync::Semaphore;
 pub use auth::{Challenge, Scope, parse_challenge};
 pub use error::{Class, ErrorCode, ErrorKind, RegistryError, classify, registry_error};
 pub use manifests::{FetchedManifest, MANIFEST_TYPES, ManifestHead, PlatformManifest};
-pub use retry::RetryPolicy;
+use retry::RetryPolicy;
 pub use stats::Stats;
 pub use tag_list::next_link;
 pub use transport::is_loopback_host;
@@ -150,17 +150,6 @@ impl Registry {
     /// Every request of this client and its clones so far.
     pub fn totals(&self) -> Counters {
         self.totals.counters()
-    }
-
-    /// The same client with another retry policy.
-    pub fn with_retry(mut self, retry: RetryPolicy) -> Registry {
-        self.retry = retry;
-        self
-    }
-
-    /// The current write rate for `host`, as pacing has adapted it.
-    pub fn write_rate(&self, host: &str) -> f64 {
-        self.pacer.rate(host)
     }
 
     /// The credential for `host`, resolved once per process (a credential helper runs off

@@ -32,7 +32,7 @@ impl Registry {
                 }
                 Ok(n)
             }
-            s => Err(self.status_error(s, &doing, resp, None).await),
+            s => Err(self.status_error(s, &doing, resp).await),
         }
     }
 }

@@ -99,8 +99,9 @@ impl Pacer {
         });
     }
 
-    /// The current rate of `host` (writes a second), for logs and tests.
-    pub(crate) fn rate(&self, host: &str) -> f64 {
+    /// The current rate of `host` (writes a second).
+    #[cfg(test)]
+    fn rate(&self, host: &str) -> f64 {
         self.hosts.lock().ok().and_then(|h| h.get(host).map(|p| p.rate)).unwrap_or(self.ceiling)
     }
 }

@@ -10,13 +10,13 @@ use std::time::Duration;
 
 /// How the client retries temporary failures.
 #[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     /// Most attempts per request (1: no retry).
-    pub attempts: u32,
+    pub(crate) attempts: u32,
     /// First backoff; doubled per attempt, with jitter.
-    pub base_delay: Duration,
+    pub(crate) base_delay: Duration,
     /// Longest single backoff.
-    pub max_delay: Duration,
+    pub(crate) max_delay: Duration,
 }
 
 impl Default for RetryPolicy {

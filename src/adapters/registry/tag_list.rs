@@ -22,7 +22,7 @@ impl Registry {
                 return Ok(tags);
             }
             if !resp.status().is_success() {
-                return Err(self.status_error(resp.status(), &doing, resp, None).await);
+                return Err(self.status_error(resp.status(), &doing, resp).await);
             }
             let next = header(resp.headers(), "link").and_then(|l| next_link(&l));
             let what = format!("reading the tags of `{repository}`");

@@ -244,8 +244,8 @@ impl Registry {
             }
             return Ok(Next::Answer(resp));
         }
-        let retry_after = retry_after_of(resp.headers());
-        let error = self.status_error(status, &req.doing, resp, retry_after).await;
+        let error = self.status_error(status, &req.doing, resp).await;
+        let retry_after = error.retry_after();
         match error.class() {
             Class::RateLimited => {
                 let left = at.deadline.saturating_duration_since(Instant::now());
@@ -280,13 +280,8 @@ impl Registry {
 
     /// The error for an answer that is not what was asked: the status and the registry's
     /// own words (its `errors` list, else the start of its body), with every secret cut out.
-    pub(super) async fn status_error(
-        &self,
-        status: StatusCode,
-        doing: &str,
-        resp: reqwest::Response,
-        retry_after: Option<Duration>,
-    ) -> RegistryError {
+    pub(super) async fn status_error(&self, status: StatusCode, doing: &str, resp: reqwest::Response) -> RegistryError {
+        let retry_after = retry_after_of(resp.headers());
         let body = read_capped(resp, ERROR_LIMIT, doing).await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
         let (codes, message) = parse_error_body(&body);
         RegistryError::status(doing, status, codes, self.secrets.redact(&message), retry_after)

@@ -70,13 +70,13 @@ impl Registry {
                     return self.finish_upload(registry, repository, &location, digest, bytes, stats).await;
                 }
                 s if NOT_SINGLE.contains(&s) => self.remember_two_step(registry, &format!("answered {s}")),
-                s => return Err(self.status_error(s, &doing, resp, None).await),
+                s => return Err(self.status_error(s, &doing, resp).await),
             }
         }
         let url = format!("{base}/v2/{repository}/blobs/uploads/");
         let resp = self.send(Request::new(registry, Method::POST, url, scopes, doing.clone()).body(Body::empty()), stats).await?;
         if resp.status() != StatusCode::ACCEPTED {
-            return Err(self.status_error(resp.status(), &doing, resp, None).await);
+            return Err(self.status_error(resp.status(), &doing, resp).await);
         }
         let location = self.upload_location(registry, resp.headers())?;
         self.finish_upload(registry, repository, &location, digest, bytes, stats).await
@@ -106,7 +106,7 @@ impl Registry {
         let req = Request::new(registry, Method::PUT, url, vec![Scope::push(repository)], doing.clone()).body(Body::octets(bytes));
         let resp = self.send(req, stats).await?;
         if resp.status() != StatusCode::CREATED {
-            return Err(self.status_error(resp.status(), &doing, resp, None).await);
+            return Err(self.status_error(resp.status(), &doing, resp).await);
         }
         Ok(())
     }
