@@ -1,13 +1,14 @@
 //! `explain`: for one instance (or `builder`), every hash input of the plan's image beside
-//! its previous build's (`{instance}-latest`'s input record), the differing ones marked.
+//! its previous build's (the input record of `{instance}-latest`, or of the builder's
+//! floating `latest`), the differing ones marked.
 
 use std::collections::BTreeSet;
 
 use anyhow::Context as _;
 
 use crate::adapters::actions_env::ActionsEnv;
-use crate::adapters::workspace::recipe;
 use crate::cli::ExplainArgs;
+use crate::core::build_cache::warm_image;
 use crate::core::inputs_record::InputsRecord;
 use crate::core::plan::latest_tag;
 use crate::core::spec::quoted;
@@ -37,17 +38,21 @@ pub(crate) async fn run(args: ExplainArgs, _actions: &ActionsEnv) -> anyhow::Res
     let items = if is_builder { BTreeSet::new() } else { BTreeSet::from([wanted.to_owned()]) };
     let plan = make_plan(&prepared, Some(&client), concurrency, &Pick::instances(items), args.registry.upstream()).await?;
     let text = if is_builder {
-        let b = &spec.builder;
-        let r = recipe(&b.context, &b.dockerfile, Some(&b.target), &b.inputs).context("hashing the builder's inputs")?;
-        let current = InputsRecord::of_builder(&r, &b.build_args, &plan.builder.platforms);
+        let current = prepared.builder_inputs.as_ref().map_err(|e| anyhow::anyhow!("{e}")).context("the builder's inputs")?;
+        let platforms = &plan.builder.platforms;
+        let latest = platforms.first().map(|p| warm_image(&plan.builder.image, p, platforms));
+        let previous = match &latest {
+            Some(l) => read_previous(&client, l, platforms.first()).await.with_context(|| format!("reading `{l}`, the previous build"))?,
+            None => None,
+        };
         explain(&Explained {
             what: "builder",
             image: &plan.builder.image.to_string(),
             status: plan.builder.status.as_str(),
-            why: &[],
-            previous_at: None,
-            current: &current,
-            previous: None,
+            why: &plan.builder.why,
+            previous_at: latest.map(|l| l.to_string()).as_deref(),
+            current,
+            previous: previous.as_ref(),
         })
     } else {
         let Some(b) = plan.bases.iter().find(|b| b.instance == wanted) else {

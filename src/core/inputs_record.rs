@@ -50,6 +50,10 @@ pub struct InputsRecord {
     /// The upstream digest that went into the hash (bases), when there was one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_digest: Option<Digest>,
+    /// The builder version when it was set (`builder.version` or `--builder-version`), not
+    /// the hash of the inputs above (builders).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 impl InputsRecord {
@@ -68,9 +72,15 @@ impl InputsRecord {
         }
     }
 
-    /// The record of a builder: the values `builder_hash` is computed from.
-    pub fn of_builder(recipe: &Recipe, build_args: &BTreeMap<String, String>, platforms: &[Platform]) -> InputsRecord {
-        InputsRecord::of_recipe(BUILDER_SCHEME, recipe, build_args, platforms)
+    /// The record of a builder: the values `builder_hash` is computed from, and the version
+    /// that stands in for that hash when one is set.
+    pub fn of_builder(
+        recipe: &Recipe,
+        build_args: &BTreeMap<String, String>,
+        platforms: &[Platform],
+        version: Option<&str>,
+    ) -> InputsRecord {
+        InputsRecord { version: version.map(str::to_owned), ..InputsRecord::of_recipe(BUILDER_SCHEME, recipe, build_args, platforms) }
     }
 
     fn of_recipe(scheme: &str, recipe: &Recipe, build_args: &BTreeMap<String, String>, platforms: &[Platform]) -> InputsRecord {
@@ -88,6 +98,7 @@ impl InputsRecord {
             platforms,
             from: None,
             from_digest: None,
+            version: None,
         }
     }
 
@@ -201,8 +212,21 @@ mod tests {
     }
 
     #[test]
+    fn a_builder_record_keeps_a_set_version_and_old_records_read_without_one() {
+        let r = InputsRecord::of_builder(&recipe(1), &BTreeMap::new(), &amd64(), Some("v2"));
+        assert_eq!(r.version.as_deref(), Some("v2"));
+        let config = json!({"config": {"Labels": {INPUTS_LABEL: r.to_label()}}});
+        assert_eq!(Previous::of_config(&config), Previous::Record(Box::new(r.clone())));
+        let hashed = InputsRecord::of_builder(&recipe(1), &BTreeMap::new(), &amd64(), None);
+        assert!(!hashed.to_label().contains("version"), "a hashed version is not recorded: {}", hashed.to_label());
+        // A record written before versions were recorded reads as a hashed one.
+        let old = json!({"config": {"Labels": {INPUTS_LABEL: hashed.to_label()}}});
+        assert_eq!(Previous::of_config(&old), Previous::Record(Box::new(hashed)));
+    }
+
+    #[test]
     fn many_inputs_are_kept_per_top_level_folder() {
-        let r = InputsRecord::of_builder(&recipe(MAX_LISTED_INPUTS + 1), &BTreeMap::new(), &amd64());
+        let r = InputsRecord::of_builder(&recipe(MAX_LISTED_INPUTS + 1), &BTreeMap::new(), &amd64(), None);
         assert!(r.is_compact());
         assert_eq!(r.context.keys().collect::<Vec<_>>(), ["d0/", "d1/", "d2/"]);
         assert!(r.to_label().len() < 1024, "{}", r.to_label().len());

@@ -190,6 +190,9 @@ pub struct Observed {
     pub previous: BTreeMap<String, Option<Previous>>,
     /// What to do with an unresolved upstream that no previous build records.
     pub upstream_unresolved: UpstreamUnresolved,
+    /// The builder's previous build (its floating `latest`), as read for a missing builder:
+    /// `Some(None)` when there is none; `None` when not asked.
+    pub builder_previous: Option<Option<Previous>>,
 }
 
 impl Observed {
@@ -224,6 +227,11 @@ pub struct BuilderPlan {
     /// When warm: the warm builder found, per platform (`latest`, or its legs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cache_from: Vec<ImageRef>,
+    /// When missing: the hash inputs that differ from its previous build (the floating
+    /// `latest`), `new`, or `unknown (reason)` (see `core::why`). Empty for a hit or when not
+    /// asked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub why: Vec<String>,
 }
 
 /// One base image on one platform.
@@ -383,6 +391,7 @@ pub fn refresh(plan: &mut Plan, observed: &Observed) {
         plan.builder.status = Status::Hit;
         plan.builder.built.clear();
         plan.builder.cache_from.clear();
+        plan.builder.why.clear();
     } else if has_legs(&platforms) {
         for p in &platforms {
             if !plan.builder.built.contains(p) && observed.has(&leg(&plan.builder.image, p)).is_some() {
@@ -438,7 +447,14 @@ pub fn decide(layout: Layout, observed: &Observed, sizing: impl Into<Sizing>) ->
     // least one platform.
     let Some(first) = platforms.first().cloned() else {
         // The spec parser never yields an empty platform list; nothing to plan without one.
-        let builder = BuilderPlan { image: builder, status: builder_status, platforms, built: builder_built, cache_from: builder_cache };
+        let builder = BuilderPlan {
+            image: builder,
+            status: builder_status,
+            platforms,
+            built: builder_built,
+            cache_from: builder_cache,
+            why: Vec::new(),
+        };
         return Plan {
             builder,
             bases: vec![],
@@ -549,7 +565,8 @@ pub fn decide(layout: Layout, observed: &Observed, sizing: impl Into<Sizing>) ->
         )
         .collect();
 
-    let builder = BuilderPlan { image: builder, status: builder_status, platforms, built: builder_built, cache_from: builder_cache };
+    let builder =
+        BuilderPlan { image: builder, status: builder_status, platforms, built: builder_built, cache_from: builder_cache, why: Vec::new() };
     Plan { builder, bases, agents, matrices, notes, made_from: None, made_in_run: None }
 }
 

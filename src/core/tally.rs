@@ -394,6 +394,7 @@ mod tests {
                 platforms: vec![platform],
                 built: vec![],
                 cache_from: vec![],
+                why: vec![],
             },
             bases: ["a", "b", "c"].map(base).to_vec(),
             agents: ["a", "b", "c"].map(agent).to_vec(),

@@ -52,9 +52,29 @@ pub(crate) fn why(current: &InputsRecord, previous: Option<&Previous>) -> Vec<St
     }
 }
 
-/// Every input that differs from `prev` to `cur`, in the hash table's order.
+/// Why the builder, missing, must be made: its inputs now (or why they could not be read)
+/// against its previous build as read (`None`: not asked; then nothing is said).
+pub(crate) fn builder_why(current: Result<&InputsRecord, &str>, previous: Option<&Option<Previous>>) -> Vec<String> {
+    match (previous, current) {
+        (None, _) => Vec::new(),
+        (Some(None), _) => vec![NEW.to_owned()],
+        (Some(Some(_)), Err(e)) => vec![format!("unknown (its inputs could not be read here: {e})")],
+        (Some(Some(p)), Ok(cur)) => why(cur, Some(p)),
+    }
+}
+
+/// How a builder version reads in a reason: the set version, or that the inputs' hash is it.
+fn version_name(v: Option<&String>) -> &str {
+    v.map_or("(the inputs' hash)", String::as_str)
+}
+
+/// Every input that differs from `prev` to `cur`, in the hash table's order (a builder's set
+/// version first: it alone names the builder's tag).
 pub(crate) fn differences(prev: &InputsRecord, cur: &InputsRecord) -> Vec<String> {
     let mut out = Vec::new();
+    if prev.version != cur.version {
+        out.push(format!("version {} → {}", version_name(prev.version.as_ref()), version_name(cur.version.as_ref())));
+    }
     if prev.scheme != cur.scheme {
         out.push(format!("scheme {} → {}", prev.scheme, cur.scheme));
     }
@@ -153,7 +173,7 @@ pub(crate) fn why_lines<'a>(builder: &[String], bases: impl IntoIterator<Item = 
     let groups = group(bases.into_iter().filter(|(i, _)| seen.insert(*i)));
     let mut out = Vec::new();
     if !builder.is_empty() {
-        out.push(format!("- the builder: {}", builder.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")));
+        out.push(format!("- the builder to build: {}", builder.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")));
     }
     for g in groups {
         let noun = if g.count == 1 { "base" } else { "bases" };
@@ -197,6 +217,10 @@ pub(crate) fn side_by_side(current: &InputsRecord, previous: Option<&InputsRecor
         rows.push(Row { name, plan, previous, differs });
     };
     let hex = |h: &str| format!("sha256:{}…", &h[..h.len().min(12)]);
+    if current.version.is_some() || previous.is_some_and(|p| p.version.is_some()) {
+        let name = |v: Option<&String>| Some(version_name(v).to_owned());
+        push("version".into(), name(current.version.as_ref()), previous.map(|p| name(p.version.as_ref())));
+    }
     push("scheme".into(), Some(current.scheme.clone()), previous.map(|p| Some(p.scheme.clone())));
     push("dockerfile".into(), Some(hex(&current.dockerfile)), previous.map(|p| Some(hex(&p.dockerfile))));
     push("target".into(), current.target.clone(), previous.map(|p| p.target.clone()));
@@ -281,10 +305,11 @@ pub(crate) fn explain(e: &Explained<'_>) -> String {
 }
 
 /// The plan's "why" lines for the step summary (empty when nothing to make says why): the
-/// missing bases grouped by their kinds of reason.
+/// builder's reasons, then the missing bases grouped by their kinds of reason.
 pub(crate) fn plan_why_lines(plan: &Plan) -> Vec<String> {
+    let builder: &[String] = if plan.builder.status.is_missing() { &plan.builder.why } else { &[] };
     let bases = plan.bases.iter().filter(|b| b.status.is_missing()).map(|b| (b.instance.as_str(), b.why.as_slice()));
-    why_lines(&[], bases)
+    why_lines(builder, bases)
 }
 
 #[cfg(test)]
@@ -357,6 +382,37 @@ mod tests {
         let mut cur = prev.clone();
         cur.context = compact(&BTreeMap::from([("sdk/a.py".into(), "1".into()), ("sdk/b.py".into(), "3".into())]));
         assert_eq!(differences(&prev, &cur), ["context sdk/"]);
+    }
+
+    fn builder(dockerfile: &str, version: Option<&str>) -> InputsRecord {
+        let recipe = Recipe {
+            dockerfile_sha256: sha256_hex(dockerfile.as_bytes()),
+            target: Some("payload".into()),
+            inputs: vec![InputFile { path: "agent.py".into(), sha256: sha256_hex(b"print()") }],
+        };
+        InputsRecord::of_builder(&recipe, &BTreeMap::new(), &["linux/amd64".parse().unwrap()], version)
+    }
+
+    #[test]
+    fn the_builder_says_why_against_its_floating_latest() {
+        let v1 = builder("FROM a", None);
+        let prev = Some(Previous::Record(Box::new(v1.clone())));
+        assert!(builder_why(Ok(&v1), None).is_empty(), "not asked: nothing said");
+        assert_eq!(builder_why(Ok(&v1), Some(&None)), ["new"]);
+        assert_eq!(builder_why(Ok(&builder("FROM b", None)), Some(&prev)), ["dockerfile"]);
+        // A set version names the tag: it comes first, with what else differs.
+        assert_eq!(builder_why(Ok(&builder("FROM b", Some("v2"))), Some(&prev)), ["version (the inputs' hash) → v2", "dockerfile"]);
+        let set = Some(Previous::Record(Box::new(builder("FROM a", Some("v1")))));
+        assert_eq!(builder_why(Ok(&builder("FROM a", Some("v2"))), Some(&set)), ["version v1 → v2"]);
+        assert_eq!(kind("version v1 → v2"), "version");
+        let unreadable = builder_why(Err("no such file `agent/Dockerfile`"), Some(&prev));
+        assert!(unreadable[0].starts_with("unknown (its inputs could not be read here: no such"), "{unreadable:?}");
+        let old = builder_why(Ok(&v1), Some(&Some(Previous::NoRecord("no label".into()))));
+        assert!(old[0].starts_with("unknown ("), "{old:?}");
+        // The side by side shows the version only where one was set.
+        let rows = side_by_side(&builder("FROM a", Some("v2")), Some(&v1));
+        assert_eq!(rows[0], Row { name: "version".into(), plan: "v2".into(), previous: "(the inputs' hash)".into(), differs: true });
+        assert!(side_by_side(&v1, Some(&v1)).iter().all(|r| r.name != "version" && !r.differs));
     }
 
     #[test]

@@ -147,7 +147,7 @@ async fn build_builder_once(
         dockerfile_path: Some(b.dockerfile.clone()),
         target: Some(b.target.clone()),
         build_args: b.build_args.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        labels: builder_labels(prepared, &plan.builder.platforms),
+        labels: builder_labels(prepared),
         cache_from: cache_from(&plan.builder.image, None, Some(&warm), &steps, platform, platforms),
         tag: image.clone(),
         inline_cache: steps.inline,
@@ -384,14 +384,13 @@ fn base_labels(prepared: &Prepared, b: &BasePlan, platforms: &[Platform]) -> Has
 }
 
 /// The builder's labels: its version and its input record (when its inputs can be read).
-fn builder_labels(prepared: &Prepared, platforms: &[Platform]) -> HashMap<String, String> {
+fn builder_labels(prepared: &Prepared) -> HashMap<String, String> {
     let mut labels = HashMap::from([("dev.split-build.builder-version".to_owned(), prepared.builder_version.to_string())]);
-    let b = &prepared.spec.builder;
-    match crate::adapters::workspace::recipe(&b.context, &b.dockerfile, Some(&b.target), &b.inputs) {
+    match &prepared.builder_inputs {
         Ok(r) => {
-            labels.insert(INPUTS_LABEL.to_owned(), InputsRecord::of_builder(&r, &b.build_args, platforms).to_label());
+            labels.insert(INPUTS_LABEL.to_owned(), r.to_label());
         }
-        Err(e) => tracing::warn!("the builder's input record is left out: {e:#}"),
+        Err(e) => tracing::warn!("the builder's input record is left out: {e}"),
     }
     labels
 }

@@ -24,6 +24,7 @@ use crate::core::plan::{
 };
 use crate::core::platform::Platform;
 use crate::core::template::Vars;
+use crate::core::why::builder_why;
 use crate::stages::daemon::needed_stages;
 use crate::stages::prepare::{Pick, Prepared};
 
@@ -162,9 +163,13 @@ async fn existing(registry: &Registry, layout: &Layout, pick: &Pick, concurrency
     if has_legs(platforms) && !found(&layout.builder) {
         second.extend(platforms.iter().map(|p| leg(&layout.builder, p)));
     }
-    // A missing builder: its warm tag (an earlier build to take cache from), per platform.
+    // A missing builder: its warm tag (an earlier build to take cache from), per platform;
+    // the first platform's read whole, as its input record says why the builder is missing.
+    let mut builder_latest = None;
     if !found(&layout.builder) {
-        second.extend(platforms.iter().map(|p| warm_image(&layout.builder, p, platforms)));
+        let mut warm = platforms.iter().map(|p| warm_image(&layout.builder, p, platforms));
+        builder_latest = warm.next();
+        second.extend(warm);
     }
     let agents: Vec<ImageRef> = if found(&layout.builder) {
         layout.agents.iter().filter(|a| pick.wants_instance(&a.instance) && found(&a.base)).map(|a| a.image.clone()).collect()
@@ -172,15 +177,25 @@ async fn existing(registry: &Registry, layout: &Layout, pick: &Pick, concurrency
         Vec::new()
     };
     let first_platform = platforms.first().cloned();
-    let (second, agents, previous) = tokio::join!(
+    let builder_previous = async {
+        match &builder_latest {
+            Some(latest) => Some(read_previous(registry, latest, first_platform.as_ref()).await),
+            None => None,
+        }
+    };
+    let (second, agents, previous, builder_previous) = tokio::join!(
         heads(registry, second, concurrency),
         presences(registry, agents, concurrency),
-        previous_builds(registry, reads, first_platform.as_ref(), concurrency)
+        previous_builds(registry, reads, first_platform.as_ref(), concurrency),
+        builder_previous
     );
     record(observed, second);
     record(observed, agents);
     for (instance, latest, r) in previous {
         record_previous(observed, instance, &latest, r);
+    }
+    if let (Some(latest), Some(r)) = (&builder_latest, builder_previous) {
+        observed.builder_previous = Some(seen_previous(observed, latest, r));
     }
     Ok(())
 }
@@ -225,18 +240,23 @@ pub(crate) async fn read_previous(registry: &Registry, latest: &ImageRef, platfo
 /// it records; absent; or the registry's error (the warm cache is unchecked, the record
 /// unknown).
 fn record_previous(observed: &mut Observed, instance: String, latest: &ImageRef, r: anyhow::Result<Option<Previous>>) {
+    let previous = seen_previous(observed, latest, r);
+    observed.previous.insert(instance, previous);
+}
+
+/// What reading the previous build `latest` said, with its presence (or the registry's
+/// error) kept in `observed`.
+fn seen_previous(observed: &mut Observed, latest: &ImageRef, r: anyhow::Result<Option<Previous>>) -> Option<Previous> {
     match r {
         Ok(Some(p)) => {
             observed.present.insert(latest.to_string(), Presence::default());
-            observed.previous.insert(instance, Some(p));
+            Some(p)
         }
-        Ok(None) => {
-            observed.previous.insert(instance, None);
-        }
+        Ok(None) => None,
         Err(e) => {
             let why = format!("{e:#}");
-            observed.previous.insert(instance, Some(Previous::NoRecord(format!("`{latest}` could not be read ({why})"))));
-            observed.unchecked.insert(latest.to_string(), why);
+            observed.unchecked.insert(latest.to_string(), why.clone());
+            Some(Previous::NoRecord(format!("`{latest}` could not be read ({why})")))
         }
     }
 }
@@ -365,6 +385,9 @@ pub(crate) async fn make_plan(
             .with_context(|| format!("asking {} which images exist (use --offline to plan without it)", spec.registry.host))?;
     }
     let mut plan = decide(layout, &observed, Sizing::of(spec));
+    if plan.builder.status.is_missing() {
+        plan.builder.why = builder_why(prepared.builder_inputs.as_ref().map_err(String::as_str), observed.builder_previous.as_ref());
+    }
     plan.made_from = Some(prepared.fingerprint.clone());
     plan.notes.extend(cache_notes(prepared, &plan.builder.image));
     Ok(plan)

@@ -10,6 +10,7 @@ use crate::cli::{Common, MethodArg};
 use crate::core::content_hash::{Recipe, builder_hash};
 use crate::core::fingerprint::Fingerprint;
 use crate::core::image_ref::Tag;
+use crate::core::inputs_record::InputsRecord;
 use crate::core::platform::{Platform, PlatformError};
 use crate::core::spec::{Method, Spec, quoted};
 use crate::outcome::UsageError;
@@ -22,6 +23,9 @@ pub(crate) struct Prepared {
     pub(crate) builder_version: Tag,
     /// The base Dockerfile, target and context inputs.
     pub(crate) base_recipe: Recipe,
+    /// The builder's input record (what its image carries and a plan compares with its
+    /// previous build), or why its inputs could not be read (a set version needs none).
+    pub(crate) builder_inputs: Result<InputsRecord, String>,
     /// What a plan made from this checkout records it was made from.
     pub(crate) fingerprint: Fingerprint,
 }
@@ -30,20 +34,24 @@ pub(crate) struct Prepared {
 pub(crate) fn prepare(common: &Common) -> anyhow::Result<Prepared> {
     let spec = load_spec(&common.spec)?;
     let b = &spec.builder;
-    let builder_version = match (&common.builder_version, &b.version) {
-        (Some(v), _) | (None, Some(v)) => v.clone(),
-        (None, None) => {
-            let r = recipe(&b.context, &b.dockerfile, Some(&b.target), &b.inputs).context("hashing the builder's inputs")?;
+    let set_version = common.builder_version.as_ref().or(b.version.as_ref());
+    let builder_recipe = recipe(&b.context, &b.dockerfile, Some(&b.target), &b.inputs).context("hashing the builder's inputs");
+    // A set version needs no readable inputs (their record is then left out); the hash does.
+    let (builder_version, builder_recipe) = match set_version {
+        Some(v) => (v.clone(), builder_recipe.map_err(|e| format!("{e:#}"))),
+        None => {
+            let r = builder_recipe?;
             let hash = builder_hash(&r, &b.build_args, &spec.platforms);
-            hash.parse().with_context(|| format!("builder hash `{hash}` is not a tag"))?
+            (hash.parse().with_context(|| format!("builder hash `{hash}` is not a tag"))?, Ok(r))
         }
     };
+    let builder_inputs = builder_recipe.map(|r| InputsRecord::of_builder(&r, &b.build_args, &spec.platforms, set_version.map(Tag::as_str)));
     let base_recipe = recipe(&spec.bases.context, &spec.bases.dockerfile, spec.bases.target.as_deref(), &spec.bases.inputs)
         .context("hashing the bases' inputs")?;
     // The spec was just read whole; reading it again for its digest costs nothing next to it.
     let spec_bytes = std::fs::read(&common.spec).with_context(|| format!("reading `{}`", common.spec.display()))?;
     let fingerprint = Fingerprint::of(&spec_bytes, &base_recipe, builder_version.as_str(), env!("CARGO_PKG_VERSION"));
-    Ok(Prepared { spec, builder_version, base_recipe, fingerprint })
+    Ok(Prepared { spec, builder_version, base_recipe, builder_inputs, fingerprint })
 }
 
 /// What a job works on: its instances (`--items`; `None`: every one) and its platform

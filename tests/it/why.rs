@@ -130,3 +130,94 @@ fn each_kind_of_change_is_named_in_why_the_summary_and_explain() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("builder: cold\n"));
 }
+
+fn builder_spec(reg: &str, builder: &str) -> String {
+    format!(
+        "registry: {reg}/e2e\nplatforms: [linux/amd64]\nbuilder: {{ repository: builder, context: agent, dockerfile: Dockerfile.agent{builder} }}\nbases:\n  repository: base\n  context: base\n  dockerfile: base/Dockerfile\n  from: \"{reg}/upstream/x:1\"\n  instances: [repo__proj-1]\nagents:\n  repository: agent\n  variants:\n    - {{ name: one, entrypoint: [\"/bin/sh\"] }}\n"
+    )
+}
+
+/// `plan --summary s.md --report r.json`: the builder's status and why, and the plan's
+/// requests.
+fn builder_plan(d: &Path) -> (String, Vec<String>, u64) {
+    let out = split_build(d, &["plan", "--summary", "s.md", "--report", "r.json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let b = &plan["builder"];
+    let why = b["why"].as_array().map(|w| w.iter().map(|r| r.as_str().unwrap().to_owned()).collect()).unwrap_or_default();
+    let report: Value = serde_json::from_slice(&std::fs::read(d.join("r.json")).unwrap()).unwrap();
+    (b["status"].as_str().unwrap().to_owned(), why, report["registry"]["requests"].as_u64().unwrap())
+}
+
+#[test]
+fn the_builder_says_why_against_its_floating_latest() {
+    docker();
+    let reg = Registry::start();
+    const AGENT: &str = "FROM scratch AS payload\nCOPY agent.py /agent/agent.py\n";
+    let dir = spec_dir(&[
+        ("agent/agent.py", "print('v1')\n"),
+        ("Dockerfile.agent", AGENT),
+        ("base/Dockerfile", "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n"),
+        ("split-build.yml", &builder_spec(&reg.host, "")),
+    ]);
+    let d = dir.path();
+    let write = |name: &str, text: &str| std::fs::write(d.join(name), text).unwrap();
+    let reasons = |r: &[&str]| r.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+
+    // No builder yet: `new`.
+    let (status, why, _) = builder_plan(d);
+    assert_eq!((status.as_str(), why), ("cold", reasons(&["new"])));
+    let out = split_build(d, &["build", "--stage", "builder"]);
+    assert!(out.status.success(), "building the builder: {}", String::from_utf8_lossy(&out.stderr));
+
+    // Built: a hit says nothing.
+    let (status, why, hit_requests) = builder_plan(d);
+    assert_eq!((status.as_str(), why.len()), ("hit", 0));
+
+    // The Dockerfile: warm (its `latest`), `dockerfile`, in the summary's first lines and in
+    // explain's side by side. The cost: its `latest` read whole (a GET in place of the HEAD a
+    // warm check costs anyway, and its config): one read more than the warm check alone.
+    write("Dockerfile.agent", &format!("{AGENT}LABEL edited=1\n"));
+    let (status, why, warm_requests) = builder_plan(d);
+    assert_eq!((status.as_str(), why), ("warm", reasons(&["dockerfile"])));
+    assert_eq!(warm_requests, hit_requests + 2, "the builder's HEAD and a HEAD of `latest` today, plus one read of its config");
+    let summary = std::fs::read_to_string(d.join("s.md")).unwrap();
+    assert!(summary.contains("### Why they are made\n\n- the builder to build: `dockerfile`\n"), "{summary}");
+    let out = split_build(d, &["explain", "builder"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.starts_with("builder: warm\n") && text.contains("made because:   dockerfile\n"), "{text}");
+    assert!(text.contains(&format!("previous build: `{}/e2e/builder:latest`", reg.host)), "{text}");
+    let marked: Vec<&str> = text.lines().filter(|l| l.starts_with("* ")).collect();
+    assert!(marked.len() == 1 && marked[0].starts_with("* dockerfile "), "only the Dockerfile differs: {text}");
+    assert!(
+        text.contains("  context agent.py ") && text.contains("  target ") && text.contains("payload"),
+        "every input is listed: {text}"
+    );
+    write("Dockerfile.agent", AGENT);
+
+    // A context file, an added one, a build arg.
+    write("agent/agent.py", "print('v2')\n");
+    write("agent/extra.txt", "x\n");
+    write("split-build.yml", &builder_spec(&reg.host, ", build-args: { MODE: fast }"));
+    let (status, why, _) = builder_plan(d);
+    assert_eq!((status.as_str(), why), ("warm", reasons(&["context agent.py", "context extra.txt added", "build-arg MODE added"])));
+    write("agent/agent.py", "print('v1')\n");
+    std::fs::remove_file(d.join("agent/extra.txt")).unwrap();
+
+    // A set version names the tag: it is the reason (the inputs are those of `latest`).
+    write("split-build.yml", &builder_spec(&reg.host, ", version: v2"));
+    let (status, why, _) = builder_plan(d);
+    assert_eq!((status.as_str(), why), ("warm", reasons(&["version (the inputs' hash) → v2"])));
+    let out = split_build(d, &["explain", "builder"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l.starts_with("* version ") && l.contains("v2") && l.contains("(the inputs' hash)")), "{text}");
+    write("split-build.yml", &builder_spec(&reg.host, ""));
+
+    // A `latest` without a record (a builder made before records, or by hand): `unknown`.
+    write("Dockerfile.agent", &format!("{AGENT}LABEL edited=2\n"));
+    import_and_push(&busybox_rootfs_tar(&[]), &format!("{}/e2e/builder:latest", reg.host));
+    let (status, why, _) = builder_plan(d);
+    assert_eq!(status, "warm");
+    assert!(why.len() == 1 && why[0].starts_with("unknown (") && why[0].contains("dev.split-build.inputs"), "{why:?}");
+}
