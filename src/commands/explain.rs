@@ -8,13 +8,12 @@ use anyhow::Context as _;
 
 use crate::adapters::actions_env::ActionsEnv;
 use crate::cli::ExplainArgs;
-use crate::core::build_cache::warm_image;
 use crate::core::inputs_record::InputsRecord;
 use crate::core::plan::latest_tag;
 use crate::core::spec::quoted;
 use crate::core::why::{Explained, explain};
 use crate::outcome::{Done, UsageError};
-use crate::stages::observe::{connect, make_plan, read_previous};
+use crate::stages::observe::{connect, make_plan, read_builder_previous, read_previous};
 use crate::stages::prepare::{Pick, prepare};
 
 /// `split-build explain`.
@@ -39,12 +38,15 @@ pub(crate) async fn run(args: ExplainArgs, _actions: &ActionsEnv) -> anyhow::Res
     let plan = make_plan(&prepared, Some(&client), concurrency, &Pick::instances(items), args.registry.upstream()).await?;
     let text = if is_builder {
         let current = prepared.builder_inputs.as_ref().map_err(|e| anyhow::anyhow!("{e}")).context("the builder's inputs")?;
-        let platforms = &plan.builder.platforms;
-        let latest = platforms.first().map(|p| warm_image(&plan.builder.image, p, platforms));
-        let previous = match &latest {
-            Some(l) => read_previous(&client, l, platforms.first()).await.with_context(|| format!("reading `{l}`, the previous build"))?,
-            None => None,
-        };
+        let mut latest = None;
+        let mut previous = None;
+        for (l, r) in read_builder_previous(&client, &plan.builder.image, &plan.builder.platforms).await {
+            previous = r.with_context(|| format!("reading `{l}`, the previous build"))?;
+            // The image it says is there; else the first one asked about.
+            if previous.is_some() || latest.is_none() {
+                latest = Some(l);
+            }
+        }
         explain(&Explained {
             what: "builder",
             image: &plan.builder.image.to_string(),

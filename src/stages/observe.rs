@@ -12,7 +12,7 @@ use crate::cli::RegistryOpts;
 use anyhow::Context as _;
 
 use crate::adapters::actions_env::ActionsEnv;
-use crate::core::build_cache::{bases_note, builder_note, warm_image};
+use crate::core::build_cache::{bases_note, builder_note, warm_image, warm_tag};
 use crate::core::dockerfile_stages::Stage;
 use crate::core::image_config::{is_index, provenance_of};
 use crate::core::image_ref::{Digest, ImageRef};
@@ -164,12 +164,10 @@ async fn existing(registry: &Registry, layout: &Layout, pick: &Pick, concurrency
         second.extend(platforms.iter().map(|p| leg(&layout.builder, p)));
     }
     // A missing builder: its warm tag (an earlier build to take cache from), per platform;
-    // the first platform's read whole, as its input record says why the builder is missing.
-    let mut builder_latest = None;
-    if !found(&layout.builder) {
-        let mut warm = platforms.iter().map(|p| warm_image(&layout.builder, p, platforms));
-        builder_latest = warm.next();
-        second.extend(warm);
+    // the first platform's read whole (below), as its input record says why it is missing.
+    let builder_missing = !found(&layout.builder);
+    if builder_missing {
+        second.extend(platforms.iter().skip(1).map(|p| warm_image(&layout.builder, p, platforms)));
     }
     let agents: Vec<ImageRef> = if found(&layout.builder) {
         layout.agents.iter().filter(|a| pick.wants_instance(&a.instance) && found(&a.base)).map(|a| a.image.clone()).collect()
@@ -177,12 +175,8 @@ async fn existing(registry: &Registry, layout: &Layout, pick: &Pick, concurrency
         Vec::new()
     };
     let first_platform = platforms.first().cloned();
-    let builder_previous = async {
-        match &builder_latest {
-            Some(latest) => Some(read_previous(registry, latest, first_platform.as_ref()).await),
-            None => None,
-        }
-    };
+    let builder_previous =
+        async { if builder_missing { read_builder_previous(registry, &layout.builder, platforms).await } else { Vec::new() } };
     let (second, agents, previous, builder_previous) = tokio::join!(
         heads(registry, second, concurrency),
         presences(registry, agents, concurrency),
@@ -194,10 +188,32 @@ async fn existing(registry: &Registry, layout: &Layout, pick: &Pick, concurrency
     for (instance, latest, r) in previous {
         record_previous(observed, instance, &latest, r);
     }
-    if let (Some(latest), Some(r)) = (&builder_latest, builder_previous) {
-        observed.builder_previous = Some(seen_previous(observed, latest, r));
+    for (latest, r) in builder_previous {
+        observed.builder_previous = Some(seen_previous(observed, &latest, r));
     }
     Ok(())
+}
+
+/// The builder's previous build, read whole: its first platform's floating `latest` (the
+/// image its warm check asks about anyway: a GET in place of that HEAD, and its config); with
+/// several platforms and no such leg (the platforms changed since), the plain `latest` a
+/// build for one platform left. Each read with what it said, the one that tells last.
+pub(crate) async fn read_builder_previous(
+    registry: &Registry,
+    builder: &ImageRef,
+    platforms: &[Platform],
+) -> Vec<(ImageRef, anyhow::Result<Option<Previous>>)> {
+    let Some(first) = platforms.first() else { return Vec::new() };
+    let latest = warm_image(builder, first, platforms);
+    let r = read_previous(registry, &latest, Some(first)).await;
+    let plain = warm_tag(builder);
+    let again = matches!(r, Ok(None)) && latest != plain;
+    let mut reads = vec![(latest, r)];
+    if again {
+        let r = read_previous(registry, &plain, Some(first)).await;
+        reads.push((plain, r));
+    }
+    reads
 }
 
 /// The previous build of each `(instance, {instance}-latest)`, as its config (for

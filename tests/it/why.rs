@@ -132,8 +132,12 @@ fn each_kind_of_change_is_named_in_why_the_summary_and_explain() {
 }
 
 fn builder_spec(reg: &str, builder: &str) -> String {
+    builder_spec_for(reg, "linux/amd64", builder)
+}
+
+fn builder_spec_for(reg: &str, platforms: &str, builder: &str) -> String {
     format!(
-        "registry: {reg}/e2e\nplatforms: [linux/amd64]\nbuilder: {{ repository: builder, context: agent, dockerfile: Dockerfile.agent{builder} }}\nbases:\n  repository: base\n  context: base\n  dockerfile: base/Dockerfile\n  from: \"{reg}/upstream/x:1\"\n  instances: [repo__proj-1]\nagents:\n  repository: agent\n  variants:\n    - {{ name: one, entrypoint: [\"/bin/sh\"] }}\n"
+        "registry: {reg}/e2e\nplatforms: [{platforms}]\nbuilder: {{ repository: builder, context: agent, dockerfile: Dockerfile.agent{builder} }}\nbases:\n  repository: base\n  context: base\n  dockerfile: base/Dockerfile\n  from: \"{reg}/upstream/x:1\"\n  instances: [repo__proj-1]\nagents:\n  repository: agent\n  variants:\n    - {{ name: one, entrypoint: [\"/bin/sh\"] }}\n"
     )
 }
 
@@ -212,6 +216,23 @@ fn the_builder_says_why_against_its_floating_latest() {
     let out = split_build(d, &["explain", "builder"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.lines().any(|l| l.starts_with("* version ") && l.contains("v2") && l.contains("(the inputs' hash)")), "{text}");
+    write("split-build.yml", &builder_spec(&reg.host, ""));
+
+    // An added platform: no `latest-linux-amd64` leg yet, so the plain `latest` the
+    // one-platform builds left tells. Then, with the amd64 leg built, that leg tells.
+    let two = "linux/amd64, linux/arm64";
+    write("split-build.yml", &builder_spec_for(&reg.host, two, ""));
+    let (status, why, _) = builder_plan(d);
+    assert_eq!((status.as_str(), why), ("cold", reasons(&["platform linux/arm64 added"])));
+    let out = split_build(d, &["build", "--stage", "builder", "--platform", "linux/amd64"]);
+    assert!(out.status.success(), "building the amd64 leg: {}", String::from_utf8_lossy(&out.stderr));
+    write("agent/agent.py", "print('v3')\n");
+    let (status, why, _) = builder_plan(d);
+    assert_eq!((status.as_str(), why), ("warm", reasons(&["context agent.py"])));
+    let out = split_build(d, &["explain", "builder"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("previous build: `{}/e2e/builder:latest-linux-amd64`", reg.host)), "{text}");
+    write("agent/agent.py", "print('v1')\n");
     write("split-build.yml", &builder_spec(&reg.host, ""));
 
     // A `latest` without a record (a builder made before records, or by hand): `unknown`.
