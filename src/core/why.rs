@@ -84,11 +84,21 @@ pub(crate) fn differences(prev: &InputsRecord, cur: &InputsRecord) -> Vec<String
     if prev.target != cur.target {
         out.push("target".to_owned());
     }
-    let (pc, cc) = if prev.is_compact() || cur.is_compact() {
+    let (mut pc, mut cc) = if prev.is_compact() || cur.is_compact() {
         (compact(&prev.context), compact(&cur.context))
     } else {
         (prev.context.clone(), cur.context.clone())
     };
+    // A Dockerfile inside its context is a context input too: the input that was the old
+    // Dockerfile and is the new one is that file, already named `dockerfile`.
+    if prev.dockerfile != cur.dockerfile {
+        let is_the_dockerfile = |k: &String| pc.get(k) == Some(&prev.dockerfile) && cc.get(k) == Some(&cur.dockerfile);
+        let same: Vec<String> = pc.keys().filter(|k| is_the_dockerfile(k)).cloned().collect();
+        for k in same {
+            pc.remove(&k);
+            cc.remove(&k);
+        }
+    }
     map_changes(&mut out, "context", &pc, &cc);
     map_changes(&mut out, "build-arg", &prev.build_args, &cur.build_args);
     let (pp, cp): (BTreeSet<&String>, BTreeSet<&String>) = (prev.platforms.iter().collect(), cur.platforms.iter().collect());
@@ -351,6 +361,11 @@ mod tests {
         for (cur, want) in cases {
             assert_eq!(why(&cur, Some(&Previous::Record(Box::new(prev.clone())))), want);
         }
+        // A Dockerfile inside its context is named once, as `dockerfile`; another file
+        // changed with it still is.
+        let inside = |df: &str, other: &str| record(df, &[("Dockerfile", df), ("setup.sh", other)], &[], &["linux/amd64"], "1");
+        assert_eq!(differences(&inside("FROM x", "a"), &inside("FROM y", "a")), ["dockerfile"]);
+        assert_eq!(differences(&inside("FROM x", "a"), &inside("FROM y", "b")), ["dockerfile", "context setup.sh"]);
         let moved = record("FROM x", &[("setup.sh", "a")], &[("PY", "3.11")], &["linux/amd64"], "2");
         let w = why(&moved, Some(&Previous::Record(Box::new(prev.clone()))));
         assert_eq!(w.len(), 1);

@@ -7,12 +7,7 @@
 use std::path::Path;
 use std::process::Child;
 
-use bytes::Bytes;
 use serde_json::{Value, json};
-use split_build::adapters::credentials::Credentials;
-use split_build::adapters::registry;
-use split_build::core::image_config::{DOCKER_CONFIG, DOCKER_MANIFEST};
-use split_build::core::image_ref::ImageRef;
 
 use crate::support::rate_front::RateFront;
 use crate::support::*;
@@ -36,41 +31,17 @@ fn spec(front: &str, jobs: &str) -> tempfile::TempDir {
     ])
 }
 
-/// Pushes an image of one uncompressed layer holding `file` straight to `host` as `image`
-/// (whose own host may be the front's: the storage is the same).
-async fn push_image(client: &registry::Registry, host: &str, image: &str, file: &str) {
-    let s = registry::Stats::default();
-    let mut image: ImageRef = image.parse().unwrap();
-    image.registry = host.to_owned();
-    let mut b = tar::Builder::new(Vec::new());
-    append_file(&mut b, file, file.as_bytes(), 0o644);
-    let layer = Bytes::from(b.into_inner().unwrap());
-    let layer_digest = client.upload_blob(host, &image.repository, layer.clone(), &s).await.unwrap();
-    let config = json!({
-        "architecture": "amd64", "os": "linux", "config": {},
-        "rootfs": {"type": "layers", "diff_ids": [layer_digest.to_string()]},
-        "history": [{"created_by": "fleet test"}]
-    });
-    let config = Bytes::from(serde_json::to_vec(&config).unwrap());
-    let config_digest = client.upload_blob(host, &image.repository, config.clone(), &s).await.unwrap();
-    let manifest = json!({
-        "schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
-        "config": {"mediaType": DOCKER_CONFIG, "size": config.len(), "digest": config_digest.to_string()},
-        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar", "size": layer.len(), "digest": layer_digest.to_string()}]
-    });
-    let tag = image.tag.as_ref().unwrap().to_string();
-    client.put_manifest(&image, &tag, DOCKER_MANIFEST, Bytes::from(serde_json::to_vec(&manifest).unwrap()), &s).await.unwrap();
-}
-
 /// Every base of `plan` (each with a layer of its own) and the builder, pushed straight to `reg`.
 fn push_bases_and_builder(reg: &Registry, plan: &Value) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let client = registry::Registry::new(Credentials::default(), &[], 8).unwrap().with_write_rate(0);
+        let client = seed::client(8);
+        let none = json!({});
         for b in plan["bases"].as_array().unwrap() {
-            push_image(&client, &reg.host, b["image"].as_str().unwrap(), &format!("base-of-{}", b["instance"].as_str().unwrap())).await;
+            let file = format!("base-of-{}", b["instance"].as_str().unwrap());
+            seed::push_image(&client, &reg.host, b["image"].as_str().unwrap(), &file, &none, &[]).await;
         }
-        push_image(&client, &reg.host, plan["builder"]["image"].as_str().unwrap(), "agent/agent-server").await;
+        seed::push_image(&client, &reg.host, plan["builder"]["image"].as_str().unwrap(), "agent/agent-server", &none, &[]).await;
     });
 }
 

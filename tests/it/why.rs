@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::support::*;
 
@@ -241,4 +241,139 @@ fn the_builder_says_why_against_its_floating_latest() {
     let (status, why, _) = builder_plan(d);
     assert_eq!(status, "warm");
     assert!(why.len() == 1 && why[0].starts_with("unknown (") && why[0].contains("dev.split-build.inputs"), "{why:?}");
+}
+
+/// The README's input record of one base of the bundled example, written from its
+/// documentation (not by split-build): what a build of the unedited example would carry.
+fn example_record(dockerfile_sha: &str, from: &str, from_digest: &str) -> String {
+    json!({
+        "scheme": "split-build/base/v1", "dockerfile": dockerfile_sha, "context": {"Dockerfile.base": dockerfile_sha},
+        "platforms": ["linux/amd64"], "from": from, "from_digest": from_digest
+    })
+    .to_string()
+}
+
+/// The "why" section of the summary at `d/s.md`: its list lines.
+fn why_section(d: &Path) -> Vec<String> {
+    let summary = std::fs::read_to_string(d.join("s.md")).unwrap();
+    summary
+        .lines()
+        .skip_while(|l| !l.starts_with("### Why"))
+        .skip(1)
+        .take_while(|l| !l.starts_with('#') && !l.starts_with("<details>"))
+        .filter(|l| l.starts_with("- "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The bundled example (500 SWE-bench Verified instances) against a registry holding its
+/// upstreams and its previous bases: a base Dockerfile edit is one line of the summary and
+/// one `dockerfile` per base, at one read per missing base; one moved upstream is that base's
+/// alone, with both digests.
+#[test]
+fn the_bundled_example_after_a_dockerfile_edit_and_a_moved_upstream() {
+    use futures::{StreamExt as _, stream};
+    use split_build::core::content_hash::sha256_hex;
+
+    let reg = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    copy_tree(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/swebench-verified"), d);
+    let text = std::fs::read_to_string(d.join("split-build.yml")).unwrap();
+    let text = text
+        .replace("registry: ghcr.io/openhands", &format!("registry: {}/openhands", reg.host))
+        .replace("'docker.io/swebench/", &format!("'{}/swebench/", reg.host));
+    std::fs::write(d.join("split-build.yml"), text).unwrap();
+    let ids: Vec<String> = std::fs::read_to_string(d.join("instances.txt")).unwrap().lines().map(str::to_owned).collect();
+    assert_eq!(ids.len(), 500);
+    let upstream = |id: &str| format!("{}/swebench/sweb.eval.x86_64.{}:latest", reg.host, id.replace("__", "_1776_").to_lowercase());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = seed::client(16);
+    let none = json!({});
+    rt.block_on(stream::iter(&ids).for_each_concurrent(16, |id| {
+        let (client, none, image, host) = (&client, &none, upstream(id), &reg.host);
+        async move {
+            seed::push_image(client, host, &image, &format!("env-of-{id}"), none, &[]).await;
+        }
+    }));
+
+    // No previous build: every base `new`, in one line.
+    let report = |d: &Path| json_file(d, "r.json")["registry"]["requests"].as_u64().unwrap();
+    let plan = |d: &Path| {
+        let out = split_build(d, &["plan", "--summary", "s.md", "--report", "r.json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let p = plan(d);
+    let bases = p["bases"].as_array().unwrap().clone();
+    assert!(bases.iter().all(|b| b["status"] == "cold" && b["why"] == json!(["new"])));
+    assert_eq!(
+        why_section(d)[1..],
+        ["- 500 bases to build: `new` (astropy__astropy-12907, astropy__astropy-13033, astropy__astropy-13236) and 497 more"]
+    );
+
+    // The previous bases, as a build of this example leaves them: the base tag and
+    // `{instance}-latest`, each with its input record.
+    let sha = sha256_hex(&std::fs::read(d.join("docker/Dockerfile.base")).unwrap());
+    rt.block_on(stream::iter(&bases).for_each_concurrent(16, |b| {
+        let (client, sha, host) = (&client, &sha, &reg.host);
+        async move {
+            let (instance, from, digest) =
+                (b["instance"].as_str().unwrap(), b["from"].as_str().unwrap(), b["from_digest"].as_str().unwrap());
+            let labels = json!({
+                "dev.split-build.inputs": example_record(sha, from, digest),
+                "org.opencontainers.image.base.name": from, "org.opencontainers.image.base.digest": digest,
+            });
+            let image = b["image"].as_str().unwrap();
+            seed::push_image(client, host, image, &format!("base-of-{instance}"), &labels, &[format!("{instance}-latest")]).await;
+        }
+    }));
+    let p = plan(d);
+    assert!(
+        p["bases"].as_array().unwrap().iter().all(|b| b["status"] == "hit" && b.get("why").is_none()),
+        "every base a hit, saying nothing"
+    );
+    let hits = report(d);
+
+    // The base Dockerfile edited: every base warm, `dockerfile` (the Dockerfile is in its
+    // context too: named once), one line of the summary; one read more per missing base.
+    let dockerfile = d.join("docker/Dockerfile.base");
+    let original = std::fs::read_to_string(&dockerfile).unwrap();
+    std::fs::write(&dockerfile, format!("{original}RUN true\n")).unwrap();
+    let p = plan(d);
+    let edited = p["bases"].as_array().unwrap();
+    assert!(edited.iter().all(|b| b["status"] == "warm" && b["why"] == json!(["dockerfile"])), "{}", edited[0]);
+    let lines = why_section(d);
+    let base_lines: Vec<&String> = lines.iter().filter(|l| !l.starts_with("- the builder")).collect();
+    assert_eq!(
+        base_lines,
+        ["- 500 bases to build: `dockerfile` (astropy__astropy-12907, astropy__astropy-13033, astropy__astropy-13236) and 497 more"]
+    );
+    // Today: a HEAD of each `-latest` (the warm check). Now: a GET of it and its config.
+    let missing = 500;
+    assert_eq!(report(d), hits + 2 * missing, "hits: {hits}; each missing base: its `-latest` HEAD (today) + its config (the why)");
+    std::fs::write(&dockerfile, original).unwrap();
+
+    // One upstream moved: that base alone, naming both digests.
+    let moved = &bases[7];
+    let id = moved["instance"].as_str().unwrap();
+    let before = moved["from_digest"].as_str().unwrap().to_owned();
+    let after = rt.block_on(seed::push_image(&client, &reg.host, &upstream(id), "env-moved", &none, &[]));
+    let p = plan(d);
+    let now = p["bases"].as_array().unwrap();
+    let missing: Vec<&Value> = now.iter().filter(|b| b["status"] != "hit").collect();
+    assert_eq!(missing.len(), 1, "only the moved upstream's base");
+    let want = format!("upstream moved {}… → {}…", &before[..19], &after[..19]);
+    assert_eq!((missing[0]["instance"].as_str().unwrap(), &missing[0]["why"]), (id, &json!([want])));
+    assert!(why_section(d).contains(&format!("- 1 base to build: `upstream moved` ({id})")), "{:?}", why_section(d));
+    let out = split_build(d, &["explain", id]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let marked: Vec<&str> = text.lines().filter(|l| l.starts_with("* ")).collect();
+    assert!(
+        marked.len() == 1
+            && marked[0].starts_with("* from digest")
+            && marked[0].contains(&before[..19])
+            && marked[0].contains(&after[..19]),
+        "{text}"
+    );
 }

@@ -12,6 +12,7 @@ mod http;
 mod nora;
 pub mod rate_front;
 mod runner;
+pub mod seed;
 pub mod token_proxy;
 
 pub use runner::{SplitBuild, split_build};
