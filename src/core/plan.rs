@@ -68,6 +68,8 @@ pub struct Layout {
     pub runners: BTreeMap<Platform, String>,
     /// The bases' Dockerfile, target and context inputs (for their input records).
     pub base_recipe: Recipe,
+    /// The builder's input record, or why its inputs could not be read.
+    pub builder_inputs: Result<InputsRecord, String>,
 }
 
 /// The names around one base image.
@@ -112,6 +114,9 @@ pub struct LayoutInputs<'a> {
     /// By instance, the upstream digest its previous build recorded: used when the
     /// registry gave none for its `from` (so an unreachable upstream changes no tag).
     pub recorded_digests: &'a BTreeMap<String, Digest>,
+    /// The builder's input record (what a missing builder is compared with its previous
+    /// build by), or why its inputs could not be read.
+    pub builder_inputs: Result<&'a InputsRecord, &'a str>,
 }
 
 /// Names every image of the spec.
@@ -145,6 +150,7 @@ pub fn layout(spec: &Spec, inputs: LayoutInputs<'_>) -> Layout {
         agents,
         runners: spec.runners.clone(),
         base_recipe: inputs.base_recipe.clone(),
+        builder_inputs: inputs.builder_inputs.cloned().map_err(str::to_owned),
     }
 }
 
@@ -433,9 +439,15 @@ pub fn decide(layout: Layout, observed: &Observed, sizing: impl Into<Sizing>) ->
     let max_parallel = sizing.max_parallel;
     // Takes the layout by value and moves its strings into the plan: at 100,000 instances
     // a copy of every name would double the peak memory.
-    let Layout { builder, platforms, bases: base_layouts, agents: agent_layouts, runners, base_recipe } = layout;
+    let Layout { builder, platforms, bases: base_layouts, agents: agent_layouts, runners, base_recipe, builder_inputs } = layout;
     let legs = has_legs(&platforms);
     let (builder_status, builder_cache) = builder_status(&builder, &platforms, observed);
+    // Only a missing builder is compared with its previous build.
+    let builder_why = if builder_status.is_missing() {
+        crate::core::why::builder_why(builder_inputs.as_ref().map_err(String::as_str), observed.builder_previous.as_ref())
+    } else {
+        Vec::new()
+    };
     // With several platforms and no index, the legs found so far.
     let builder_built: Vec<Platform> = if legs && builder_status.is_missing() {
         platforms.iter().filter(|p| observed.has(&leg(&builder, p)).is_some()).cloned().collect()
@@ -453,7 +465,7 @@ pub fn decide(layout: Layout, observed: &Observed, sizing: impl Into<Sizing>) ->
             platforms,
             built: builder_built,
             cache_from: builder_cache,
-            why: Vec::new(),
+            why: builder_why,
         };
         return Plan {
             builder,
@@ -565,8 +577,14 @@ pub fn decide(layout: Layout, observed: &Observed, sizing: impl Into<Sizing>) ->
         )
         .collect();
 
-    let builder =
-        BuilderPlan { image: builder, status: builder_status, platforms, built: builder_built, cache_from: builder_cache, why: Vec::new() };
+    let builder = BuilderPlan {
+        image: builder,
+        status: builder_status,
+        platforms,
+        built: builder_built,
+        cache_from: builder_cache,
+        why: builder_why,
+    };
     Plan { builder, bases, agents, matrices, notes, made_from: None, made_in_run: None }
 }
 
@@ -736,6 +754,7 @@ mod tests {
                 base_recipe: &recipe(dockerfile),
                 upstream_digests: &BTreeMap::new(),
                 recorded_digests: &BTreeMap::new(),
+                builder_inputs: Err("not read"),
             },
         )
     }
@@ -772,8 +791,26 @@ mod tests {
         let none = BTreeMap::new();
         let with = BTreeMap::from([("upstream.example/x.i:latest".to_owned(), Digest::sha256_of(b"1"))]);
         let v = tag("1");
-        let a = layout(&spec, LayoutInputs { builder_version: &v, base_recipe: &r, upstream_digests: &none, recorded_digests: &none });
-        let b = layout(&spec, LayoutInputs { builder_version: &v, base_recipe: &r, upstream_digests: &with, recorded_digests: &none });
+        let a = layout(
+            &spec,
+            LayoutInputs {
+                builder_version: &v,
+                base_recipe: &r,
+                upstream_digests: &none,
+                recorded_digests: &none,
+                builder_inputs: Err("not read"),
+            },
+        );
+        let b = layout(
+            &spec,
+            LayoutInputs {
+                builder_version: &v,
+                base_recipe: &r,
+                upstream_digests: &with,
+                recorded_digests: &none,
+                builder_inputs: Err("not read"),
+            },
+        );
         assert_ne!(a.bases[0].image, b.bases[0].image);
         assert_eq!(b.bases[0].from_digest, Some(Digest::sha256_of(b"1")));
     }
@@ -833,7 +870,13 @@ mod tests {
         let r = recipe(b"FROM x");
         layout(
             &spec,
-            LayoutInputs { builder_version: &tag("1"), base_recipe: &r, upstream_digests: &BTreeMap::new(), recorded_digests: recorded },
+            LayoutInputs {
+                builder_version: &tag("1"),
+                base_recipe: &r,
+                upstream_digests: &BTreeMap::new(),
+                recorded_digests: recorded,
+                builder_inputs: Err("not read"),
+            },
         )
     }
 
@@ -849,7 +892,13 @@ mod tests {
         let none = BTreeMap::new();
         let before = layout(
             &spec,
-            LayoutInputs { builder_version: &tag("1"), base_recipe: &r, upstream_digests: &reachable, recorded_digests: &none },
+            LayoutInputs {
+                builder_version: &tag("1"),
+                base_recipe: &r,
+                upstream_digests: &reachable,
+                recorded_digests: &none,
+                builder_inputs: Err("not read"),
+            },
         );
         let l = layout_with(&["kept", "lost"], &BTreeMap::from([("kept".to_owned(), d.clone())]));
         assert_eq!(l.bases[0].image, before.bases[0].image, "the recorded digest gives the same tag");
@@ -907,6 +956,26 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_builder_says_why_and_a_hit_nothing() {
+        let mut l = small_layout(&["a"], &["v"], "2", b"FROM x");
+        let platforms = l.platforms.clone();
+        let builder_record = |df: &[u8]| InputsRecord::of_builder(&recipe(df), &BTreeMap::new(), &platforms, None);
+        l.builder_inputs = Ok(builder_record(b"FROM y"));
+        let latest = warm_image(&l.builder, &l.platforms[0], &l.platforms);
+        let mut observed = present(&[(&latest, Presence::default())]);
+        assert!(decide(l.clone(), &observed, 64).builder.why.is_empty(), "not asked: nothing said");
+        observed.builder_previous = Some(Some(Previous::Record(Box::new(builder_record(b"FROM x")))));
+        assert_eq!(decide(l.clone(), &observed, 64).builder.why, ["dockerfile"]);
+        let mut unreadable = l.clone();
+        unreadable.builder_inputs = Err("reading `agent/Dockerfile`: no such file".into());
+        assert!(decide(unreadable, &observed, 64).builder.why[0].contains("no such file"));
+        observed.builder_previous = Some(None);
+        assert_eq!(decide(l.clone(), &observed, 64).builder.why, ["new"]);
+        observed.present.insert(l.builder.to_string(), Presence::default());
+        assert!(decide(l, &observed, 64).builder.why.is_empty(), "a hit is not compared");
+    }
+
+    #[test]
     fn a_builder_with_an_earlier_build_is_warm_per_platform() {
         let l = small_layout(&["a"], &["v"], "2", b"FROM x");
         let latest = warm_image(&l.builder, &l.platforms[0], &l.platforms);
@@ -961,6 +1030,7 @@ mod tests {
                 base_recipe: &recipe(b"FROM x"),
                 upstream_digests: &BTreeMap::new(),
                 recorded_digests: &BTreeMap::new(),
+                builder_inputs: Err("not read"),
             },
         )
     }

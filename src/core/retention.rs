@@ -326,7 +326,13 @@ pub(crate) mod tests {
             Recipe { dockerfile_sha256: "x".into(), target: None, inputs: vec![InputFile { path: "f".into(), sha256: "y".into() }] };
         let version: crate::core::image_ref::Tag = "v3".parse().unwrap();
         let none = BTreeMap::new();
-        let inputs = LayoutInputs { builder_version: &version, base_recipe: &recipe, upstream_digests: &none, recorded_digests: &none };
+        let inputs = LayoutInputs {
+            builder_version: &version,
+            base_recipe: &recipe,
+            upstream_digests: &none,
+            recorded_digests: &none,
+            builder_inputs: Err("not read"),
+        };
         decide(layout(spec, inputs), &Observed::default(), 64)
     }
 

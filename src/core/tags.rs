@@ -151,7 +151,16 @@ mod tests {
         let (old, new): (Tag, Tag) = ("0123456789abcdef".parse().unwrap(), "fedcba9876543210".parse().unwrap());
         let none = BTreeMap::new();
         let names = |v: &Tag| {
-            layout(&spec, LayoutInputs { builder_version: v, base_recipe: &recipe, upstream_digests: &none, recorded_digests: &none })
+            layout(
+                &spec,
+                LayoutInputs {
+                    builder_version: v,
+                    base_recipe: &recipe,
+                    upstream_digests: &none,
+                    recorded_digests: &none,
+                    builder_inputs: Err("not read"),
+                },
+            )
         };
         let previous = names(&old);
         let fitted = previous.agents.iter().find(|a| a.instance == long).unwrap();

@@ -24,7 +24,6 @@ use crate::core::plan::{
 };
 use crate::core::platform::Platform;
 use crate::core::template::Vars;
-use crate::core::why::builder_why;
 use crate::stages::daemon::needed_stages;
 use crate::stages::prepare::{Pick, Prepared};
 
@@ -160,19 +159,19 @@ async fn existing(registry: &Registry, layout: &Layout, pick: &Pick, concurrency
             second.extend(platforms.iter().map(|p| leg(&b.image, p)));
         }
     }
-    if has_legs(platforms) && !found(&layout.builder) {
+    let builder_missing = !found(&layout.builder);
+    if has_legs(platforms) && builder_missing {
         second.extend(platforms.iter().map(|p| leg(&layout.builder, p)));
     }
     // A missing builder: its warm tag (an earlier build to take cache from), per platform;
     // the first platform's read whole (below), as its input record says why it is missing.
-    let builder_missing = !found(&layout.builder);
     if builder_missing {
         second.extend(platforms.iter().skip(1).map(|p| warm_image(&layout.builder, p, platforms)));
     }
-    let agents: Vec<ImageRef> = if found(&layout.builder) {
-        layout.agents.iter().filter(|a| pick.wants_instance(&a.instance) && found(&a.base)).map(|a| a.image.clone()).collect()
-    } else {
+    let agents: Vec<ImageRef> = if builder_missing {
         Vec::new()
+    } else {
+        layout.agents.iter().filter(|a| pick.wants_instance(&a.instance) && found(&a.base)).map(|a| a.image.clone()).collect()
     };
     let first_platform = platforms.first().cloned();
     let builder_previous =
@@ -393,6 +392,7 @@ pub(crate) async fn make_plan(
             base_recipe: &prepared.base_recipe,
             upstream_digests: &upstream_digests,
             recorded_digests: &recorded_digests,
+            builder_inputs: prepared.builder_inputs.as_ref().map_err(String::as_str),
         },
     );
     if let Some(client) = client {
@@ -401,9 +401,6 @@ pub(crate) async fn make_plan(
             .with_context(|| format!("asking {} which images exist (use --offline to plan without it)", spec.registry.host))?;
     }
     let mut plan = decide(layout, &observed, Sizing::of(spec));
-    if plan.builder.status.is_missing() {
-        plan.builder.why = builder_why(prepared.builder_inputs.as_ref().map_err(String::as_str), observed.builder_previous.as_ref());
-    }
     plan.made_from = Some(prepared.fingerprint.clone());
     plan.notes.extend(cache_notes(prepared, &plan.builder.image));
     Ok(plan)

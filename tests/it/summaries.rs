@@ -302,6 +302,7 @@ fn five_thousand_instances_with_their_upstream_unreachable_stay_under_the_limit(
             base_recipe: &recipe,
             upstream_digests: &upstream_digests,
             recorded_digests: &upstream_digests,
+            builder_inputs: Err("not read"),
         },
     );
     // docker.io unreachable: as the observer records it, every upstream with the first one's error.

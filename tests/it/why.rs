@@ -18,19 +18,31 @@ fn spec(reg: &str, platforms: &str, py: &str, instances: &[&str]) -> String {
     )
 }
 
-/// `plan --summary s.md`: the plan JSON, and each base's (instance, status, why).
-fn plan(d: &Path) -> (Value, Vec<(String, String, Vec<String>)>) {
-    let out = split_build(d, &["plan", "--summary", "s.md"]);
+/// `plan --summary s.md --report r.json`: the plan JSON.
+fn plan_json(d: &Path) -> Value {
+    let out = split_build(d, &["plan", "--summary", "s.md", "--report", "r.json"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The requests the last [`plan_json`] made, as its report counts them.
+fn requests(d: &Path) -> u64 {
+    json_file(d, "r.json")["registry"]["requests"].as_u64().unwrap()
+}
+
+/// The `why` of a plan entry (none: empty).
+fn why_of(entry: &Value) -> Vec<String> {
+    entry["why"].as_array().map(|w| w.iter().map(|r| r.as_str().unwrap().to_owned()).collect()).unwrap_or_default()
+}
+
+/// The plan JSON, and each base's (instance, status, why).
+fn plan(d: &Path) -> (Value, Vec<(String, String, Vec<String>)>) {
+    let plan = plan_json(d);
     let rows = plan["bases"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|b| {
-            let why = b["why"].as_array().map(|w| w.iter().map(|r| r.as_str().unwrap().to_owned()).collect()).unwrap_or_default();
-            (b["instance"].as_str().unwrap().to_owned(), b["status"].as_str().unwrap().to_owned(), why)
-        })
+        .map(|b| (b["instance"].as_str().unwrap().to_owned(), b["status"].as_str().unwrap().to_owned(), why_of(b)))
         .collect();
     (plan, rows)
 }
@@ -41,8 +53,12 @@ fn warm_whys(rows: &[(String, String, Vec<String>)]) -> Vec<Vec<String>> {
     rows.iter().map(|(_, _, w)| w.clone()).collect()
 }
 
-fn whys(reasons: &[&str], n: usize) -> Vec<Vec<String>> {
-    vec![reasons.iter().map(|r| (*r).to_owned()).collect(); n]
+fn reasons(r: &[&str]) -> Vec<String> {
+    r.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn whys(r: &[&str], n: usize) -> Vec<Vec<String>> {
+    vec![reasons(r); n]
 }
 
 #[test]
@@ -141,16 +157,11 @@ fn builder_spec_for(reg: &str, platforms: &str, builder: &str) -> String {
     )
 }
 
-/// `plan --summary s.md --report r.json`: the builder's status and why, and the plan's
-/// requests.
+/// The builder's status and why in the plan, and the plan's requests.
 fn builder_plan(d: &Path) -> (String, Vec<String>, u64) {
-    let out = split_build(d, &["plan", "--summary", "s.md", "--report", "r.json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let plan = plan_json(d);
     let b = &plan["builder"];
-    let why = b["why"].as_array().map(|w| w.iter().map(|r| r.as_str().unwrap().to_owned()).collect()).unwrap_or_default();
-    let report: Value = serde_json::from_slice(&std::fs::read(d.join("r.json")).unwrap()).unwrap();
-    (b["status"].as_str().unwrap().to_owned(), why, report["registry"]["requests"].as_u64().unwrap())
+    (b["status"].as_str().unwrap().to_owned(), why_of(b), requests(d))
 }
 
 #[test]
@@ -166,7 +177,6 @@ fn the_builder_says_why_against_its_floating_latest() {
     ]);
     let d = dir.path();
     let write = |name: &str, text: &str| std::fs::write(d.join(name), text).unwrap();
-    let reasons = |r: &[&str]| r.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
 
     // No builder yet: `new`.
     let (status, why, _) = builder_plan(d);
@@ -298,13 +308,7 @@ fn the_bundled_example_after_a_dockerfile_edit_and_a_moved_upstream() {
     }));
 
     // No previous build: every base `new`, in one line.
-    let report = |d: &Path| json_file(d, "r.json")["registry"]["requests"].as_u64().unwrap();
-    let plan = |d: &Path| {
-        let out = split_build(d, &["plan", "--summary", "s.md", "--report", "r.json"]);
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice::<Value>(&out.stdout).unwrap()
-    };
-    let p = plan(d);
+    let p = plan_json(d);
     let bases = p["bases"].as_array().unwrap().clone();
     assert!(bases.iter().all(|b| b["status"] == "cold" && b["why"] == json!(["new"])));
     assert_eq!(
@@ -328,19 +332,19 @@ fn the_bundled_example_after_a_dockerfile_edit_and_a_moved_upstream() {
             seed::push_image(client, host, image, &format!("base-of-{instance}"), &labels, &[format!("{instance}-latest")]).await;
         }
     }));
-    let p = plan(d);
+    let p = plan_json(d);
     assert!(
         p["bases"].as_array().unwrap().iter().all(|b| b["status"] == "hit" && b.get("why").is_none()),
         "every base a hit, saying nothing"
     );
-    let hits = report(d);
+    let hits = requests(d);
 
     // The base Dockerfile edited: every base warm, `dockerfile` (the Dockerfile is in its
     // context too: named once), one line of the summary; one read more per missing base.
     let dockerfile = d.join("docker/Dockerfile.base");
     let original = std::fs::read_to_string(&dockerfile).unwrap();
     std::fs::write(&dockerfile, format!("{original}RUN true\n")).unwrap();
-    let p = plan(d);
+    let p = plan_json(d);
     let edited = p["bases"].as_array().unwrap();
     assert!(edited.iter().all(|b| b["status"] == "warm" && b["why"] == json!(["dockerfile"])), "{}", edited[0]);
     let lines = why_section(d);
@@ -351,7 +355,7 @@ fn the_bundled_example_after_a_dockerfile_edit_and_a_moved_upstream() {
     );
     // Today: a HEAD of each `-latest` (the warm check). Now: a GET of it and its config.
     let missing = 500;
-    assert_eq!(report(d), hits + 2 * missing, "hits: {hits}; each missing base: its `-latest` HEAD (today) + its config (the why)");
+    assert_eq!(requests(d), hits + 2 * missing, "hits: {hits}; each missing base: its `-latest` HEAD (today) + its config (the why)");
     std::fs::write(&dockerfile, original).unwrap();
 
     // One upstream moved: that base alone, naming both digests.
@@ -359,7 +363,7 @@ fn the_bundled_example_after_a_dockerfile_edit_and_a_moved_upstream() {
     let id = moved["instance"].as_str().unwrap();
     let before = moved["from_digest"].as_str().unwrap().to_owned();
     let after = rt.block_on(seed::push_image(&client, &reg.host, &upstream(id), "env-moved", &none, &[]));
-    let p = plan(d);
+    let p = plan_json(d);
     let now = p["bases"].as_array().unwrap();
     let missing: Vec<&Value> = now.iter().filter(|b| b["status"] != "hit").collect();
     assert_eq!(missing.len(), 1, "only the moved upstream's base");
