@@ -37,7 +37,7 @@ pub(crate) async fn run(args: ExplainArgs, _actions: &ActionsEnv) -> anyhow::Res
     let items = if is_builder { BTreeSet::new() } else { BTreeSet::from([wanted.to_owned()]) };
     let plan = make_plan(&prepared, Some(&client), concurrency, &Pick::instances(items), args.registry.upstream()).await?;
     let text = if is_builder {
-        let current = prepared.builder_inputs.as_ref().map_err(|e| anyhow::anyhow!("{e}")).context("the builder's inputs")?;
+        let current = prepared.builder_inputs().map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut latest = None;
         let mut previous = None;
         for (l, r) in read_builder_previous(&client, &plan.builder.image, &plan.builder.platforms).await {

@@ -386,7 +386,7 @@ fn base_labels(prepared: &Prepared, b: &BasePlan, platforms: &[Platform]) -> Has
 /// The builder's labels: its version and its input record (when its inputs can be read).
 fn builder_labels(prepared: &Prepared) -> HashMap<String, String> {
     let mut labels = HashMap::from([("dev.split-build.builder-version".to_owned(), prepared.builder_version.to_string())]);
-    match &prepared.builder_inputs {
+    match prepared.builder_inputs() {
         Ok(r) => {
             labels.insert(INPUTS_LABEL.to_owned(), r.to_label());
         }

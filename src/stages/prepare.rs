@@ -2,6 +2,7 @@
 //! from local files, and a job's `--items`, `--platform` and `--method` checked against it.
 
 use std::collections::{BTreeSet, HashSet};
+use std::sync::OnceLock;
 
 use anyhow::Context as _;
 
@@ -23,9 +24,11 @@ pub(crate) struct Prepared {
     pub(crate) builder_version: Tag,
     /// The base Dockerfile, target and context inputs.
     pub(crate) base_recipe: Recipe,
-    /// The builder's input record (what its image carries and a plan compares with its
-    /// previous build), or why its inputs could not be read (a set version needs none).
-    pub(crate) builder_inputs: Result<InputsRecord, String>,
+    /// Whether the builder version was set (flag or spec) rather than hashed.
+    version_set: bool,
+    /// The builder's input record, made when first asked for (see
+    /// [`Prepared::builder_inputs`]); at once when the version is their hash.
+    builder_inputs: OnceLock<Result<InputsRecord, String>>,
     /// What a plan made from this checkout records it was made from.
     pub(crate) fingerprint: Fingerprint,
 }
@@ -35,23 +38,25 @@ pub(crate) fn prepare(common: &Common) -> anyhow::Result<Prepared> {
     let spec = load_spec(&common.spec)?;
     let b = &spec.builder;
     let set_version = common.builder_version.as_ref().or(b.version.as_ref());
-    let builder_recipe = recipe(&b.context, &b.dockerfile, Some(&b.target), &b.inputs).context("hashing the builder's inputs");
-    // A set version needs no readable inputs (their record is then left out); the hash does.
-    let (builder_version, builder_recipe) = match set_version {
-        Some(v) => (v.clone(), builder_recipe.map_err(|e| format!("{e:#}"))),
+    let version_set = set_version.is_some();
+    // A set version needs no readable inputs, and their record waits until asked for; the
+    // hash needs them now.
+    let builder_inputs = OnceLock::new();
+    let builder_version = match set_version {
+        Some(v) => v.clone(),
         None => {
-            let r = builder_recipe?;
+            let r = recipe(&b.context, &b.dockerfile, Some(&b.target), &b.inputs).context("hashing the builder's inputs")?;
             let hash = builder_hash(&r, &b.build_args, &spec.platforms);
-            (hash.parse().with_context(|| format!("builder hash `{hash}` is not a tag"))?, Ok(r))
+            let _ = builder_inputs.set(Ok(InputsRecord::of_builder(&r, &b.build_args, &spec.platforms, None)));
+            hash.parse().with_context(|| format!("builder hash `{hash}` is not a tag"))?
         }
     };
-    let builder_inputs = builder_recipe.map(|r| InputsRecord::of_builder(&r, &b.build_args, &spec.platforms, set_version.map(Tag::as_str)));
     let base_recipe = recipe(&spec.bases.context, &spec.bases.dockerfile, spec.bases.target.as_deref(), &spec.bases.inputs)
         .context("hashing the bases' inputs")?;
     // The spec was just read whole; reading it again for its digest costs nothing next to it.
     let spec_bytes = std::fs::read(&common.spec).with_context(|| format!("reading `{}`", common.spec.display()))?;
     let fingerprint = Fingerprint::of(&spec_bytes, &base_recipe, builder_version.as_str(), env!("CARGO_PKG_VERSION"));
-    Ok(Prepared { spec, builder_version, base_recipe, builder_inputs, fingerprint })
+    Ok(Prepared { spec, builder_version, base_recipe, version_set, builder_inputs, fingerprint })
 }
 
 /// What a job works on: its instances (`--items`; `None`: every one) and its platform
@@ -87,6 +92,23 @@ impl Pick {
 }
 
 impl Prepared {
+    /// The builder's input record (what its image carries, and what a plan compares with its
+    /// previous build), or why its inputs could not be read. With a set version the inputs
+    /// are hashed on the first call only: a job that never asks (an agents job, prune) never
+    /// reads the builder's context.
+    pub(crate) fn builder_inputs(&self) -> Result<&InputsRecord, &str> {
+        self.builder_inputs
+            .get_or_init(|| {
+                let b = &self.spec.builder;
+                let version = self.version_set.then(|| self.builder_version.as_str());
+                recipe(&b.context, &b.dockerfile, Some(&b.target), &b.inputs)
+                    .map(|r| InputsRecord::of_builder(&r, &b.build_args, &self.spec.platforms, version))
+                    .map_err(|e| format!("hashing the builder's inputs: {e:#}"))
+            })
+            .as_ref()
+            .map_err(String::as_str)
+    }
+
     /// A job's pick from its `--items` and `--platform`, checked against the spec.
     pub(crate) fn pick(&self, items: Option<&str>, platform: Option<&str>) -> anyhow::Result<Pick> {
         Ok(Pick { items: self.items(items)?, platform: self.platform(platform)? })
@@ -126,5 +148,44 @@ impl Prepared {
             Some(MethodArg::Dockerfile) => Method::Dockerfile,
             None => self.spec.agents.method,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn common_for(dir: &std::path::Path, spec: &str) -> Common {
+        std::fs::write(dir.join("split-build.yml"), spec).unwrap();
+        std::fs::write(dir.join("Dockerfile"), "FROM scratch AS payload\n").unwrap();
+        Common { spec: dir.join("split-build.yml"), builder_version: None, report: None, summary: None }
+    }
+
+    const SPEC: &str = "registry: r.example/t\nbuilder: { repository: b, context: agent, dockerfile: agent/Dockerfile }\nbases:\n  repository: base\n  from: \"up/{instance}:1\"\n  instances: [a]\nagents:\n  repository: a\n  variants: [{ name: v }]\n";
+
+    /// With a set version the builder's context is read only when its record is asked for
+    /// (an agents job or prune never asks); with a hashed version it was read for the hash
+    /// and is not read again.
+    #[test]
+    fn the_builder_inputs_are_read_when_asked_for_or_for_the_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("agent")).unwrap();
+        std::fs::write(d.join("agent/Dockerfile"), "FROM scratch AS payload\n").unwrap();
+        let hashed = prepare(&common_for(d, SPEC)).unwrap();
+        assert!(hashed.builder_inputs.get().is_some(), "made with the hash");
+        assert_eq!(hashed.builder_inputs().unwrap().version, None);
+
+        let set = prepare(&common_for(d, &SPEC.replace("repository: b,", "repository: b, version: v2,"))).unwrap();
+        assert!(set.builder_inputs.get().is_none(), "not read until asked for");
+        assert_eq!(set.builder_inputs().unwrap().version.as_deref(), Some("v2"));
+        assert_eq!(set.builder_inputs().unwrap().dockerfile, hashed.builder_inputs().unwrap().dockerfile);
+
+        // Asked for after the builder's Dockerfile went away (it is read then, not at
+        // start-up): the reason, for the plan's `why` to give.
+        let late = prepare(&common_for(d, &SPEC.replace("repository: b,", "repository: b, version: v2,"))).unwrap();
+        std::fs::remove_file(d.join("agent/Dockerfile")).unwrap();
+        let e = late.builder_inputs().unwrap_err();
+        assert!(e.starts_with("hashing the builder's inputs: reading `") && e.contains("agent/Dockerfile"), "{e}");
     }
 }
